@@ -1,0 +1,143 @@
+"""Dynamics with prescribed marginals: probability-flow ODE and SDEs for any diffusion schedule."""
+from __future__ import annotations
+
+from typing import Callable, Optional, Union
+
+import torch
+from torch import Tensor, nn
+
+from ._validation import TimeLike, validation_enabled
+from .base import TimeDensity
+from .divfree import DivergenceFree
+
+__all__ = ["Dynamics"]
+
+Diffusion = Union[float, int, Callable[[Tensor], Union[Tensor, float]]]
+
+
+class Dynamics(nn.Module):
+    r"""The family of processes whose marginals are ``rho_t``: ``dX = b_t(X) dt + g_t dW``.
+
+    .. math:: u = j/\rho, \qquad b = u + \tfrac{g_t^2}{2}\nabla\log\rho
+
+    satisfies the Fokker–Planck equation of ``rho`` by construction (DESIGN, introduction). With a
+    :class:`DivergenceFree` term the flux is ``j + div(rho S)``: same ``rho``, other dynamics.
+
+    Args:
+        density: a :class:`TimeDensity`.
+        diffusion: ``g_t >= 0`` as a float, or a callable ``t: (N,) -> (N,)`` (or a float).
+        divergence_free: optional :class:`DivergenceFree` with the density's ``dim``/``context_dim``.
+
+    Methods ``log_prob, flux, velocity, score, drift`` take ``(t, x, context=None)`` like the density.
+    """
+
+    def __init__(self, density: TimeDensity, diffusion: Diffusion = 0.0, divergence_free: Optional[DivergenceFree] = None) -> None:
+        super().__init__()
+        if not isinstance(density, TimeDensity):
+            raise TypeError(f"density must be a probflux.TimeDensity; got {type(density).__name__}")
+        if callable(diffusion):
+            self._g_fn: Optional[Callable] = diffusion
+            self._g_const = None
+        else:
+            if isinstance(diffusion, bool) or not isinstance(diffusion, (float, int)):
+                raise TypeError(f"diffusion must be a float or a callable t -> g_t; got {type(diffusion).__name__}")
+            if not (float(diffusion) >= 0.0) or float(diffusion) == float("inf"):
+                raise ValueError(f"diffusion must be a finite number >= 0; got {diffusion!r}")
+            self._g_fn = None
+            self._g_const = float(diffusion)
+        if divergence_free is not None:
+            if not isinstance(divergence_free, DivergenceFree):
+                raise TypeError(f"divergence_free must be a probflux.DivergenceFree; got {type(divergence_free).__name__}")
+            if divergence_free.dim != density.dim or divergence_free.context_dim != density.context_dim:
+                raise ValueError(
+                    f"divergence_free has dim={divergence_free.dim}, context_dim={divergence_free.context_dim} but the "
+                    f"density has dim={density.dim}, context_dim={density.context_dim}"
+                )
+        self.density = density
+        self.divergence_free = divergence_free
+
+    @property
+    def dim(self) -> int:
+        return self.density.dim
+
+    @property
+    def context_dim(self) -> int:
+        return self.density.context_dim
+
+    def diffusion(self, t: Tensor) -> Tensor:
+        """``g_t`` as a tensor of the shape of ``t`` (validated ``>= 0`` and finite)."""
+        if self._g_fn is None:
+            return torch.full_like(t, self._g_const)
+        g = self._g_fn(t)
+        g = torch.as_tensor(g, dtype=t.dtype, device=t.device)
+        g = g.expand_as(t) if g.dim() == 0 else g
+        if g.shape != t.shape:
+            raise ValueError(f"diffusion(t) must return a scalar or shape {tuple(t.shape)}; got {tuple(g.shape)}")
+        if validation_enabled() and not bool(((g >= 0) & torch.isfinite(g)).all()):
+            raise ValueError(f"diffusion(t) must be finite and >= 0; got min {float(g.min()):g}")
+        return g
+
+    # ------------------------------------------------------------------ fields
+    def log_prob(self, t: TimeLike, x: Tensor, context: Optional[Tensor] = None) -> Tensor:
+        """``log rho_t(x)``, ``(N,)``."""
+        return self.density.log_prob(t, x, context)
+
+    def score(self, t: TimeLike, x: Tensor, context: Optional[Tensor] = None) -> Tensor:
+        """``grad log rho_t(x)``, ``(N, D)``."""
+        return self.density.score(t, x, context)
+
+    def _velocity(self, t: Tensor, x: Tensor, ctx: Optional[Tensor], score: Optional[Tensor] = None) -> Tensor:
+        u = self.density._velocity(t, x, ctx)
+        if self.divergence_free is not None:
+            if score is None:
+                score = self.density._score(t, x, ctx)
+            u = u + self.divergence_free._velocity(t, x, ctx, score)
+        return u
+
+    def _drift(self, t: Tensor, x: Tensor, ctx: Optional[Tensor], sign: float = 1.0) -> Tensor:
+        g = self.diffusion(t)
+        needs_score = self.divergence_free is not None or bool((g != 0).any())
+        score = self.density._score(t, x, ctx) if needs_score else None
+        u = self._velocity(t, x, ctx, score)
+        if score is None:
+            return u
+        return u + sign * 0.5 * (g * g).unsqueeze(-1) * score
+
+    def velocity(self, t: TimeLike, x: Tensor, context: Optional[Tensor] = None) -> Tensor:
+        """Probability-flow velocity ``u = j/rho`` (with the divergence-free part), ``(N, D)``."""
+        return self._velocity(*self.density._prepare(t, x, context))
+
+    def flux(self, t: TimeLike, x: Tensor, context: Optional[Tensor] = None) -> Tensor:
+        """``j = rho u``, ``(N, D)``."""
+        tt, xx, ctx = self.density._prepare(t, x, context)
+        return self.density._log_prob(tt, xx, ctx).exp().unsqueeze(-1) * self._velocity(tt, xx, ctx)
+
+    def drift(self, t: TimeLike, x: Tensor, context: Optional[Tensor] = None) -> Tensor:
+        """SDE drift ``b = u + (g_t^2/2) grad log rho``, ``(N, D)``."""
+        return self._drift(*self.density._prepare(t, x, context))
+
+    def as_sde(self, context: Optional[Tensor] = None) -> "SDE":
+        """An object for ``torchsde.sdeint(sde, x0, ts)``: Itô, diagonal noise, drift ``b`` and ``g_t``."""
+        return SDE(self, context)
+
+
+class SDE(nn.Module):
+    """``torchsde`` adapter: ``f(t, y) = b_t(y)``, ``g(t, y) = g_t 1``; ``t`` is a 0-d tensor."""
+
+    noise_type = "diagonal"
+    sde_type = "ito"
+
+    def __init__(self, dynamics: Dynamics, context: Optional[Tensor] = None) -> None:
+        super().__init__()
+        self.dynamics = dynamics
+        self.context = context
+
+    def _t(self, t: Tensor, y: Tensor) -> Tensor:
+        return torch.as_tensor(t, dtype=y.dtype, device=y.device).reshape(()).clamp(0.0, 1.0).expand(y.shape[0])
+
+    def f(self, t: Tensor, y: Tensor) -> Tensor:
+        tt, yy, ctx = self.dynamics.density._prepare(self._t(t, y), y, self.context, name="y")
+        return self.dynamics._drift(tt, yy, ctx)
+
+    def g(self, t: Tensor, y: Tensor) -> Tensor:
+        return self.dynamics.diffusion(self._t(t, y)).unsqueeze(-1).expand_as(y)

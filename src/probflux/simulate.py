@@ -1,0 +1,89 @@
+"""Integrate the dynamics of a model — for evaluation and plots, never inside training."""
+from __future__ import annotations
+
+from typing import Optional, Union
+
+import torch
+from torch import Tensor
+
+from ._validation import check_context, check_count, check_points
+from .base import TimeDensity
+from .dynamics import Dynamics
+
+__all__ = ["simulate", "SDE_METHODS", "ODE_METHODS"]
+
+SDE_METHODS = ("euler_maruyama",)
+ODE_METHODS = ("euler", "midpoint", "rk4", "dopri5", "dopri8", "bosh3", "adaptive_heun")
+
+
+@torch.no_grad()
+def simulate(
+    dynamics: Union[Dynamics, TimeDensity],
+    x0: Tensor,
+    t0: float = 0.0,
+    t1: float = 1.0,
+    steps: int = 100,
+    method: str = "euler_maruyama",
+    context: Optional[Tensor] = None,
+    *,
+    rtol: float = 1e-5,
+    atol: float = 1e-5,
+    generator: Optional[torch.Generator] = None,
+) -> Tensor:
+    r"""Simulate ``dX = b_t(X) dt + g_t dW`` (or the probability-flow ODE ``dX = u_t(X) dt``) from ``x0``.
+
+    Args:
+        dynamics: a :class:`Dynamics` (a bare :class:`TimeDensity` means ``g = 0``).
+        x0: ``(N, D)`` initial points, normally ``density.sample(t0, N)``.
+        t0, t1: start and end in ``[0, 1]``; ``t1 < t0`` runs backward in time (the SDE then uses the
+            time-reversed drift ``u - (g^2/2) grad log rho``, whose marginals are again ``rho_t``).
+        steps: number of steps; the path is returned on ``steps + 1`` equally spaced times.
+        method: ``"euler_maruyama"`` for the SDE (with ``g = 0`` it is Euler on the ODE), or an ODE
+            method of ``torchdiffeq`` (``"euler"``, ``"rk4"``, ``"dopri5"``, ...) on the probability-flow
+            ODE; adaptive methods use ``rtol``/``atol``.
+        context: optional conditioning, ``(N, C)`` or ``(C,)``.
+        generator: ``torch.Generator`` for the Brownian increments.
+
+    Returns:
+        ``(steps + 1, N, D)`` path, detached.
+    """
+    if isinstance(dynamics, TimeDensity):
+        dynamics = Dynamics(dynamics)
+    if not isinstance(dynamics, Dynamics):
+        raise TypeError(f"dynamics must be a probflux.Dynamics or TimeDensity; got {type(dynamics).__name__}")
+    density = dynamics.density
+    check_points(x0, dynamics.dim, "x0")
+    check_count(steps, "steps")
+    for name, v in (("t0", t0), ("t1", t1)):
+        if not isinstance(v, (float, int)) or not (0.0 <= float(v) <= 1.0):
+            raise ValueError(f"{name} must be a number in the model's time interval [0, 1]; got {v!r}")
+    if method not in SDE_METHODS + ODE_METHODS:
+        raise ValueError(f"method must be one of {SDE_METHODS + ODE_METHODS}; got {method!r}")
+    ctx = check_context(context, dynamics.context_dim, x0.shape[0], x0.dtype)
+    ts = torch.linspace(float(t0), float(t1), steps + 1, dtype=x0.dtype, device=x0.device)
+    N = x0.shape[0]
+
+    if method == "euler_maruyama":
+        backward = t1 < t0
+        path = [x0]
+        x = x0
+        for k in range(steps):
+            t, dt = ts[k], ts[k + 1] - ts[k]
+            tv = t.expand(N)
+            with torch.enable_grad():
+                b = dynamics._drift(tv, x, ctx, sign=-1.0 if backward else 1.0).detach()
+            g = dynamics.diffusion(tv).unsqueeze(-1)
+            noise = torch.randn(x.shape, dtype=x.dtype, device=x.device, generator=generator)
+            x = x + b * dt + g * dt.abs().sqrt() * noise
+            path.append(x)
+        return torch.stack(path)
+
+    import torchdiffeq
+
+    def field(t: Tensor, y: Tensor) -> Tensor:
+        tv = t.to(y.dtype).clamp(0.0, 1.0).expand(N)
+        with torch.enable_grad():
+            return dynamics._velocity(tv, y, ctx).detach()
+
+    options = {} if method in ("dopri5", "dopri8", "bosh3", "adaptive_heun") else None
+    return torchdiffeq.odeint(field, x0, ts, method=method, rtol=rtol, atol=atol, options=options)
