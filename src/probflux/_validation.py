@@ -1,6 +1,7 @@
 """Input checks shared by every public entry point; messages name the offending argument."""
 from __future__ import annotations
 
+import numbers
 from typing import Optional, Union
 
 import torch
@@ -101,6 +102,20 @@ def check_context(context: Optional[Tensor], context_dim: int, n: int, dtype: to
 
 
 def check_count(n: Optional[int], name: str = "n") -> int:
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
         raise ValueError(f"{name} must be a positive integer; got {n!r}")
-    return n
+    return int(n)
+
+
+def check_time_bound(v: object, name: str) -> float:
+    """A scalar time (float, int or 0-d tensor) in ``[0, 1]``."""
+    if isinstance(v, Tensor) and v.dim() == 0 and not v.dtype == torch.bool:
+        v = float(v)
+    if isinstance(v, bool) or not isinstance(v, numbers.Real) or not (0.0 <= float(v) <= 1.0):
+        raise ValueError(f"{name} must be a number in the model's time interval [0, 1]; got {v!r}")
+    return float(v)
+
+
+def check_dtype(x: Tensor, dtype: torch.dtype, name: str) -> None:
+    if x.dtype != dtype:
+        raise TypeError(f"{name} has dtype {x.dtype} but the model's parameters are {dtype}; convert one of them")

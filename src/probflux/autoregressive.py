@@ -140,6 +140,6 @@ class AutoregressiveMixture(TimeDensity):
         u = torch.rand(t.shape[0], self.dim, dtype=t.dtype, device=t.device)
         return self._icdf(t, u, ctx)
 
-    def _cdf(self, t: Tensor, x: Tensor, ctx: Optional[Tensor]) -> tuple[Tensor, Tensor]:
-        params = self._params(t, x, ctx)
-        return m1.log_cdf(x, *params, self.family).exp(), m1.log_prob(x, *params, self.family)
+    def _conditional_cdf(self, t: Tensor, x_cond: Tensor, x_eval: Tensor, ctx: Optional[Tensor]) -> tuple[Tensor, Tensor]:
+        params = self._params(t, x_cond, ctx)
+        return m1.log_cdf(x_eval, *params, self.family).exp(), m1.log_prob(x_eval, *params, self.family)

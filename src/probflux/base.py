@@ -6,7 +6,7 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
-from ._validation import TimeLike, as_times, check_context, check_count, check_points
+from ._validation import TimeLike, as_times, check_context, check_count, check_dtype, check_points, validation_enabled
 
 __all__ = ["TimeDensity"]
 
@@ -58,8 +58,7 @@ class TimeDensity(nn.Module):
 
     def _prepare(self, t: TimeLike, x: Tensor, context: Optional[Tensor], name: str = "x") -> tuple[Tensor, Tensor, Optional[Tensor]]:
         check_points(x, self.dim, name)
-        if x.dtype != self._dtype:
-            raise TypeError(f"{name} has dtype {x.dtype} but the model's parameters are {self._dtype}; convert one of them")
+        check_dtype(x, self._dtype, name)
         n = x.shape[0]
         tt = as_times(t, n, x.dtype, x.device)
         ctx = check_context(context, self.context_dim, n, x.dtype)
@@ -67,13 +66,15 @@ class TimeDensity(nn.Module):
 
     def _prepare_times(self, t: TimeLike, n: Optional[int], context: Optional[Tensor]) -> tuple[Tensor, Optional[Tensor]]:
         if n is not None:
-            check_count(n)
+            n = check_count(n)
+        tt = as_times(t, None, self._dtype, self._device)  # type, rank and range of t first
         if isinstance(t, Tensor) and t.dim() == 1:
-            tt = as_times(t, n, self._dtype, self._device)
+            if n is not None and n != tt.shape[0]:
+                raise ValueError(f"n={n} does not match t of shape {tuple(t.shape)}; give n={tt.shape[0]} or omit n")
         else:
             if n is None:
                 raise ValueError("n is required when t is a scalar")
-            tt = as_times(t, n, self._dtype, self._device)
+            tt = tt.expand(n)
         ctx = check_context(context, self.context_dim, tt.shape[0], self._dtype)
         return tt, ctx
 
@@ -103,7 +104,7 @@ class TimeDensity(nn.Module):
     def icdf(self, t: TimeLike, u: Tensor, context: Optional[Tensor] = None) -> Tensor:
         """Inverse Rosenblatt transform, ``u: (N, D)`` in ``(0, 1)`` → ``x: (N, D)`` (no gradient)."""
         tt, uu, ctx = self._prepare(t, u, context, name="u")
-        if bool(((uu < 0) | (uu > 1)).any()):
+        if validation_enabled() and bool(((uu < 0) | (uu > 1)).any()):
             raise ValueError("u must lie in [0, 1]")
         return self._icdf(tt, uu, ctx)
 
@@ -141,7 +142,11 @@ class TimeDensity(nn.Module):
         raise NotImplementedError
 
     def _cdf(self, t: Tensor, x: Tensor, ctx: Optional[Tensor]) -> tuple[Tensor, Tensor]:
-        """Conditional CDFs and conditional log-pdfs, both ``(N, D)``."""
+        """Conditional CDFs ``F_i(x_i | x_<i)`` and conditional log-pdfs, both ``(N, D)``."""
+        return self._conditional_cdf(t, x, x, ctx)
+
+    def _conditional_cdf(self, t: Tensor, x_cond: Tensor, x_eval: Tensor, ctx: Optional[Tensor]) -> tuple[Tensor, Tensor]:
+        """``F_i(x_eval_i | x_cond_<i)`` and the matching log-pdfs, ``(N, D)`` each."""
         raise NotImplementedError
 
     def _icdf(self, t: Tensor, u: Tensor, ctx: Optional[Tensor]) -> Tensor:
@@ -156,10 +161,12 @@ class TimeDensity(nn.Module):
         return g
 
     def _reparameterize(self, t: Tensor, x_hat: Tensor, ctx: Optional[Tensor]) -> Tensor:
+        # F_i is evaluated at the detached x_hat_i but conditioned on the differentiable x_<i, so
+        # dx_i = -(dF_i/dtheta + sum_{j<i} dF_i/dx_j dx_j) / p_i: exact after D passes.
         x = x_hat
         tiny = torch.finfo(x_hat.dtype).tiny
         for _ in range(self.dim):
-            Fc, logp = self._cdf(t, x, ctx)
+            Fc, logp = self._conditional_cdf(t, x, x_hat, ctx)
             x = x_hat - (Fc - Fc.detach()) / logp.detach().exp().clamp_min(tiny)
         return x
 

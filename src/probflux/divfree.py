@@ -6,7 +6,7 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
-from ._validation import TimeLike, as_times, check_context, check_points
+from ._validation import TimeLike, as_times, check_context, check_dtype, check_points
 from .nn import MLP, SinusoidalEmbedding
 
 __all__ = ["DivergenceFree"]
@@ -33,6 +33,8 @@ class DivergenceFree(nn.Module):
         super().__init__()
         if isinstance(dim, bool) or not isinstance(dim, int) or dim < 2:
             raise ValueError(f"dim must be an integer >= 2 (no divergence-free flux vanishes at infinity in 1-D); got {dim!r}")
+        if isinstance(context_dim, bool) or not isinstance(context_dim, int) or context_dim < 0:
+            raise ValueError(f"context_dim must be a non-negative integer; got {context_dim!r}")
         self.dim = dim
         self.context_dim = context_dim
         self.embed = SinusoidalEmbedding(time_features)
@@ -52,6 +54,7 @@ class DivergenceFree(nn.Module):
     def matrix(self, t: TimeLike, x: Tensor, context: Optional[Tensor] = None) -> Tensor:
         """``S_t(x)``: ``(N, D, D)`` antisymmetric."""
         check_points(x, self.dim)
+        check_dtype(x, self.net.linears[0].weight.dtype, "x")
         tt = as_times(t, x.shape[0], x.dtype, x.device)
         ctx = check_context(context, self.context_dim, x.shape[0], x.dtype)
         return self._matrix(self.net(self._inputs(tt, x, ctx)))

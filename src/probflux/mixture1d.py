@@ -118,15 +118,16 @@ def log_diff_exp(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
 
     Where ``a == b`` the log is ``-inf`` (the difference is exactly zero) and the sign is ``0``.
     """
+    both_zero = torch.isneginf(a) & torch.isneginf(b)
+    a = torch.where(both_zero, torch.zeros_like(a), a)  # keep gradients finite on unused branches
+    b = torch.where(both_zero, torch.zeros_like(b), b)
     hi = torch.maximum(a, b)
     gap = (a - b).abs()
-    zero = gap == 0
+    zero = (gap == 0) | both_zero
     safe_gap = torch.where(zero, torch.ones_like(gap), gap)
     out = hi + torch.log(-torch.expm1(-safe_gap))
     out = torch.where(zero, torch.full_like(out, -math.inf), out)
-    # where hi = -inf both are zero
-    out = torch.where(torch.isneginf(hi), torch.full_like(out, -math.inf), out)
-    return out, torch.sign(a - b)
+    return out, torch.where(both_zero, torch.zeros_like(a), torch.sign(a - b))
 
 
 @dataclass
@@ -171,17 +172,26 @@ def log_prob(x: Tensor, logits: Tensor, loc: Tensor, log_scale: Tensor, family: 
 
 
 def log_cdf(x: Tensor, logits: Tensor, loc: Tensor, log_scale: Tensor, family: str | type = "logistic") -> Tensor:
-    """``log F(x) = logsumexp_k(log w_k + log Phi(z_k))``."""
-    fam = get_family(family)
-    z = (x.unsqueeze(-1) - loc) / log_scale.exp()
-    return torch.logsumexp(torch.log_softmax(logits, -1) + fam.log_cdf(z), dim=-1)
+    """``log F(x) = logsumexp_k(log w_k + log Phi(z_k))``; ``log1p(-(1-F))`` right of the median (full relative precision)."""
+    return _log_cdf_sf(x, logits, loc, log_scale, family)[0]
 
 
 def log_sf(x: Tensor, logits: Tensor, loc: Tensor, log_scale: Tensor, family: str | type = "logistic") -> Tensor:
-    """``log(1 - F(x))``, accurate in the right tail."""
+    """``log(1 - F(x))``, with full relative precision on both sides of the median."""
+    return _log_cdf_sf(x, logits, loc, log_scale, family)[1]
+
+
+def _log_cdf_sf(x: Tensor, logits: Tensor, loc: Tensor, log_scale: Tensor, family: str | type) -> tuple[Tensor, Tensor]:
     fam = get_family(family)
     z = (x.unsqueeze(-1) - loc) / log_scale.exp()
-    return torch.logsumexp(torch.log_softmax(logits, -1) + fam.log_sf(z), dim=-1)
+    log_w = torch.log_softmax(logits, -1)
+    lF = torch.logsumexp(log_w + fam.log_cdf(z), dim=-1)
+    lS = torch.logsumexp(log_w + fam.log_sf(z), dim=-1)
+    half = math.log(0.5)
+    # log F = log1p(-S) where S < 1/2 (and vice versa); clamp keeps the unused branch finite
+    lF_right = torch.log1p(-lS.clamp(max=half).exp())
+    lS_left = torch.log1p(-lF.clamp(max=half).exp())
+    return torch.where(lS < half, lF_right, lF), torch.where(lF < half, lS_left, lS)
 
 
 def cdf(x: Tensor, logits: Tensor, loc: Tensor, log_scale: Tensor, family: str | type = "logistic") -> Tensor:
@@ -242,7 +252,7 @@ def icdf(
         hi = torch.where(h > 0, torch.minimum(hi, x), hi)
         lo = torch.where(h <= 0, torch.maximum(lo, x), lo)
         newton = x - h / slope
-        ok = torch.isfinite(newton) & (newton > lo) & (newton < hi)
+        ok = torch.isfinite(newton) & (newton >= lo) & (newton <= hi)
         x_new = torch.where(ok, newton, 0.5 * (lo + hi))
         x_new = torch.where(done | (h == 0), x, x_new)
         step = (x_new - x).abs()

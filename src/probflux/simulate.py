@@ -6,7 +6,7 @@ from typing import Optional, Union
 import torch
 from torch import Tensor
 
-from ._validation import check_context, check_count, check_points
+from ._validation import check_context, check_count, check_dtype, check_points, check_time_bound
 from .base import TimeDensity
 from .dynamics import Dynamics
 
@@ -53,10 +53,9 @@ def simulate(
         raise TypeError(f"dynamics must be a probflux.Dynamics or TimeDensity; got {type(dynamics).__name__}")
     density = dynamics.density
     check_points(x0, dynamics.dim, "x0")
-    check_count(steps, "steps")
-    for name, v in (("t0", t0), ("t1", t1)):
-        if not isinstance(v, (float, int)) or not (0.0 <= float(v) <= 1.0):
-            raise ValueError(f"{name} must be a number in the model's time interval [0, 1]; got {v!r}")
+    check_dtype(x0, density._dtype, "x0")
+    steps = check_count(steps, "steps")
+    t0, t1 = check_time_bound(t0, "t0"), check_time_bound(t1, "t1")
     if method not in SDE_METHODS + ODE_METHODS:
         raise ValueError(f"method must be one of {SDE_METHODS + ODE_METHODS}; got {method!r}")
     ctx = check_context(context, dynamics.context_dim, x0.shape[0], x0.dtype)
