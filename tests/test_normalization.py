@@ -27,7 +27,7 @@ def test_normalised_1d(kind):
 @pytest.mark.parametrize("kind", KINDS)
 def test_normalised_2d(kind):
     model = make_density(kind, 2, components=3, seed=4)
-    grid = np.linspace(-30, 30, 1201)
+    grid = np.linspace(-30, 30, 801)
     xx, yy = np.meshgrid(grid, grid, indexing="ij")
     pts = torch.tensor(np.stack([xx.ravel(), yy.ravel()], -1))
     for t in TIMES:

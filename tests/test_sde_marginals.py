@@ -36,18 +36,7 @@ def _check(x_end: torch.Tensor, model: pf.TimeDensity, t_end: float, x_start: to
     assert got < 2.5 * noise, (got, noise, moved)
 
 
-GAUSSIAN_MIXTURE_FLUX = pytest.param(
-    "factorized-gaussian-mixture",
-    marks=pytest.mark.xfail(
-        reason="known limitation: the DESIGN §2 mass-transfer velocity of Gaussian components grows like "
-        "exp(|x|^2) between separated components, so fixed-step Euler leaves the mass and diverges; "
-        "flux='kr' (the default) is the remedy",
-        strict=False,
-    ),
-)
-
-
-@pytest.mark.parametrize("kind", [k for k in KINDS if k != "factorized-gaussian-mixture"] + [GAUSSIAN_MIXTURE_FLUX])
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("g", [0.0, 0.8])
 def test_sde_reproduces_marginal(kind, g):
     model = _moving_model(kind)

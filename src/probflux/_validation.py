@@ -71,7 +71,7 @@ def as_times(
     if t.dim() == 0:
         if n is None:
             return t.reshape(1)
-        return t.expand(n)
+        return t.reshape(1).repeat(n)
     if n is not None and t.shape[0] != n:
         raise ValueError(f"{name} has shape {tuple(t.shape)} but there are {n} points; give a scalar or shape ({n},)")
     return t

@@ -74,7 +74,7 @@ class TimeDensity(nn.Module):
         else:
             if n is None:
                 raise ValueError("n is required when t is a scalar")
-            tt = tt.expand(n)
+            tt = tt.repeat(n)
         ctx = check_context(context, self.context_dim, tt.shape[0], self._dtype)
         return tt, ctx
 
