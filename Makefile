@@ -16,14 +16,14 @@ install: $(STAMP)
 # torch is pinned to the local CPU wheel; a bare "torch" would pull a multi-GB CUDA build.
 $(STAMP): pyproject.toml | $(PY)
 	$(PY) -c "import torch" 2>/dev/null || $(PIP) install torch==2.13.0
-	$(PIP) install -e ".[dev,plot]"
+	$(PIP) install -e ".[dev]"
 	touch $@
 
 test: install
 	$(PY) -m pytest
 
 demo: install
-	@echo "make demo: the training CLI and demo job arrive with issue #3 (training engine); nothing to run yet."
+	$(VENV)/bin/probflux demo
 
 bench: install
 	$(PY) benchmarks/bench_core.py

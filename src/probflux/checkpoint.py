@@ -1,0 +1,103 @@
+"""Checkpoints: ``state_dict``s and plain data only (never pickled modules), written atomically.
+
+A checkpoint is a dict saved with ``torch.save`` and read back with ``torch.load(weights_only=True)``:
+
+    {"format": "probflux-checkpoint", "format_version": 1, "library_version": str, "git_sha": str | None,
+     "config": dict, "step": int, "model": state_dict, "ema": state_dict | None,
+     "optimizer": state_dict, "scheduler": state_dict, "normalizer": dict | None, "trainer": dict}
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import torch
+from torch import nn
+
+FORMAT = "probflux-checkpoint"
+FORMAT_VERSION = 1
+PathLike = Union[str, os.PathLike]
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is missing, corrupt, or does not match the model it is loaded into."""
+
+
+def git_sha() -> Optional[str]:
+    """The commit of the probflux source tree when it is a git checkout, else None."""
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def atomic_write(path: PathLike, write: Any) -> None:
+    """Call ``write(file_object)`` on a temporary file next to ``path``, fsync, then ``os.replace``.
+
+    A crash at any point leaves either the old file or the new one, never a partial file.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save_checkpoint(path: PathLike, state: dict[str, Any]) -> None:
+    """Write ``state`` (plus format, library version and git SHA) atomically to ``path``."""
+    from . import __version__
+
+    payload = {"format": FORMAT, "format_version": FORMAT_VERSION, "library_version": __version__, "git_sha": git_sha(), **state}
+    atomic_write(path, lambda f: torch.save(payload, f))
+
+
+def load_checkpoint(path: PathLike, map_location: Union[str, torch.device, None] = "cpu") -> dict[str, Any]:
+    """Read a checkpoint written by :func:`save_checkpoint`; :class:`CheckpointError` names the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # torch raises many types for truncated/corrupt files
+        raise CheckpointError(f"checkpoint {str(path)!r} is corrupt or not a probflux checkpoint ({type(e).__name__}: {e})") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"checkpoint {str(path)!r} is not a probflux checkpoint (no 'format': {FORMAT!r})")
+    if state.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} has format_version {state.get('format_version')!r}; this probflux reads {FORMAT_VERSION}"
+        )
+    return state
+
+
+def load_state(module: nn.Module, state: dict[str, Any], *, what: str, path: PathLike) -> None:
+    """``module.load_state_dict(state, strict=True)`` with an error that lists what does not match."""
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+              for k in sorted(set(own) & set(state)) if tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or shapes:
+        parts = []
+        if missing:
+            parts.append(f"missing {missing[:5]}{' ...' if len(missing) > 5 else ''}")
+        if unexpected:
+            parts.append(f"unexpected {unexpected[:5]}{' ...' if len(unexpected) > 5 else ''}")
+        if shapes:
+            parts.append("shape mismatch " + "; ".join(shapes[:5]))
+        raise CheckpointError(
+            f"{what} in checkpoint {str(path)!r} does not match the model built from its config: " + ", ".join(parts)
+        )
+    module.load_state_dict(state)

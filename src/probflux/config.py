@@ -1,0 +1,534 @@
+"""Experiment configuration: a dataclass schema, YAML files and ``key=value`` overrides.
+
+A config is a tree of dataclasses (:class:`Config` with the sections ``model``, ``data``,
+``objective`` and ``train``). Files and overrides are parsed generically by walking the dataclass
+fields and their type hints; the only hand-written rules are the value constraints in
+``_CONSTRAINTS`` and ``_cross_checks``.
+
+    cfg = load_config("exp.yaml", ["model.components=32", "train.lr=1e-3", "train.clip=null"])
+    save_config(cfg, "runs/exp/config.yaml")
+
+Every problem raises :class:`ConfigError` (a ``ValueError``) whose message names the dotted key and,
+when known, where the value came from (the file or the override).
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import math
+import os
+import re
+import tempfile
+import types
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Optional, Sequence, Union, get_args, get_origin, get_type_hints
+
+import yaml
+
+__all__ = [
+    "Config",
+    "ModelConfig",
+    "DataConfig",
+    "ObjectiveConfig",
+    "TrainConfig",
+    "ConfigError",
+    "load_config",
+    "config_from_dict",
+    "config_to_dict",
+    "validate_config",
+    "save_config",
+    "valid_keys",
+]
+
+
+class ConfigError(ValueError):
+    """An invalid configuration; the message names the dotted key (and the file or override)."""
+
+    def __init__(self, message: str, keys: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.keys = tuple(keys)
+
+
+# ----------------------------------------------------------------------------------------- schema
+
+
+@dataclass
+class ModelConfig:
+    """Which density/flux model to build (see ``FactorizedMixture`` / ``AutoregressiveMixture``)."""
+
+    type: str = "factorized"
+    family: str = "logistic"
+    flux: str = "kr"
+    components: int = 8
+    hidden: int = 256
+    layers: int = 3
+    divergence_free: bool = False
+    divfree_hidden: int = 64
+    diffusion: float = 0.0
+
+
+@dataclass
+class DataConfig:
+    """Where the ``(t, x)`` points come from and how they are split and normalised."""
+
+    name: str = "pinwheel"
+    path: Optional[str] = None
+    n: int = 20000
+    t0: Optional[float] = None
+    t1: Optional[float] = None
+    standardize: bool = True
+    val_fraction: float = 0.1
+    test_fraction: float = 0.1
+
+
+@dataclass
+class ObjectiveConfig:
+    """Weights of the training loss ``nll * NLL + kinetic * E|u|^2``."""
+
+    nll: float = 1.0
+    kinetic: float = 0.0
+    kinetic_samples: int = 256
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation, schedule, numerics and bookkeeping of a training run."""
+
+    steps: int = 2000
+    batch_size: int = 512
+    optimizer: str = "adam"
+    lr: float = 2e-3
+    weight_decay: float = 0.0
+    warmup: int = 100
+    min_lr_ratio: float = 0.05
+    clip: Optional[float] = 1.0
+    ema: Optional[float] = 0.999
+    dtype: str = "float32"
+    device: str = "auto"
+    eval_every: int = 200
+    log_every: int = 20
+    checkpoint_every: int = 200
+    patience: Optional[int] = None
+    eval_points: int = 4096
+
+
+@dataclass
+class Config:
+    """A whole experiment: seed, run directory and the four sections."""
+
+    seed: int = 0
+    out: str = "runs/experiment"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+# ------------------------------------------------------------------------------------ constraints
+
+Check = Callable[[Any], Optional[str]]  # returns None when fine, else what is required
+
+
+def _choices(*options: str) -> Check:
+    return lambda v: None if v in options else "must be one of " + ", ".join(repr(o) for o in options)
+
+
+def _at_least(lo: float) -> Check:
+    return lambda v: None if v is None or v >= lo else f"must be >= {lo}"
+
+
+def _greater(lo: float) -> Check:
+    return lambda v: None if v is None or v > lo else f"must be > {lo}"
+
+
+def _interval(lo: float, hi: float, *, hi_open: bool) -> Check:
+    bracket = ")" if hi_open else "]"
+
+    def check(v: Any) -> Optional[str]:
+        if v is None or (lo <= v < hi if hi_open else lo <= v <= hi):
+            return None
+        return f"must lie in [{lo}, {hi}{bracket}"
+
+    return check
+
+
+def _nonempty(v: Any) -> Optional[str]:
+    return None if v.strip() else "must not be empty"
+
+
+def _device(v: Any) -> Optional[str]:
+    return None if re.fullmatch(r"auto|cpu|cuda|mps|cuda:\d+", v) else "must be 'auto', 'cpu', 'cuda', 'mps' or 'cuda:N'"
+
+
+MODEL_TYPES = ("factorized", "autoregressive")
+FLUXES = {"factorized": ("kr", "mixture"), "autoregressive": ("kr", "sigmoid")}
+DATA_NAMES = ("pinwheel", "branching", "file")
+
+_CONSTRAINTS: dict[str, tuple[Check, ...]] = {
+    "seed": (_at_least(0),),
+    "out": (_nonempty,),
+    "model.type": (_choices(*MODEL_TYPES),),
+    "model.family": (_choices("logistic", "gaussian"),),
+    "model.flux": (_choices("kr", "mixture", "sigmoid"),),
+    "model.components": (_at_least(1),),
+    "model.hidden": (_at_least(1),),
+    "model.layers": (_at_least(1),),
+    "model.divfree_hidden": (_at_least(1),),
+    "model.diffusion": (_at_least(0),),
+    "data.name": (_choices(*DATA_NAMES),),
+    "data.n": (_at_least(1),),
+    "data.val_fraction": (_interval(0, 1, hi_open=True),),
+    "data.test_fraction": (_interval(0, 1, hi_open=True),),
+    "objective.nll": (_at_least(0),),
+    "objective.kinetic": (_at_least(0),),
+    "objective.kinetic_samples": (_at_least(1),),
+    "train.steps": (_at_least(1),),
+    "train.batch_size": (_at_least(1),),
+    "train.optimizer": (_choices("adam", "adamw"),),
+    "train.lr": (_greater(0),),
+    "train.weight_decay": (_at_least(0),),
+    "train.warmup": (_at_least(0),),
+    "train.min_lr_ratio": (_interval(0, 1, hi_open=False),),
+    "train.clip": (_greater(0),),
+    "train.ema": (_interval(0, 1, hi_open=True),),
+    "train.dtype": (_choices("float32", "float64"),),
+    "train.device": (_device,),
+    "train.eval_every": (_at_least(1),),
+    "train.log_every": (_at_least(1),),
+    "train.checkpoint_every": (_at_least(1),),
+    "train.patience": (_at_least(1),),
+    "train.eval_points": (_at_least(1),),
+}
+
+
+def _cross_checks(cfg: Config) -> list[tuple[str, tuple[str, ...]]]:
+    """Rules tying several fields together: ``(message, dotted keys involved)``."""
+    out = []
+    m, d, o = cfg.model, cfg.data, cfg.objective
+    allowed = FLUXES[m.type]
+    if m.flux not in allowed:
+        out.append((f"model.flux: {m.flux!r} is not available for model.type={m.type!r} (choose {' or '.join(map(repr, allowed))})", ("model.flux", "model.type")))
+    if m.type == "autoregressive" and m.family != "logistic":
+        out.append((f"model.family: {m.family!r} is only available for model.type='factorized' (the autoregressive model is logistic)", ("model.family", "model.type")))
+    if d.name == "file" and not d.path:
+        out.append(("data.path: required when data.name is 'file' (a .npz, .npy or .csv file)", ("data.path", "data.name")))
+    if d.name != "file" and d.path is not None:
+        out.append((f"data.path: is set but data.name is {d.name!r}; set data.name=file to load it", ("data.path", "data.name")))
+    if d.t0 is not None and d.t1 is not None and not d.t0 < d.t1:
+        out.append((f"data.t0: must be < data.t1, got t0={d.t0} and t1={d.t1}", ("data.t0", "data.t1")))
+    if d.val_fraction + d.test_fraction >= 1:
+        out.append((f"data.val_fraction + data.test_fraction must be < 1, got {d.val_fraction} + {d.test_fraction}", ("data.val_fraction", "data.test_fraction")))
+    if o.nll == 0 and o.kinetic == 0:
+        out.append(("objective.nll and objective.kinetic are both 0: nothing to train", ("objective.nll", "objective.kinetic")))
+    return out
+
+
+# ---------------------------------------------------------------------------------- generic walk
+
+
+def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
+    """``Optional[X]`` → ``(X, True)``; anything else → ``(tp, False)``."""
+    if get_origin(tp) in (Union, types.UnionType):
+        args = get_args(tp)
+        rest = [a for a in args if a is not type(None)]
+        if len(rest) == 1 and len(args) == 2:
+            return rest[0], True
+    return tp, False
+
+
+def _type_name(tp: Any) -> str:
+    base, optional = _unwrap_optional(tp)
+    name = "a mapping" if dataclasses.is_dataclass(base) else getattr(base, "__name__", str(base))
+    return f"{name} or null" if optional else name
+
+
+def _show(v: Any) -> str:
+    s = "null" if v is None else repr(v)
+    return s if len(s) <= 60 else s[:57] + "..."
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against a scalar type hint; ints become floats for float fields."""
+    base, optional = _unwrap_optional(tp)
+    if value is None:
+        if optional:
+            return None
+    elif base is bool:
+        if isinstance(value, bool):
+            return value
+    elif base is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif base is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                raise ConfigError(f"{key}: expected a finite float, got {_show(value)}", [key])
+            return float(value)
+    elif base is str:
+        if isinstance(value, str):
+            return value
+    else:  # pragma: no cover - schema error
+        raise TypeError(f"config schema: unsupported type {tp!r} for {key}")
+    raise ConfigError(f"{key}: expected {_type_name(tp)}, got {_show(value)}", [key])
+
+
+def _unknown_key(key: str) -> ConfigError:
+    valid = valid_keys(sections=True)
+    leaf = key.rsplit(".", 1)[-1]
+    same_leaf = [k for k in valid if k.rsplit(".", 1)[-1] == leaf and k != key]
+    match = same_leaf[:1] or difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
+    if not match:  # compare the leaf with the leaves of the same section
+        section = key.rsplit(".", 1)[0] + "." if "." in key else ""
+        leaves = {k.rsplit(".", 1)[-1]: k for k in valid if k.startswith(section) and k.count(".") == key.count(".")}
+        match = [leaves[m] for m in difflib.get_close_matches(leaf, list(leaves), n=1, cutoff=0.6)]
+    hint = f"; did you mean {match[0]!r}?" if match else f"; valid keys: {', '.join(valid_keys())}"
+    return ConfigError(f"unknown key {key!r}{hint}", [key])
+
+
+def _build(cls: type, raw: Mapping[str, Any], prefix: str) -> Any:
+    """Instantiate dataclass ``cls`` from ``raw``, recursing into nested dataclass fields."""
+    flds = {f.name: f for f in dataclasses.fields(cls)}
+    for k in raw:
+        if not isinstance(k, str):
+            raise ConfigError(f"{prefix or 'top level'}: keys must be strings, got {k!r}", [prefix.rstrip(".")])
+        if k not in flds:
+            raise _unknown_key(prefix + k)
+    hints = get_type_hints(cls)
+    kwargs: dict[str, Any] = {}
+    for name in flds:
+        if name not in raw:
+            continue
+        key, tp, value = prefix + name, hints[name], raw[name]
+        if dataclasses.is_dataclass(tp):
+            if value is None:  # an empty section in YAML: all defaults
+                value = {}
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"{key}: expected a mapping, got {_show(value)}", [key])
+            kwargs[name] = _build(tp, value, key + ".")
+        else:
+            kwargs[name] = _coerce(value, tp, key)
+    return cls(**kwargs)
+
+
+def _leaves(obj: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    out = []
+    for f in dataclasses.fields(obj):
+        v = getattr(obj, f.name)
+        if dataclasses.is_dataclass(v):
+            out.extend(_leaves(v, prefix + f.name + "."))
+        else:
+            out.append((prefix + f.name, v))
+    return out
+
+
+def valid_keys(*, sections: bool = False) -> list[str]:
+    """All dotted leaf keys of the schema (plus the section names when ``sections=True``)."""
+
+    def walk(cls: type, prefix: str) -> list[str]:
+        hints, keys = get_type_hints(cls), []
+        for f in dataclasses.fields(cls):
+            if dataclasses.is_dataclass(hints[f.name]):
+                if sections:
+                    keys.append(prefix + f.name)
+                keys.extend(walk(hints[f.name], prefix + f.name + "."))
+            else:
+                keys.append(prefix + f.name)
+        return keys
+
+    return walk(Config, "")
+
+
+def validate_config(cfg: Config) -> Config:
+    """Check types and value constraints of a :class:`Config`; returns it (floats normalised)."""
+    if not isinstance(cfg, Config):
+        raise ConfigError(f"expected a Config, got {type(cfg).__name__}")
+    cfg = config_from_dict(config_to_dict(cfg))
+    return cfg
+
+
+def _check_values(cfg: Config) -> None:
+    for key, value in _leaves(cfg):
+        for check in _CONSTRAINTS.get(key, ()):
+            problem = check(value)
+            if problem:
+                raise ConfigError(f"{key}: {problem}, got {_show(value)}", [key])
+    for message, involved in _cross_checks(cfg):
+        raise ConfigError(message, involved)
+
+
+def config_from_dict(d: Mapping[str, Any]) -> Config:
+    """Build and validate a :class:`Config` from a nested mapping (missing keys take defaults)."""
+    if not isinstance(d, Mapping):
+        raise ConfigError(f"top level must be a mapping of sections (model, data, objective, train), got {type(d).__name__}")
+    cfg = _build(Config, d, "")
+    _check_values(cfg)
+    return cfg
+
+
+def config_to_dict(cfg: Config) -> dict[str, Any]:
+    """Nested plain ``dict`` of a config (YAML/JSON serialisable)."""
+    return dataclasses.asdict(cfg)
+
+
+# ----------------------------------------------------------------------------------- files, CLI
+
+
+class _Loader(yaml.SafeLoader):
+    """Safe YAML loader that also reads ``1e-3`` as a float (YAML 1.1 insists on ``1.0e-3``)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def _yaml_load(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+
+
+def _field_type(key: str) -> Any:
+    """Type hint of a dotted key (``None`` if unknown)."""
+    cls: Any = Config
+    parts = key.split(".")
+    for part in parts:
+        if not dataclasses.is_dataclass(cls) or part not in {f.name for f in dataclasses.fields(cls)}:
+            return None
+        cls = get_type_hints(cls)[part]
+    return cls
+
+
+def _parse_override(item: Any) -> tuple[str, Any]:
+    if not isinstance(item, str) or "=" not in item:
+        raise ConfigError(f"override {item!r} must have the form key=value (e.g. model.components=32)")
+    key, text = item.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"override {item!r} has an empty key; expected key=value (e.g. model.components=32)")
+    tp = _field_type(key)
+    if tp is None:
+        raise _unknown_key(key)
+    try:
+        value = _yaml_load(text) if text.strip() else None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"override {item!r}: invalid YAML value ({getattr(e, 'problem', None) or e})", [key]) from None
+    base, optional = _unwrap_optional(tp)
+    if base is str and not isinstance(value, str) and not (value is None and optional) and text.strip():
+        value = text.strip()  # out=2024 means the string "2024"
+    return key, value
+
+
+def load_config(path: Union[str, os.PathLike, None], overrides: Sequence[str] = ()) -> Config:
+    """Read a YAML config (``None``: all defaults) and apply dotted ``key=value`` overrides.
+
+    Override values are parsed as YAML (``train.clip=null`` → ``None``, ``train.lr=1e-3`` → ``0.001``).
+    Raises :class:`ConfigError` naming the file, line, key or override at fault.
+    """
+    if isinstance(overrides, str):
+        raise ConfigError(f"overrides must be a sequence of 'key=value' strings, got the single string {overrides!r}")
+    raw: dict[str, Any] = {}
+    fname = None
+    if path is not None:
+        fname = os.fspath(path)
+        try:
+            with open(fname, encoding="utf-8") as fh:
+                text = fh.read()
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {fname!r}") from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(f"cannot read config file {fname!r}: {e}") from None
+        try:
+            loaded = _yaml_load(text)
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+            problem = getattr(e, "problem", None) or str(e)
+            start = getattr(e, "context_mark", None)
+            if start is not None and mark is not None and start.line != mark.line:
+                problem += f" ({getattr(e, 'context', None) or 'started'} at line {start.line + 1})"
+            raise ConfigError(f"{fname}: invalid YAML{where}: {problem}") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{fname}: top level must be a mapping of sections (model, data, objective, train), got {type(loaded).__name__}")
+        raw = copy.deepcopy(loaded)
+    file_raw = copy.deepcopy(raw)
+
+    origin: dict[str, str] = {}  # dotted key -> override text
+    try:
+        for item in overrides:
+            key, value = _parse_override(item)
+            origin[key] = item
+            node = raw
+            parts = key.split(".")
+            for i, part in enumerate(parts[:-1]):
+                if node.get(part) is None:
+                    node[part] = {}
+                elif not isinstance(node[part], dict):
+                    sub = ".".join(parts[: i + 1])
+                    raise ConfigError(f"{sub}: expected a mapping, got {_show(node[part])}", [sub])
+                node = node[part]
+            node[parts[-1]] = value
+    except ConfigError as e:
+        raise _locate(e, origin, file_raw, fname, current=item) from None
+
+    try:
+        return config_from_dict(raw)
+    except ConfigError as e:
+        raise _locate(e, origin, file_raw, fname) from None
+
+
+def _in_file(raw: Mapping[str, Any], key: str) -> bool:
+    node: Any = raw
+    for part in key.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def _locate(e: ConfigError, origin: dict[str, str], file_raw: Mapping[str, Any], fname: Optional[str], current: Any = None) -> ConfigError:
+    """Append where the offending value came from: the override(s) or the file."""
+    msg = str(e)
+    if current is not None:
+        where = "" if msg.startswith("override") else f" (from override {current!r})"
+    else:
+        def from_override(k: str) -> Optional[str]:
+            parts = k.split(".")
+            for j in range(len(parts), 0, -1):
+                if ".".join(parts[:j]) in origin:
+                    return origin[".".join(parts[:j])]
+            return None
+
+        hits = [o for o in (from_override(k) for k in e.keys) if o is not None]
+        if hits:
+            where = " (from override " + ", ".join(repr(h) for h in dict.fromkeys(hits)) + ")"
+        elif fname is not None and (not e.keys or any(_in_file(file_raw, k) or k == "" for k in e.keys)):
+            where = f" (in {fname})"
+        else:
+            where = ""
+    return ConfigError(msg + where, e.keys)
+
+
+def save_config(cfg: Config, path: Union[str, os.PathLike]) -> None:
+    """Write ``cfg`` as YAML atomically (temp file in the same folder, then ``os.replace``)."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    text = yaml.safe_dump(config_to_dict(cfg), sort_keys=False, default_flow_style=False)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise

@@ -1,0 +1,390 @@
+"""Spatio-temporal point data: ``(t_i, x_i[, c_i])`` samples of a time-dependent density.
+
+* :class:`TemporalPoints` — validated float64 tensors ``t: (N,)``, ``x: (N, D)``, ``context: (N, C)``.
+* :func:`load_points` — ``.npz`` / ``.npy`` / ``.csv`` files with columns ``[t, x_1..x_D, c_1..c_C]``.
+* :func:`pinwheel`, :func:`branching` — built-in data sets whose distribution moves over ``t in [0, 1]``.
+* :func:`split` and :func:`load_data` — seeded train/val/test split and the fitted :class:`Normalizer`.
+
+Row numbers in error messages are 0-based indices into the data rows (a CSV header is not counted).
+"""
+from __future__ import annotations
+
+import math
+import os
+import zipfile
+from typing import Any, Callable, Optional, Sequence, Union
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .normalize import Normalizer
+
+__all__ = [
+    "TemporalPoints",
+    "load_points",
+    "pinwheel",
+    "branching",
+    "BUILTIN",
+    "builtin",
+    "split",
+    "load_data",
+]
+
+ArrayLike = Union[Tensor, np.ndarray, Sequence[Any]]
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+def _fmt(v: float) -> str:
+    return f"{float(v):.10g}"
+
+
+def _as_float64(a: ArrayLike, name: str, source: str) -> Tensor:
+    if isinstance(a, Tensor):
+        if a.is_complex() or a.dtype == torch.bool:
+            raise TypeError(f"{name} must be a real tensor, got dtype {a.dtype} ({source})")
+        return a.detach().to(torch.float64)
+    arr = np.asarray(a)
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must hold real numbers, got dtype {arr.dtype} ({source})")
+    return torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float64))
+
+
+def _check_finite(v: Tensor, name: str, source: str) -> None:
+    bad = ~torch.isfinite(v)
+    if not bool(bad.any()):
+        return
+    idx = torch.nonzero(bad)[0].tolist()  # first in row-major order: lowest row, then lowest column
+    what = "NaN" if bool(torch.isnan(v[tuple(idx)])) else "inf"
+    col = f" (column {idx[1]})" if v.dim() == 2 else ""
+    raise ValueError(f"{name} contains {what} at row {idx[0]}{col} of {source}")
+
+
+class TemporalPoints:
+    """Points ``(t_i, x_i)`` with optional per-point context, stored as float64 tensors.
+
+    Args:
+        t: ``(N,)`` times (data units).
+        x: ``(N, D)`` positions, ``D >= 1``.
+        context: ``(N, C)`` or ``None``.
+        source: file or data set name, used in error messages.
+
+    Raises ``ValueError`` naming the argument for a wrong shape, ``N = 0``, unequal ``N``, or a
+    NaN/inf entry (with its first row and column).
+    """
+
+    t: Tensor
+    x: Tensor
+    context: Optional[Tensor]
+    source: str
+
+    def __init__(
+        self,
+        t: ArrayLike,
+        x: ArrayLike,
+        context: Optional[ArrayLike] = None,
+        *,
+        source: str = "<array>",
+        _allow_empty: bool = False,
+    ) -> None:
+        self.source = str(source)
+        t_ = _as_float64(t, "t", self.source)
+        x_ = _as_float64(x, "x", self.source)
+        if t_.dim() != 1:
+            raise ValueError(f"t must have shape (N,); got {tuple(t_.shape)} ({self.source})")
+        if x_.dim() != 2 or x_.shape[1] < 1:
+            raise ValueError(f"x must have shape (N, D) with D >= 1; got {tuple(x_.shape)} ({self.source})")
+        n = t_.shape[0]
+        if n == 0 and not _allow_empty:
+            raise ValueError(f"no data points (N = 0) in {self.source}")
+        if x_.shape[0] != n:
+            raise ValueError(f"x has {x_.shape[0]} rows but t has {n} ({self.source})")
+        c_: Optional[Tensor] = None
+        if context is not None:
+            c_ = _as_float64(context, "context", self.source)
+            if c_.dim() != 2:
+                raise ValueError(f"context must have shape (N, C); got {tuple(c_.shape)} ({self.source})")
+            if c_.shape[0] != n:
+                raise ValueError(f"context has {c_.shape[0]} rows but t has {n} ({self.source})")
+            if c_.shape[1] == 0:
+                c_ = None
+        _check_finite(t_, "t", self.source)
+        _check_finite(x_, "x", self.source)
+        if c_ is not None:
+            _check_finite(c_, "context", self.source)
+        self.t, self.x, self.context = t_, x_, c_
+
+    @classmethod
+    def _unchecked(cls, t: Tensor, x: Tensor, context: Optional[Tensor], source: str) -> "TemporalPoints":
+        obj = cls.__new__(cls)
+        obj.t, obj.x, obj.context, obj.source = t, x, context, source
+        return obj
+
+    def __len__(self) -> int:
+        return int(self.t.shape[0])
+
+    @property
+    def dim(self) -> int:
+        """``D``, the spatial dimension."""
+        return int(self.x.shape[1])
+
+    @property
+    def context_dim(self) -> int:
+        """``C`` (0 without context)."""
+        return 0 if self.context is None else int(self.context.shape[1])
+
+    def subset(self, idx: Union[Tensor, np.ndarray, Sequence[int], slice]) -> "TemporalPoints":
+        """Rows ``idx`` (indices, boolean mask or slice); may be empty."""
+        if not isinstance(idx, slice):
+            idx = torch.as_tensor(np.asarray(idx) if not isinstance(idx, Tensor) else idx, device=self.t.device)
+            if idx.dtype != torch.bool:
+                idx = idx.long().reshape(-1)
+        ctx = None if self.context is None else self.context[idx]
+        return TemporalPoints._unchecked(self.t[idx], self.x[idx], ctx, self.source)
+
+    def to(self, dtype: Optional[torch.dtype] = None, device: Union[str, torch.device, None] = None) -> "TemporalPoints":
+        """Copy with every tensor converted to ``dtype`` and/or moved to ``device``."""
+        conv = lambda v: v.to(dtype=dtype or v.dtype, device=device if device is not None else v.device)  # noqa: E731
+        ctx = None if self.context is None else conv(self.context)
+        return TemporalPoints._unchecked(conv(self.t), conv(self.x), ctx, self.source)
+
+    def __repr__(self) -> str:
+        return f"TemporalPoints(n={len(self)}, dim={self.dim}, context_dim={self.context_dim}, source={self.source!r})"
+
+
+# ------------------------------------------------------------------------------------------ files
+
+
+def _from_matrix(a: np.ndarray, context_columns: int, name: str) -> TemporalPoints:
+    """Columns ``[t, x_1..x_D, c_1..c_C]`` of a 2-D array ``(N, 1 + D + C)``."""
+    if a.dtype.kind not in "biuf":
+        raise ValueError(f"{name}: expected a numeric array, got dtype {a.dtype}")
+    if a.ndim != 2 or a.shape[1] < 2 + context_columns:
+        want = f"(N, 1 + D + {context_columns})" if context_columns else "(N, 1 + D)"
+        raise ValueError(f"{name}: expected an array of shape {want} with columns [t, x_1..x_D{', context...' if context_columns else ''}] and D >= 1; got shape {a.shape}")
+    if a.shape[0] == 0:
+        raise ValueError(f"{name} contains no data rows")
+    d = a.shape[1] - 1 - context_columns
+    ctx = a[:, 1 + d:] if context_columns else None
+    return TemporalPoints(a[:, 0], a[:, 1:1 + d], ctx, source=name)
+
+
+def _is_number(s: str) -> bool:
+    try:
+        float(s)
+        return True
+    except ValueError:
+        return False
+
+
+def _read_csv(path: str, name: str) -> np.ndarray:
+    """Comma-separated numbers with an optional header row (a first row with no numeric field)."""
+    try:
+        with open(path, encoding="utf-8-sig") as fh:
+            lines = fh.read().splitlines()
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{name}: not a text CSV file ({e})") from None
+    skip = 0
+    for i, line in enumerate(lines):
+        body = line.split("#", 1)[0].strip()
+        if not body:
+            continue
+        fields = [f.strip().strip('"').strip("'") for f in body.split(",")]
+        numeric = [_is_number(f) for f in fields]
+        if not any(numeric):
+            skip = i + 1  # header row
+        elif not all(numeric):
+            bad = fields[numeric.index(False)]
+            raise ValueError(f"{name}: line {i + 1} mixes numbers and text ({bad!r}); expected numbers or a header row")
+        break
+    if not any(line.split("#", 1)[0].strip() for line in lines[skip:]):
+        raise ValueError(f"{name} contains no data rows")
+    try:
+        arr = np.loadtxt(lines[skip:], delimiter=",", dtype=np.float64, ndmin=2, comments="#")
+    except ValueError as e:
+        raise ValueError(f"{name}: malformed CSV{' (after the header row)' if skip else ''}: {e}") from None
+    if arr.size == 0:
+        raise ValueError(f"{name} contains no data rows")
+    return arr
+
+
+def _from_npz(path: str, name: str, context_columns: int) -> TemporalPoints:
+    with np.load(path, allow_pickle=False) as z:
+        keys = list(z.files)
+        if "t" in keys and "x" in keys:
+            t, x = z["t"], z["x"]
+            ctx = z["context"] if "context" in keys else None
+        elif len(keys) == 1:
+            return _from_matrix(z[keys[0]], context_columns, name)
+        else:
+            raise ValueError(f"{name}: expected arrays 't' and 'x' (and optionally 'context'), or a single (N, 1 + D) array; found {keys}")
+    for arr, key in ((t, "t"), (x, "x"), (ctx, "context")):
+        if arr is not None and arr.dtype.kind not in "biuf":
+            raise ValueError(f"{name}: array {key!r} must be numeric, got dtype {arr.dtype}")
+    if t.ndim == 2 and t.shape[1] == 1:
+        t = t[:, 0]
+    if x.ndim == 1:
+        x = x[:, None]
+    if ctx is not None and ctx.ndim == 1:
+        ctx = ctx[:, None]
+    if context_columns:
+        if ctx is None:
+            raise ValueError(f"{name}: context_columns={context_columns} but the file has no 'context' array")
+        if ctx.ndim == 2 and ctx.shape[1] != context_columns:
+            raise ValueError(f"{name}: context_columns={context_columns} but 'context' has shape {ctx.shape}")
+    if t.ndim == 1 and t.shape[0] == 0:
+        raise ValueError(f"{name} contains no data rows")
+    try:
+        return TemporalPoints(t, x, ctx, source=name)
+    except ValueError as e:
+        msg = str(e)
+        raise ValueError(msg if name in msg else f"{name}: {msg}") from None
+
+
+def load_points(path: PathLike, *, context_columns: int = 0) -> TemporalPoints:
+    """Read points from ``.npz`` (arrays ``t``, ``x``[, ``context``] or one matrix), ``.npy`` or ``.csv``.
+
+    Matrices have shape ``(N, 1 + D + C)`` with columns ``[t, x_1..x_D, c_1..c_C]`` where
+    ``C = context_columns``; a CSV file may start with a header row. Raises ``FileNotFoundError``
+    for a missing file and ``ValueError`` (naming the file) for anything else.
+    """
+    if isinstance(context_columns, bool) or not isinstance(context_columns, int) or context_columns < 0:
+        raise ValueError(f"context_columns must be an int >= 0, got {context_columns!r}")
+    path = os.fspath(path)
+    name = os.path.basename(path) or path
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"data file not found: {path!r}")
+    if os.path.isdir(path):
+        raise ValueError(f"data path {path!r} is a directory, not a .npz, .npy or .csv file")
+    ext = os.path.splitext(path)[1].lower()
+    if ext not in (".npz", ".npy", ".csv"):
+        raise ValueError(f"{name}: unsupported file type {ext or '(no extension)'!r}; use .npz, .npy or .csv")
+    try:
+        if ext == ".npz":
+            return _from_npz(path, name, context_columns)
+        if ext == ".npy":
+            arr = np.load(path, allow_pickle=False)
+        else:
+            arr = _read_csv(path, name)
+    except ValueError as e:
+        msg = str(e)
+        raise ValueError(msg if name in msg else f"{name}: cannot read the file ({msg})") from None
+    except (OSError, EOFError, zipfile.BadZipFile) as e:  # truncated / corrupt archives
+        raise ValueError(f"{name}: cannot read the file ({e})") from None
+    return _from_matrix(arr, context_columns, name)
+
+
+# ---------------------------------------------------------------------------------- built-in data
+
+
+def _check_n_seed(n: int, seed: int) -> None:
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"n must be a positive int, got {n!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be an int >= 0, got {seed!r}")
+
+
+def pinwheel(n: int, seed: int = 0) -> TemporalPoints:
+    """Five-arm pinwheel growing out of a central blob while rotating by 90 degrees over ``t in [0, 1]``.
+
+    ``t ~ U(0, 1)``. The arm coordinates of the classic FFJORD pinwheel (radial ``1 + 0.3 e_r``,
+    tangential ``0.1 e_tan``) are scaled by ``t``, bent by ``0.25 exp(radial)`` and rotated by the
+    arm angle plus ``pi/2 * t``; a blob ``N(0, 0.4^2 I)`` weighted by ``1 - t`` fades out. At ``t = 0``
+    the points form ``N(0, 0.4^2 I)``; at ``t = 1`` they are the classic pinwheel scaled by 2,
+    rotated by 90 degrees, within about ``[-4, 4]^2``. Returns ``x: (n, 2)``.
+    """
+    _check_n_seed(n, seed)
+    rng = np.random.default_rng(seed)
+    t = rng.uniform(0.0, 1.0, n)
+    arm = rng.integers(0, 5, n)
+    radial = t * (1.0 + 0.3 * rng.standard_normal(n))
+    tangential = t * 0.1 * rng.standard_normal(n)
+    angle = 2 * math.pi * arm / 5 + 0.25 * np.exp(radial) + 0.5 * math.pi * t
+    c, s = np.cos(angle), np.sin(angle)
+    x = 2.0 * np.stack([c * radial - s * tangential, s * radial + c * tangential], axis=1)
+    x += (1.0 - t)[:, None] * 0.4 * rng.standard_normal((n, 2))
+    return TemporalPoints(t, x, source="pinwheel")
+
+
+def branching(n: int, seed: int = 0) -> TemporalPoints:
+    """One Gaussian blob at ``t = 0`` that splits into three branches curving outward by ``t = 1``.
+
+    ``t ~ U(0, 1)``; each point belongs to one of three equally likely branches ``k`` whose centre
+    ``3 t^2 (cos a_k(t), sin a_k(t))`` with ``a_k(t) = pi/2 + 2 pi k/3 + 1.2 t`` spirals outward, so the
+    branches overlap early (undifferentiated) and separate late. Isotropic spread
+    ``0.5 - 0.25 t``. Returns ``x: (n, 2)`` within about ``[-4, 4]^2``.
+    """
+    _check_n_seed(n, seed)
+    rng = np.random.default_rng(seed)
+    t = rng.uniform(0.0, 1.0, n)
+    k = rng.integers(0, 3, n)
+    angle = 0.5 * math.pi + 2 * math.pi * k / 3 + 1.2 * t
+    radius = 3.0 * t**2
+    centre = radius[:, None] * np.stack([np.cos(angle), np.sin(angle)], axis=1)
+    x = centre + (0.5 - 0.25 * t)[:, None] * rng.standard_normal((n, 2))
+    return TemporalPoints(t, x, source="branching")
+
+
+BUILTIN: dict[str, Callable[[int, int], TemporalPoints]] = {"pinwheel": pinwheel, "branching": branching}
+
+
+def builtin(name: str, n: int, seed: int = 0) -> TemporalPoints:
+    """The built-in data set ``name`` (see :data:`BUILTIN`) with ``n`` points."""
+    if name not in BUILTIN:
+        raise ValueError(f"unknown built-in data set {name!r}; valid names: {', '.join(sorted(BUILTIN))}")
+    return BUILTIN[name](n, seed)
+
+
+# ------------------------------------------------------------------------------ split, load_data
+
+
+def split(points: TemporalPoints, val_fraction: float, test_fraction: float, seed: int) -> tuple[TemporalPoints, TemporalPoints, TemporalPoints]:
+    """Seeded random split into ``(train, val, test)``; each keeps the original row order.
+
+    ``round(N * fraction)`` points go to val and test (possibly 0: an empty ``TemporalPoints``);
+    the training split must keep at least one point.
+    """
+    for name, f in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+        if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0.0 <= f < 1.0:
+            raise ValueError(f"{name} must lie in [0, 1), got {f!r}")
+    if val_fraction + test_fraction >= 1.0:
+        raise ValueError(f"val_fraction + test_fraction must be < 1, got {val_fraction} + {test_fraction}")
+    n = len(points)
+    n_val, n_test = int(round(n * val_fraction)), int(round(n * test_fraction))
+    if n - n_val - n_test < 1:
+        raise ValueError(f"{points.source} has {n} points: too few to keep a training point after taking {n_val} for validation and {n_test} for test")
+    perm = np.random.default_rng(seed).permutation(n)
+    val_idx, test_idx, train_idx = np.split(perm, [n_val, n_val + n_test])
+    return tuple(points.subset(np.sort(i)) for i in (train_idx, val_idx, test_idx))  # type: ignore[return-value]
+
+
+def load_data(cfg: Any, seed: int) -> tuple[TemporalPoints, TemporalPoints, TemporalPoints, Normalizer]:
+    """Points for a :class:`~probflux.config.DataConfig`: ``(train, val, test, normalizer)``.
+
+    The normaliser's ``x`` shift/scale is fitted on the training split. Its time interval is
+    ``[data.t0, data.t1]``; a bound left unset is the min/max time over ALL points, so validation
+    and test times also map into the model's ``[0, 1]``. Raises ``ValueError`` naming the first
+    row whose time lies outside the given bounds.
+    """
+    if cfg.name == "file":
+        if not cfg.path:
+            raise ValueError("data.path is required when data.name is 'file'")
+        points = load_points(cfg.path)
+    else:
+        points = builtin(cfg.name, cfg.n, seed)
+    if cfg.t0 is not None and cfg.t1 is not None and not float(cfg.t0) < float(cfg.t1):
+        raise ValueError(f"data.t0 must be < data.t1, got [{_fmt(cfg.t0)}, {_fmt(cfg.t1)}]")
+    t = points.t
+    lo = float(t.min()) if cfg.t0 is None else float(cfg.t0)
+    hi = float(t.max()) if cfg.t1 is None else float(cfg.t1)
+    outside = (t < lo) | (t > hi)
+    if bool(outside.any()):
+        row = int(torch.nonzero(outside)[0, 0])
+        given = " and ".join(k for k, v in (("data.t0", cfg.t0), ("data.t1", cfg.t1)) if v is not None)
+        raise ValueError(
+            f"t = {_fmt(t[row])} at row {row} of {points.source} is outside the data interval "
+            f"[{_fmt(lo)}, {_fmt(hi)}] ({given.replace(' and ', ', ')})"
+        )
+    train, val, test = split(points, cfg.val_fraction, cfg.test_fraction, seed)
+    normalizer = Normalizer.fit(train.t, train.x, t0=lo, t1=hi, standardize=cfg.standardize)
+    return train, val, test, normalizer

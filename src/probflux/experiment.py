@@ -1,0 +1,242 @@
+"""From a :class:`~probflux.config.Config` to a trained, evaluated and plotted run directory.
+
+A run directory holds::
+
+    config.yaml            the resolved config
+    metrics.jsonl          training log (one JSON line per log/eval step)
+    checkpoints/           latest.pt (resume), best.pt (EMA weights at the best validation NLL)
+    metrics.json           evaluation (see :func:`evaluate`)
+    *.png, density.gif     figures (see :func:`make_plots`)
+
+This module is the only one that knows about configs, data, models, training and plots together; the
+CLI is a thin layer over it, and each piece stays usable on its own from Python.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, Optional, Union
+
+import torch
+from torch import Tensor
+
+from .autoregressive import AutoregressiveMixture
+from .checkpoint import CheckpointError, atomic_write, load_checkpoint, load_state
+from .checks import continuity_residual
+from .config import Config, ModelConfig, ObjectiveConfig, config_from_dict, config_to_dict, save_config
+from .data import TemporalPoints, load_data
+from .divfree import DivergenceFree
+from .dynamics import Dynamics
+from .factorized import FactorizedMixture
+from .normalize import Normalizer
+from .objectives import KineticEnergy, NegativeLogLikelihood, Objective, Sum
+from .simulate import simulate
+from .train import FitResult, fit, resolve_device
+
+PathLike = Union[str, Path]
+
+
+def build_dynamics(cfg: ModelConfig, dim: int, context_dim: int = 0) -> Dynamics:
+    """The :class:`Dynamics` described by ``cfg`` for ``dim``-dimensional points."""
+    if cfg.type == "factorized":
+        density = FactorizedMixture(dim, components=cfg.components, hidden=cfg.hidden, family=cfg.family,
+                                    context_dim=context_dim, flux=cfg.flux, layers=cfg.layers)
+    elif cfg.type == "autoregressive":
+        density = AutoregressiveMixture(dim, components=cfg.components, hidden=cfg.hidden, layers=cfg.layers,
+                                        flux=cfg.flux, context_dim=context_dim)
+    else:
+        raise ValueError(f"model.type must be factorized or autoregressive; got {cfg.type!r}")
+    divfree = None
+    if cfg.divergence_free:
+        if dim < 2:
+            raise ValueError("model.divergence_free needs dim >= 2")
+        divfree = DivergenceFree(dim, hidden=cfg.divfree_hidden, context_dim=context_dim)
+    return Dynamics(density, diffusion=cfg.diffusion, divergence_free=divfree)
+
+
+def build_objective(cfg: ObjectiveConfig) -> Objective:
+    """``nll * NegativeLogLikelihood + kinetic * KineticEnergy`` (terms with weight 0 are left out)."""
+    parts: list[Objective] = []
+    if cfg.nll > 0:
+        parts.append(NegativeLogLikelihood(cfg.nll))
+    if cfg.kinetic > 0:
+        parts.append(KineticEnergy(cfg.kinetic, samples=cfg.kinetic_samples))
+    if not parts:
+        raise ValueError("objective: every weight is 0 (set objective.nll or objective.kinetic > 0)")
+    return parts[0] if len(parts) == 1 else Sum(*parts)
+
+
+@dataclass
+class Run:
+    """A trained run loaded back from its directory (model in model coordinates, weights from ``checkpoint``)."""
+
+    path: Path
+    config: Config
+    dynamics: Dynamics
+    normalizer: Normalizer
+    checkpoint: dict[str, Any]
+
+
+def to_model_coordinates(points: TemporalPoints, normalizer: Normalizer) -> SimpleNamespace:
+    """``(s, z, context)`` of ``points`` under ``normalizer``; ``s`` clamped to ``[0, 1]`` against rounding."""
+    s = normalizer.t_to_model(points.t)
+    return SimpleNamespace(t=s.clamp(0.0, 1.0) if len(s) else s, x=normalizer.x_to_model(points.x), context=points.context)
+
+
+def fit_config(cfg: Config, *, resume: bool = False, progress: Optional[bool] = None, plots: bool = True) -> tuple[FitResult, dict[str, Any]]:
+    """Train the run ``cfg`` describes into ``cfg.out``, then evaluate (``metrics.json``) and plot.
+
+    With ``resume`` the run continues from ``cfg.out/checkpoints/latest.pt``; ``cfg`` must then describe the
+    same model and data as the saved run (only ``train`` settings may differ, e.g. more ``steps``).
+    """
+    out = Path(cfg.out)
+    train, val, test, normalizer = load_data(cfg.data, cfg.seed)
+    torch.manual_seed(cfg.seed)
+    dynamics = build_dynamics(cfg.model, train.dim, train.context_dim)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out / "config.yaml")
+    extra = {"config": config_to_dict(cfg), "normalizer": normalizer.state_dict(), "dim": train.dim, "context_dim": train.context_dim}
+    result = fit(dynamics, build_objective(cfg.objective), to_model_coordinates(train, normalizer), config=cfg.train,
+                 val=to_model_coordinates(val, normalizer) if len(val) else None, seed=cfg.seed, run_dir=out,
+                 resume=resume, extra_state=extra, progress=progress)
+    run = load_run(out)
+    metrics = evaluate(run, test if len(test) else val, seed=cfg.seed)
+    metrics["train_wall_seconds"] = result.wall_seconds
+    metrics["steps"] = result.step
+    write_json(out / "metrics.json", metrics)
+    if plots:
+        make_plots(run, data=test if len(test) else val)
+    return result, metrics
+
+
+def load_run(path: PathLike, checkpoint: str = "best", *, device: str = "cpu") -> Run:
+    """Rebuild the model of a run directory and load ``checkpoints/{checkpoint}.pt`` (EMA weights when saved)."""
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"run directory {str(path)!r} does not exist")
+    file = path / "checkpoints" / f"{checkpoint}.pt"
+    if not file.exists() and checkpoint == "best":
+        file = path / "checkpoints" / "latest.pt"
+    state = load_checkpoint(file)
+    try:
+        cfg = config_from_dict(state["config"])
+        normalizer = Normalizer.from_state_dict(state["normalizer"])
+        dim, context_dim = int(state["dim"]), int(state["context_dim"])
+    except (KeyError, TypeError) as e:
+        raise CheckpointError(f"checkpoint {str(file)!r} lacks the run information ({e}); was it written by probflux fit?") from None
+    dynamics = build_dynamics(cfg.model, dim, context_dim)
+    weights = state["model"]
+    if state.get("ema") is not None:
+        weights = {k[len("module."):]: v for k, v in state["ema"].items() if k.startswith("module.")}
+    dtype = {"float32": torch.float32, "float64": torch.float64}[cfg.train.dtype]
+    dynamics.to(dtype=dtype)
+    load_state(dynamics, weights, what="model", path=file)
+    dynamics.to(resolve_device(device)).eval()
+    return Run(path, cfg, dynamics, normalizer, state)
+
+
+def wasserstein1(a: Tensor, b: Tensor) -> float:
+    r"""Exact ``W_1(a, b) = min_{\pi} sum_ij \pi_ij |a_i - b_j|`` between two uniform empirical measures (POT ``emd2``)."""
+    import ot
+
+    a64, b64 = a.detach().double().cpu().numpy(), b.detach().double().cpu().numpy()
+    cost = ot.dist(a64, b64, metric="euclidean")
+    return float(ot.emd2(ot.unif(len(a64)), ot.unif(len(b64)), cost, numItermax=1_000_000))
+
+
+def evaluate(run: Run, test: TemporalPoints, *, particles: int = 1000, steps: int = 200, seed: int = 0,
+             residual_points: int = 256) -> dict[str, Any]:
+    """Held-out likelihood, exactness and Fokker–Planck consistency of a run. Returns a dict with
+
+    * ``test_nll``: ``-mean log p(x_n | t_n)`` in data coordinates (nats per point) over ``test``;
+      ``test_nll_model``: the same in the model's standardised coordinates;
+    * ``continuity_residual_max``: max over ``residual_points`` of ``|d_t rho + div j| / scale`` (float64 copy,
+      at model samples at uniform times) — exactness of the density–flux pair;
+    * ``w1_sde_vs_model``: ``W_1`` (data coordinates) between ``particles`` SDE particles started from
+      ``rho_0`` samples and integrated by Euler–Maruyama with the model's diffusion to ``t = 1``, and fresh
+      samples of ``rho_1``; ``w1_model_vs_model``: ``W_1`` between two independent ``rho_1`` draws of the same
+      size, the noise floor against which the first is read; ``w1_ode_vs_model`` likewise for the ODE.
+    """
+    dyn, norm = run.dynamics, run.normalizer
+    dtype = next(dyn.parameters()).dtype
+    out: dict[str, Any] = {"dim": dyn.dim, "diffusion": run.config.model.diffusion, "test_points": len(test)}
+    if len(test):
+        pts = to_model_coordinates(test.to(dtype=dtype), norm)
+        nll_model = 0.0
+        with torch.no_grad():
+            for i in range(0, len(test), 8192):
+                c = None if pts.context is None else pts.context[i:i + 8192]
+                nll_model += float(-dyn.log_prob(pts.t[i:i + 8192], pts.x[i:i + 8192], c).sum())
+        nll_model /= len(test)
+        out["test_nll_model"] = nll_model
+        out["test_nll"] = nll_model + norm.log_det
+    gen_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        ctx = None
+        if dyn.context_dim:
+            pick = torch.randint(len(test), (max(particles, residual_points),))
+            ctx = test.context[pick].to(dtype)
+        d64 = copy.deepcopy(dyn).double()
+        t_res = torch.rand(residual_points, dtype=torch.float64)
+        c_res = None if ctx is None else ctx[:residual_points].double()
+        x_res = d64.density.sample(t_res, context=c_res)
+        res = continuity_residual(d64, t_res, x_res, c_res)
+        out["continuity_residual_max"] = float(res.relative.max())
+        out["continuity_residual_median"] = float(res.relative.median())
+        cp = None if ctx is None else ctx[:particles]
+        x0 = dyn.density.sample(0.0, particles, context=cp) if cp is None else dyn.density.sample(torch.zeros(particles, dtype=dtype), context=cp)
+        ref1 = norm.x_to_data(dyn.density.sample(torch.ones(particles, dtype=dtype), context=cp))
+        ref2 = norm.x_to_data(dyn.density.sample(torch.ones(particles, dtype=dtype), context=cp))
+        start = time.perf_counter()
+        with torch.no_grad():
+            sde = simulate(dyn, x0, 0.0, 1.0, steps=steps, method="euler_maruyama", context=cp)[-1]
+            ode = simulate(dyn, x0, 0.0, 1.0, steps=steps, method="euler", context=cp)[-1]
+        out["simulation_seconds"] = time.perf_counter() - start
+        out["w1_sde_vs_model"] = wasserstein1(norm.x_to_data(sde), ref1)
+        out["w1_ode_vs_model"] = wasserstein1(norm.x_to_data(ode), ref1)
+        out["w1_model_vs_model"] = wasserstein1(ref1, ref2)
+        out["particles"], out["simulation_steps"] = particles, steps
+    finally:
+        torch.random.set_rng_state(gen_state)
+    return out
+
+
+def make_plots(run: Run, data: Optional[TemporalPoints] = None, *, gif: bool = True) -> list[Path]:
+    """Density snapshots with the velocity field, trajectories, loss curves and a GIF, in the run directory."""
+    from . import plot
+
+    files = []
+    dyn, norm, path = run.dynamics, run.normalizer, run.path
+    data_arg = None if data is None or not len(data) else (data.t, data.x)
+    plot.density_snapshots(dyn, path=path / "density.png", data=data_arg, normalizer=norm)
+    files.append(path / "density.png")
+    plot.trajectories(dyn, path=path / "trajectories.png", normalizer=norm)
+    files.append(path / "trajectories.png")
+    records = [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines() if line.strip()] if (path / "metrics.jsonl").exists() else []
+    if records:
+        plot.loss_curves(records, path=path / "loss.png")
+        files.append(path / "loss.png")
+    if gif:
+        plot.animate(dyn, path / "density.gif", normalizer=norm)
+        files.append(path / "density.gif")
+    return files
+
+
+def write_json(path: PathLike, obj: Any) -> None:
+    """Atomic JSON write (non-finite floats become null so every JSON parser reads the file)."""
+    def clean(v: Any) -> Any:
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, dict):
+            return {k: clean(w) for k, w in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [clean(w) for w in v]
+        return v
+
+    atomic_write(path, lambda f: f.write((json.dumps(clean(obj), indent=2) + "\n").encode()))

@@ -1,0 +1,192 @@
+"""Training objectives: small callables ``objective(dynamics, batch) -> {"loss": ..., term: ...}``.
+
+An objective returns a dict of named scalar terms plus ``"loss"``, the weighted total that is
+differentiated. Terms are estimated from data and from exact samples of ``rho_t`` — no ODE/SDE solver.
+Objectives compose with ``+`` (:class:`Sum`); a new objective is any callable with this signature.
+
+Randomness (times and samples of the Monte-Carlo terms) comes from ``batch.generator`` when given, and
+every rank of a distributed run draws the *global* set of random numbers and keeps its shard
+``batch.shard = (rank, world)``: a run on ``world`` processes then computes exactly the same gradient as
+one process on the same global batch, and a resumed run repeats the same draws.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional, Protocol, Sequence
+
+import torch
+from torch import Tensor
+
+from .dynamics import Dynamics
+
+Terms = dict[str, Tensor]
+
+
+@dataclass
+class Batch:
+    """A mini-batch of observed points and the sources of randomness for Monte-Carlo terms.
+
+    Attributes:
+        t: ``(N,)`` times in the model's interval ``[0, 1]``.
+        x: ``(N, D)`` positions.
+        context: ``(N, C)`` or None.
+        generator: seeds the Monte-Carlo draws (None: torch's global generator).
+        shard: ``(rank, world)``: this process keeps every ``world``-th draw starting at ``rank``.
+    """
+
+    t: Tensor
+    x: Tensor
+    context: Optional[Tensor] = None
+    generator: Optional[torch.Generator] = None
+    shard: tuple[int, int] = (0, 1)
+
+    def __len__(self) -> int:
+        return self.t.shape[0]
+
+
+class Objective(Protocol):
+    def __call__(self, dynamics: Dynamics, batch: Batch) -> Terms: ...
+
+
+class _Weighted:
+    name: str = "term"
+
+    def __init__(self, weight: float = 1.0) -> None:
+        weight = float(weight)
+        if not weight >= 0.0 or weight == float("inf"):
+            raise ValueError(f"{type(self).__name__}: weight must be a finite number >= 0; got {weight!r}")
+        self.weight = weight
+
+    def __add__(self, other: "Objective") -> "Sum":
+        return Sum(self, other)
+
+    def _terms(self, value: Tensor) -> Terms:
+        return {self.name: value.detach(), "loss": self.weight * value}
+
+
+class Sum:
+    """``loss = sum_k loss_k``; the terms of all parts are reported (names must differ)."""
+
+    def __init__(self, *parts: Objective) -> None:
+        flat: list[Objective] = []
+        for p in parts:
+            flat.extend(p.parts if isinstance(p, Sum) else [p])
+        if not flat:
+            raise ValueError("Sum needs at least one objective")
+        self.parts = flat
+
+    def __add__(self, other: Objective) -> "Sum":
+        return Sum(self, other)
+
+    def __call__(self, dynamics: Dynamics, batch: Batch) -> Terms:
+        out: Terms = {}
+        total: Optional[Tensor] = None
+        for part in self.parts:
+            terms = part(dynamics, batch)
+            loss = terms.pop("loss")
+            clash = set(terms) & set(out)
+            if clash:
+                raise ValueError(f"Sum: two objectives report the term(s) {sorted(clash)}")
+            out.update(terms)
+            total = loss if total is None else total + loss
+        out["loss"] = total
+        return out
+
+    def __repr__(self) -> str:
+        return " + ".join(repr(p) for p in self.parts)
+
+
+class NegativeLogLikelihood(_Weighted):
+    r"""``-(1/N) sum_n log rho_{t_n}(x_n | c_n)``: maximum likelihood of spatio-temporal data.
+
+    Every observed point is weighted equally (the data's time density is not modelled here).
+    """
+
+    name = "nll"
+
+    def __call__(self, dynamics: Dynamics, batch: Batch) -> Terms:
+        return self._terms(-dynamics.log_prob(batch.t, batch.x, batch.context).mean())
+
+    def __repr__(self) -> str:
+        return f"NegativeLogLikelihood(weight={self.weight})"
+
+
+class KineticEnergy(_Weighted):
+    r"""``E_{t ~ U(t0, t1), x ~ rho_t} |u_t(x)|^2`` from exact reparameterised samples of ``rho_t``.
+
+    ``u`` is the probability-flow velocity (including a divergence-free term). Minimising it with a
+    likelihood or endpoint term selects the least-action dynamics (dynamical optimal transport,
+    DESIGN §7). ``samples`` is the global number of ``(t, x)`` draws per call; with a context, each draw
+    takes the context of a uniformly chosen batch row.
+    """
+
+    name = "kinetic"
+
+    def __init__(self, weight: float = 1.0, samples: int = 256, t0: float = 0.0, t1: float = 1.0) -> None:
+        super().__init__(weight)
+        if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
+            raise ValueError(f"KineticEnergy: samples must be a positive int; got {samples!r}")
+        if not 0.0 <= t0 < t1 <= 1.0:
+            raise ValueError(f"KineticEnergy: need 0 <= t0 < t1 <= 1; got t0={t0}, t1={t1}")
+        self.samples, self.t0, self.t1 = samples, float(t0), float(t1)
+
+    def __call__(self, dynamics: Dynamics, batch: Batch) -> Terms:
+        rank, world = batch.shard
+        if self.samples % world:
+            raise ValueError(f"KineticEnergy: samples={self.samples} is not divisible by the world size {world}")
+        like = batch.x
+        g = batch.generator
+        t_all = self.t0 + (self.t1 - self.t0) * torch.rand(self.samples, generator=g, dtype=torch.float64)
+        ctx_all = None
+        if batch.context is not None:
+            pick = torch.randint(len(batch), (self.samples,), generator=g)
+            ctx_all = batch.context[pick]
+        seed = int(torch.randint(2**62, (1,), generator=g))
+        t_all = t_all.to(dtype=like.dtype, device=like.device)
+        with torch.random.fork_rng(devices=[like.device] if like.device.type == "cuda" else []):
+            torch.manual_seed(seed)
+            x_hat = dynamics.density.sample(t_all, context=ctx_all)
+        keep = slice(rank, None, world)
+        t, ctx = t_all[keep], None if ctx_all is None else ctx_all[keep]
+        x = dynamics.density.reparameterize(t, x_hat[keep], ctx)
+        u = dynamics.velocity(t, x, ctx)
+        return self._terms(u.pow(2).sum(-1).mean())
+
+    def __repr__(self) -> str:
+        return f"KineticEnergy(weight={self.weight}, samples={self.samples})"
+
+
+class EndpointLikelihood(_Weighted):
+    r"""``-sum_k mean_{x in snapshot k} log rho_{t_k}(x)``: likelihood of population snapshots.
+
+    ``batch.t`` must take values among ``times``; each snapshot counts equally however many points
+    it has in the batch (a snapshot absent from the batch contributes nothing).
+    """
+
+    name = "endpoint_nll"
+
+    def __init__(self, times: Sequence[float], weight: float = 1.0) -> None:
+        super().__init__(weight)
+        times = [float(s) for s in times]
+        if not times or any(not 0.0 <= s <= 1.0 for s in times):
+            raise ValueError(f"EndpointLikelihood: times must be a non-empty list in [0, 1]; got {times}")
+        self.times = torch.tensor(sorted(set(times)), dtype=torch.float64)
+
+    def __call__(self, dynamics: Dynamics, batch: Batch) -> Terms:
+        times = self.times.to(batch.t)
+        match = (batch.t[:, None] - times[None, :]).abs() <= 1e-6 * (1 + times.abs())
+        if not bool(match.any(1).all()):
+            row = int((~match.any(1)).nonzero()[0])
+            raise ValueError(
+                f"EndpointLikelihood: batch time t={float(batch.t[row]):.6g} at row {row} is not one of the snapshot times {self.times.tolist()}"
+            )
+        log_p = dynamics.log_prob(batch.t, batch.x, batch.context)
+        counts = match.sum(0).to(log_p)
+        per_snapshot = (match.to(log_p) * log_p[:, None]).sum(0) / counts.clamp_min(1)
+        return self._terms(-per_snapshot.sum())
+
+    def __repr__(self) -> str:
+        return f"EndpointLikelihood(times={self.times.tolist()}, weight={self.weight})"
+
+
+__all__ = ["Batch", "Objective", "Sum", "NegativeLogLikelihood", "KineticEnergy", "EndpointLikelihood", "Terms"]

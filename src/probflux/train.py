@@ -1,0 +1,383 @@
+"""The training loop: one function, :func:`fit`, on one CPU core or many GPUs.
+
+* Adam/AdamW, linear warm-up then cosine decay, gradient clipping, EMA of the parameters (evaluation and
+  the ``best`` checkpoint use the EMA weights), float32 or float64, device ``auto|cpu|cuda|mps``.
+* Deterministic: the mini-batch of step ``k`` and every Monte-Carlo draw are functions of ``(seed, k)``
+  only, so a run resumed from a checkpoint continues exactly as if it had never stopped.
+* Distributed: under ``torchrun --nproc_per_node N`` (``WORLD_SIZE > 1``) the loss is wrapped in
+  ``DistributedDataParallel`` (gloo on CPU, nccl on CUDA), data are sharded with ``DistributedSampler``
+  and each rank takes ``batch_size / N`` points of the global batch; rank 0 alone logs and writes
+  checkpoints. The gradient equals the single-process gradient of the same global batch.
+* Checkpoints (``run_dir/checkpoints/{latest,best}.pt``) are written atomically; ``metrics.jsonl``
+  gets one JSON line per log/eval step (TensorBoard events too when ``tensorboard`` is installed).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional, Union
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+from torch.optim.swa_utils import AveragedModel
+from torch.utils.data import DistributedSampler
+
+from .checkpoint import CheckpointError, atomic_write, load_checkpoint, load_state, save_checkpoint
+from .dynamics import Dynamics
+from .objectives import Batch, Objective
+
+PathLike = Union[str, os.PathLike]
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit` returns. ``model`` is the EMA model when EMA is on (else the trained one)."""
+
+    model: Dynamics
+    step: int
+    stopped_early: bool
+    best_val_nll: Optional[float]
+    best_step: Optional[int]
+    history: list[dict[str, Any]] = field(default_factory=list)
+    wall_seconds: float = 0.0
+    run_dir: Optional[Path] = None
+
+
+def resolve_device(name: str) -> torch.device:
+    """``"auto"`` → cuda if available, else mps, else cpu; otherwise ``torch.device(name)`` validated."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"train.device: unknown device {name!r} (use auto, cpu, cuda, cuda:N or mps)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"train.device={name!r} but CUDA is not available on this machine")
+    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ValueError(f"train.device={name!r} but MPS is not available on this machine")
+    return dev
+
+
+def lr_factor(step: int, steps: int, warmup: int, min_ratio: float) -> float:
+    """Linear warm-up over ``warmup`` steps, then cosine decay from 1 to ``min_ratio`` at ``steps``."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, steps - warmup))
+    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+class _Loss(nn.Module):
+    """``forward(batch) = objective(dynamics, batch)``: the unit DistributedDataParallel wraps."""
+
+    def __init__(self, dynamics: Dynamics, objective: Objective) -> None:
+        super().__init__()
+        self.dynamics = dynamics
+        self.objective = objective
+
+    def forward(self, batch: Batch) -> dict[str, Tensor]:
+        return self.objective(self.dynamics, batch)
+
+
+def _check_points(points: Any, dim: int, context_dim: int, name: str) -> tuple[Tensor, Tensor, Optional[Tensor]]:
+    t, x, ctx = points.t, points.x, getattr(points, "context", None)
+    if t.dim() != 1 or x.dim() != 2 or x.shape[0] != t.shape[0]:
+        raise ValueError(f"{name}: need t (N,) and x (N, D); got t {tuple(t.shape)}, x {tuple(x.shape)}")
+    if x.shape[1] != dim:
+        raise ValueError(f"{name}: x has {x.shape[1]} columns but the model has dim={dim}")
+    if (ctx is None) != (context_dim == 0) or (ctx is not None and ctx.shape != (t.shape[0], context_dim)):
+        want = "no context" if context_dim == 0 else f"context of shape (N, {context_dim})"
+        got = "none" if ctx is None else tuple(ctx.shape)
+        raise ValueError(f"{name}: the model takes {want}; got {got}")
+    for label, v in (("t", t), ("x", x), ("context", ctx)):
+        if v is not None and not bool(torch.isfinite(v).all()):
+            row = int((~torch.isfinite(v.reshape(v.shape[0], -1))).any(-1).nonzero()[0])
+            raise ValueError(f"{name}: {label} contains NaN or inf at row {row}")
+    bad = (t < 0) | (t > 1)
+    if bool(bad.any()):
+        row = int(bad.nonzero()[0])
+        raise ValueError(f"{name}: t = {float(t[row]):.6g} at row {row} is outside the model interval [0, 1]")
+    return t, x, ctx
+
+
+def _mean_nll(model: Dynamics, t: Tensor, x: Tensor, ctx: Optional[Tensor], limit: int, chunk: int = 8192) -> float:
+    n = min(limit, t.shape[0])
+    total = 0.0
+    with torch.no_grad():
+        for i in range(0, n, chunk):
+            c = None if ctx is None else ctx[i:i + chunk]
+            total += float(-model.log_prob(t[i:i + chunk], x[i:i + chunk], c).sum())
+    return total / n
+
+
+def _dist_info() -> tuple[int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1
+    if not dist.is_available():
+        raise RuntimeError("WORLD_SIZE > 1 but torch.distributed is not available in this torch build")
+    return int(os.environ.get("RANK", "0")), world
+
+
+def fit(
+    dynamics: Dynamics,
+    objective: Objective,
+    train: Any,
+    *,
+    config: Any = None,
+    val: Any = None,
+    seed: int = 0,
+    run_dir: Optional[PathLike] = None,
+    resume: bool = False,
+    extra_state: Optional[dict[str, Any]] = None,
+    progress: Optional[bool] = None,
+    callback: Optional[Callable[[int, dict[str, float]], None]] = None,
+) -> FitResult:
+    """Train ``dynamics`` on ``objective``; returns a :class:`FitResult`.
+
+    Args:
+        dynamics: the :class:`~probflux.Dynamics` to train (moved to the configured device/dtype in place).
+        objective: ``objective(dynamics, batch) -> {"loss": ..., ...}`` (see :mod:`probflux.objectives`).
+        train: points with ``.t: (N,)`` in ``[0, 1]``, ``.x: (N, D)``, ``.context: (N, C) | None``
+            (e.g. :class:`probflux.data.TemporalPoints` in model coordinates).
+        config: a :class:`probflux.config.TrainConfig` (default: its defaults).
+        val: optional held-out points like ``train``; its NLL (EMA weights) drives ``best.pt`` and
+            early stopping (``config.patience``).
+        seed: seeds the initial batches and Monte-Carlo draws of every step.
+        run_dir: where ``metrics.jsonl`` and ``checkpoints/`` go (None: nothing is written).
+        resume: continue from ``run_dir/checkpoints/latest.pt`` (must exist).
+        extra_state: plain data saved in every checkpoint (e.g. ``{"config": ..., "normalizer": ...}``).
+        progress: show a progress bar (None: only on an interactive terminal).
+        callback: ``callback(step, record)`` after every logged step (rank 0).
+    """
+    from .config import TrainConfig
+
+    cfg = TrainConfig() if config is None else config
+    if not isinstance(dynamics, Dynamics):
+        raise TypeError(f"dynamics must be a probflux.Dynamics; got {type(dynamics).__name__}")
+    if cfg.steps < 1 or cfg.batch_size < 1:
+        raise ValueError(f"train.steps and train.batch_size must be >= 1; got {cfg.steps}, {cfg.batch_size}")
+    rank, world = _dist_info()
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if cfg.device.startswith("cuda") or (cfg.device == "auto" and torch.cuda.is_available()) else "gloo")
+    device = resolve_device(cfg.device)
+    if device.type == "cuda" and world > 1:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    dtype = {"float32": torch.float32, "float64": torch.float64}.get(cfg.dtype)
+    if dtype is None:
+        raise ValueError(f"train.dtype must be float32 or float64; got {cfg.dtype!r}")
+    if cfg.batch_size % world:
+        raise ValueError(f"train.batch_size={cfg.batch_size} is not divisible by the {world} processes")
+    local_batch = cfg.batch_size // world
+
+    dynamics.to(device=device, dtype=dtype)
+    tt, xx, cc = (v if v is None else v.to(device=device, dtype=dtype) for v in _check_points(train, dynamics.dim, dynamics.context_dim, "train data"))
+    n = tt.shape[0]
+    if n < cfg.batch_size:
+        raise ValueError(f"train.batch_size={cfg.batch_size} exceeds the {n} training points; lower train.batch_size")
+    vt = vx = vc = None
+    if val is not None and len(val.t):
+        vt, vx, vc = (v if v is None else v.to(device=device, dtype=dtype) for v in _check_points(val, dynamics.dim, dynamics.context_dim, "validation data"))
+
+    params = [p for p in dynamics.parameters() if p.requires_grad]
+    opt_cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}.get(cfg.optimizer)
+    if opt_cls is None:
+        raise ValueError(f"train.optimizer must be adam or adamw; got {cfg.optimizer!r}")
+    opt = opt_cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: lr_factor(k, cfg.steps, cfg.warmup, cfg.min_lr_ratio))
+    ema = None
+    if cfg.ema is not None:
+        ema = AveragedModel(dynamics, avg_fn=_ema_fn(cfg.ema), use_buffers=True)
+    loss_module: nn.Module = _Loss(dynamics, objective)
+    if world > 1:
+        loss_module = nn.parallel.DistributedDataParallel(
+            loss_module, device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=dynamics.divergence_free is not None,
+        )
+    sampler = DistributedSampler(range(n), num_replicas=world, rank=rank, shuffle=True, seed=seed, drop_last=True)
+    per_epoch = len(sampler) // local_batch
+    epoch_cache: dict[int, Tensor] = {}
+
+    def indices(step: int) -> Tensor:
+        epoch, k = divmod(step, per_epoch)
+        if epoch not in epoch_cache:
+            epoch_cache.clear()
+            sampler.set_epoch(epoch)
+            epoch_cache[epoch] = torch.tensor(list(sampler), dtype=torch.long, device=device)
+        return epoch_cache[epoch][k * local_batch:(k + 1) * local_batch]
+
+    run_path = None if run_dir is None else Path(run_dir)
+    ckpt_dir = None if run_path is None else run_path / "checkpoints"
+    is_main = rank == 0
+    step, best_val, best_step, bad_evals = 0, None, None, 0
+    history: list[dict[str, Any]] = []
+    if resume:
+        if ckpt_dir is None:
+            raise ValueError("resume=True needs a run_dir")
+        path = ckpt_dir / "latest.pt"
+        state = load_checkpoint(path, map_location=device)
+        load_state(dynamics, state["model"], what="model", path=path)
+        if ema is not None:
+            if state.get("ema") is None:
+                raise CheckpointError(f"checkpoint {str(path)!r} has no EMA state but train.ema={cfg.ema}")
+            load_state(ema, state["ema"], what="EMA model", path=path)
+        try:
+            opt.load_state_dict(state["optimizer"])
+            sched.load_state_dict(state["scheduler"])
+            trainer = state["trainer"]
+            step, best_val, best_step, bad_evals = trainer["step"], trainer["best_val"], trainer["best_step"], trainer["bad_evals"]
+            history = list(trainer["history"])
+        except (KeyError, ValueError) as e:
+            raise CheckpointError(f"checkpoint {str(path)!r}: optimizer/trainer state does not match ({e})") from None
+        if step > cfg.steps:
+            raise CheckpointError(f"checkpoint {str(path)!r} is at step {step}, beyond train.steps={cfg.steps}")
+    metrics_path = None if run_path is None else run_path / "metrics.jsonl"
+    if is_main and metrics_path is not None:
+        run_path.mkdir(parents=True, exist_ok=True)
+        _truncate_metrics(metrics_path, step)
+    writer = _tensorboard(run_path) if is_main and run_path is not None else None
+
+    def state_dict() -> dict[str, Any]:
+        return {
+            **(extra_state or {}),
+            "model": dynamics.state_dict(),
+            "ema": None if ema is None else ema.state_dict(),
+            "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict(),
+            "trainer": {"step": step, "best_val": best_val, "best_step": best_step, "bad_evals": bad_evals,
+                        "history": history, "seed": seed, "world_size": world},
+        }
+
+    eval_model = dynamics if ema is None else ema.module
+    bar = None
+    if is_main and progress is not False:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=cfg.steps, initial=step, desc="fit", unit="step", dynamic_ncols=True,
+                   disable=None if progress is None else False)
+    start_time = time.perf_counter()
+    last_log_time, last_log_step = start_time, step
+    stopped = False
+    try:
+        while step < cfg.steps and not stopped:
+            idx = indices(step)
+            gen = torch.Generator().manual_seed(seed * 1_000_003 + step)
+            batch = Batch(tt[idx], xx[idx], None if cc is None else cc[idx], generator=gen, shard=(rank, world))
+            terms = loss_module(batch)
+            loss = terms["loss"]
+            if not bool(torch.isfinite(loss)):
+                raise FloatingPointError(
+                    f"loss is {float(loss.detach())} at step {step} (terms: {_floats(terms)}); the last checkpoint is intact — "
+                    "lower train.lr or enable train.clip, then resume"
+                )
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.clip if cfg.clip is not None else float("inf"))
+            opt.step()
+            sched.step()
+            if ema is not None:
+                ema.update_parameters(dynamics)
+            step += 1
+
+            record = None
+            if step % cfg.log_every == 0 or step == cfg.steps:
+                now = time.perf_counter()
+                record = {"step": step, **_floats(terms), "grad_norm": float(grad_norm), "lr": sched.get_last_lr()[0],
+                          "steps_per_s": (step - last_log_step) / max(now - last_log_time, 1e-9)}
+                last_log_time, last_log_step = now, step
+            if vt is not None and (step % cfg.eval_every == 0 or step == cfg.steps):
+                val_nll = _mean_nll(eval_model, vt, vx, vc, cfg.eval_points)
+                improved = best_val is None or val_nll < best_val
+                if improved:
+                    best_val, best_step, bad_evals = val_nll, step, 0
+                else:
+                    bad_evals += 1
+                history.append({"step": step, "val_nll": val_nll})
+                record = {**(record or {"step": step}), "val_nll": val_nll, "best_val_nll": best_val}
+                if improved and is_main and ckpt_dir is not None:
+                    save_checkpoint(ckpt_dir / "best.pt", state_dict())
+                if cfg.patience is not None and bad_evals >= cfg.patience:
+                    stopped = True
+            if record is not None and is_main:
+                if metrics_path is not None:
+                    with open(metrics_path, "a") as f:
+                        f.write(json.dumps(record) + "\n")
+                if writer is not None:
+                    for k, v in record.items():
+                        if k != "step":
+                            writer.add_scalar(k, v, step)
+                if bar is not None:
+                    bar.set_postfix({k: f"{v:.4g}" for k, v in record.items() if k not in ("step", "lr", "steps_per_s")}, refresh=False)
+                if callback is not None:
+                    callback(step, record)
+            if is_main and ckpt_dir is not None and (step % cfg.checkpoint_every == 0 or step == cfg.steps or stopped):
+                save_checkpoint(ckpt_dir / "latest.pt", state_dict())
+            if bar is not None:
+                bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+        if writer is not None:
+            writer.close()
+    if is_main and ckpt_dir is not None and vt is None:
+        save_checkpoint(ckpt_dir / "best.pt", state_dict())
+    return FitResult(model=eval_model, step=step, stopped_early=stopped, best_val_nll=best_val, best_step=best_step,
+                     history=history, wall_seconds=time.perf_counter() - start_time, run_dir=run_path)
+
+
+def _ema_fn(decay: float) -> Callable[[Tensor, Tensor, Tensor], Tensor]:
+    """EMA with warm-up: the decay at update ``n`` is ``min(decay, (1 + n) / (10 + n))``, so short runs
+    are not dominated by the random initialisation."""
+
+    def avg(averaged: Tensor, current: Tensor, num_averaged: Tensor) -> Tensor:
+        n = float(num_averaged)
+        d = min(decay, (1.0 + n) / (10.0 + n))
+        return averaged + (1.0 - d) * (current - averaged)
+
+    return avg
+
+
+def _floats(terms: dict[str, Tensor]) -> dict[str, float]:
+    return {k: float(v.detach()) for k, v in terms.items()}
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop lines logged after ``step`` (by a run that died before its next checkpoint)."""
+    if not path.exists():
+        return
+    keep = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line).get("step", 0) <= step:
+                keep.append(line)
+        except json.JSONDecodeError:
+            continue  # a line cut by a crash
+    atomic_write(path, lambda f: f.write(("\n".join(keep) + "\n" if keep else "").encode()))
+
+
+def _tensorboard(run_path: Path) -> Any:
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(str(run_path / "tensorboard"))
+
+
+def load_model_weights(dynamics: Dynamics, path: PathLike, *, ema: bool = True) -> dict[str, Any]:
+    """Load a checkpoint's (EMA, when present and ``ema``) weights into ``dynamics``; returns the checkpoint."""
+    state = load_checkpoint(path)
+    weights = state["model"]
+    if ema and state.get("ema") is not None:
+        prefix = "module."
+        weights = {k[len(prefix):]: v for k, v in state["ema"].items() if k.startswith(prefix)}
+    load_state(dynamics, weights, what="model", path=path)
+    return state
