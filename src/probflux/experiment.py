@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,16 +99,19 @@ def fit_config(cfg: Config, *, resume: bool = False, progress: Optional[bool] = 
     train, val, test, normalizer = load_data(cfg.data, cfg.seed)
     torch.manual_seed(cfg.seed)
     dynamics = build_dynamics(cfg.model, train.dim, train.context_dim)
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out / "config.yaml")
+    main_process = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 writes
+    if main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out / "config.yaml")
     extra = {"config": config_to_dict(cfg), "normalizer": normalizer.state_dict(), "dim": train.dim, "context_dim": train.context_dim}
     result = fit(dynamics, build_objective(cfg.objective), to_model_coordinates(train, normalizer), config=cfg.train,
                  val=to_model_coordinates(val, normalizer) if len(val) else None, seed=cfg.seed, run_dir=out,
                  resume=resume, extra_state=extra, progress=progress)
+    metrics: dict[str, Any] = {"steps": result.step, "train_wall_seconds": result.wall_seconds}
+    if not main_process:
+        return result, metrics
     run = load_run(out)
-    metrics = evaluate(run, test if len(test) else val, seed=cfg.seed)
-    metrics["train_wall_seconds"] = result.wall_seconds
-    metrics["steps"] = result.step
+    metrics = {**evaluate(run, test if len(test) else val, seed=cfg.seed), **metrics}
     write_json(out / "metrics.json", metrics)
     if plots:
         make_plots(run, data=test if len(test) else val)
@@ -190,7 +194,7 @@ def evaluate(run: Run, test: TemporalPoints, *, particles: int = 1000, steps: in
         out["continuity_residual_max"] = float(res.relative.max())
         out["continuity_residual_median"] = float(res.relative.median())
         cp = None if ctx is None else ctx[:particles]
-        x0 = dyn.density.sample(0.0, particles, context=cp) if cp is None else dyn.density.sample(torch.zeros(particles, dtype=dtype), context=cp)
+        x0 = dyn.density.sample(torch.zeros(particles, dtype=dtype), context=cp)
         ref1 = norm.x_to_data(dyn.density.sample(torch.ones(particles, dtype=dtype), context=cp))
         ref2 = norm.x_to_data(dyn.density.sample(torch.ones(particles, dtype=dtype), context=cp))
         start = time.perf_counter()
