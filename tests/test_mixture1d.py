@@ -31,8 +31,9 @@ def _scipy_mixture(family, logits, loc, log_scale, x):
     logsf = np.logaddexp.reduce([np.log(wk) + c.logsf(x) for wk, c in zip(w, comps)], axis=0)
     # near 0 a log-sum-exp loses relative precision; there log F = log1p(-(1 - F)) is exact
     sf = sum(wk * c.sf(x) for wk, c in zip(w, comps))
-    logcdf = np.where(sf < 0.5, np.log1p(-sf), logcdf)
-    logsf = np.where(cdf < 0.5, np.log1p(-cdf), logsf)
+    with np.errstate(divide="ignore"):  # log1p(-1) = -inf in the branch np.where discards
+        logcdf = np.where(sf < 0.5, np.log1p(-sf), logcdf)
+        logsf = np.where(cdf < 0.5, np.log1p(-cdf), logsf)
     return pdf, cdf, logcdf, logsf
 
 

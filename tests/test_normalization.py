@@ -18,7 +18,7 @@ def test_normalised_1d(kind):
     model = make_density(kind, 1, components=4, seed=2)
     for t in TIMES:
         def pdf(x: float) -> float:
-            return float(model.log_prob(t, torch.tensor([[x]], dtype=torch.float64)).exp())
+            return float(model.log_prob(t, torch.tensor([[x]], dtype=torch.float64)).detach().exp())
 
         mass, err = integrate.quad(pdf, -np.inf, np.inf, limit=400, epsabs=1e-12, epsrel=1e-12)
         assert abs(mass - 1) < 1e-8, (t, mass, err)

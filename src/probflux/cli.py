@@ -137,6 +137,8 @@ def _run_fit(cfg, *, resume: bool, plots: bool) -> int:
 
     start = time.perf_counter()
     result, metrics = fit_config(cfg, resume=resume, plots=plots, progress=None if sys.stderr.isatty() else False)
+    if int(os.environ.get("RANK", "0")) != 0:  # torchrun: rank 0 reports
+        return 0
     print(json.dumps(metrics, indent=2))
     print(f"run directory: {cfg.out}  ({time.perf_counter() - start:.0f} s, {result.step} steps)")
     return 0
@@ -233,7 +235,7 @@ done in {wall:.0f} s. Everything is in {out}/:
   density.png         rho_t snapshots with the velocity field      trajectories.png  ODE and SDE paths
   density.gif         the evolving density with particles          loss.png          training curves
   checkpoints/        best.pt (EMA weights), latest.pt (resume)    config.yaml       the resolved config
-next:
+next (after `source .venv/bin/activate`, or prefix with .venv/bin/):
   probflux sample {out} --t 0.5 -n 1000 -o samples.npy
   probflux simulate {out} -n 500 --steps 200 --diffusion 0.5 -o paths.npz
   probflux evaluate {out}
