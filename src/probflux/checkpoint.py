@@ -3,8 +3,9 @@
 A checkpoint is a dict saved with ``torch.save`` and read back with ``torch.load(weights_only=True)``:
 
     {"format": "probflux-checkpoint", "format_version": 1, "library_version": str, "git_sha": str | None,
-     "config": dict, "step": int, "model": state_dict, "ema": state_dict | None,
-     "optimizer": state_dict, "scheduler": state_dict, "normalizer": dict | None, "trainer": dict}
+     "model": state_dict, "ema": state_dict | None, "optimizer": state_dict, "scheduler": state_dict,
+     "trainer": {"step", "best_val", "best_step", "bad_evals", "history", "seed", "world_size"},
+     ...plus the caller's extra state (probflux fit: "config", "normalizer", "dim", "context_dim")}
 """
 from __future__ import annotations
 

@@ -314,7 +314,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, CheckpointError, TypeError) as e:
+    except (ValueError, FileNotFoundError, CheckpointError, TypeError, FloatingPointError) as e:
         print(f"probflux {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -11,7 +11,7 @@ one process on the same global batch, and a resumed run repeats the same draws.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Optional, Protocol, Sequence
 
 import torch
@@ -32,6 +32,7 @@ class Batch:
         context: ``(N, C)`` or None.
         generator: seeds the Monte-Carlo draws (None: torch's global generator).
         shard: ``(rank, world)``: this process keeps every ``world``-th draw starting at ``rank``.
+        step: the optimiser step (staged objectives switch terms on by step).
     """
 
     t: Tensor
@@ -39,6 +40,7 @@ class Batch:
     context: Optional[Tensor] = None
     generator: Optional[torch.Generator] = None
     shard: tuple[int, int] = (0, 1)
+    step: int = 0
 
     def __len__(self) -> int:
         return self.t.shape[0]
@@ -111,49 +113,149 @@ class NegativeLogLikelihood(_Weighted):
         return f"NegativeLogLikelihood(weight={self.weight})"
 
 
-class KineticEnergy(_Weighted):
-    r"""``E_{t ~ U(t0, t1), x ~ rho_t} |u_t(x)|^2`` from exact reparameterised samples of ``rho_t``.
+def sample_path_points(dynamics: Dynamics, batch: Batch, samples: int, t0: float = 0.0, t1: float = 1.0,
+                       ) -> tuple[Tensor, Tensor, Optional[Tensor]]:
+    r"""This rank's share of ``samples`` draws ``t ~ U(t0, t1)``, ``x ~ rho_t`` with reparameterised gradients.
 
-    ``u`` is the probability-flow velocity (including a divergence-free term). Minimising it with a
-    likelihood or endpoint term selects the least-action dynamics (dynamical optimal transport,
-    DESIGN §7). ``samples`` is the global number of ``(t, x)`` draws per call; with a context, each draw
-    takes the context of a uniformly chosen batch row.
+    Returns ``t: (S/world,)``, ``x: (S/world, D)`` (differentiable in the parameters, DESIGN §6) and the
+    context of each draw (a uniformly chosen batch row's) or None. All ranks draw the same global set
+    from ``batch.generator`` and keep their shard, so the estimate does not depend on the world size.
     """
+    rank, world = batch.shard
+    if samples % world:
+        raise ValueError(f"samples={samples} is not divisible by the world size {world}")
+    like, g = batch.x, batch.generator
+    t_all = t0 + (t1 - t0) * torch.rand(samples, generator=g, dtype=torch.float64)
+    ctx_all = None
+    if batch.context is not None:
+        ctx_all = batch.context[torch.randint(len(batch), (samples,), generator=g)]
+    seed = int(torch.randint(2**62, (1,), generator=g))
+    t_all = t_all.to(dtype=like.dtype, device=like.device)
+    with torch.random.fork_rng(devices=[like.device] if like.device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        x_hat = dynamics.density.sample(t_all, context=ctx_all)
+    keep = slice(rank, None, world)
+    t, ctx = t_all[keep], None if ctx_all is None else ctx_all[keep]
+    return t, dynamics.density.reparameterize(t, x_hat[keep], ctx), ctx
 
-    name = "kinetic"
+
+class _PathTerm(_Weighted):
+    """A Monte-Carlo term over ``t ~ U(t0, t1)``, ``x ~ rho_t``."""
 
     def __init__(self, weight: float = 1.0, samples: int = 256, t0: float = 0.0, t1: float = 1.0) -> None:
         super().__init__(weight)
         if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
-            raise ValueError(f"KineticEnergy: samples must be a positive int; got {samples!r}")
+            raise ValueError(f"{type(self).__name__}: samples must be a positive int; got {samples!r}")
         if not 0.0 <= t0 < t1 <= 1.0:
-            raise ValueError(f"KineticEnergy: need 0 <= t0 < t1 <= 1; got t0={t0}, t1={t1}")
+            raise ValueError(f"{type(self).__name__}: need 0 <= t0 < t1 <= 1; got t0={t0}, t1={t1}")
         self.samples, self.t0, self.t1 = samples, float(t0), float(t1)
 
-    def __call__(self, dynamics: Dynamics, batch: Batch) -> Terms:
-        rank, world = batch.shard
-        if self.samples % world:
-            raise ValueError(f"KineticEnergy: samples={self.samples} is not divisible by the world size {world}")
-        like = batch.x
-        g = batch.generator
-        t_all = self.t0 + (self.t1 - self.t0) * torch.rand(self.samples, generator=g, dtype=torch.float64)
-        ctx_all = None
-        if batch.context is not None:
-            pick = torch.randint(len(batch), (self.samples,), generator=g)
-            ctx_all = batch.context[pick]
-        seed = int(torch.randint(2**62, (1,), generator=g))
-        t_all = t_all.to(dtype=like.dtype, device=like.device)
-        with torch.random.fork_rng(devices=[like.device] if like.device.type == "cuda" else []):
-            torch.manual_seed(seed)
-            x_hat = dynamics.density.sample(t_all, context=ctx_all)
-        keep = slice(rank, None, world)
-        t, ctx = t_all[keep], None if ctx_all is None else ctx_all[keep]
-        x = dynamics.density.reparameterize(t, x_hat[keep], ctx)
-        u = dynamics.velocity(t, x, ctx)
-        return self._terms(u.pow(2).sum(-1).mean())
+    def _draw(self, dynamics: Dynamics, batch: Batch) -> tuple[Tensor, Tensor, Optional[Tensor]]:
+        try:
+            return sample_path_points(dynamics, batch, self.samples, self.t0, self.t1)
+        except ValueError as e:
+            raise ValueError(f"{type(self).__name__}: {e}") from None
 
     def __repr__(self) -> str:
-        return f"KineticEnergy(weight={self.weight}, samples={self.samples})"
+        return f"{type(self).__name__}(weight={self.weight}, samples={self.samples})"
+
+
+class KineticEnergy(_PathTerm):
+    r"""``E_{t ~ U(t0, t1), x ~ rho_t} |u_t(x)|^2`` from exact reparameterised samples of ``rho_t``.
+
+    ``u`` is the probability-flow velocity (including a divergence-free term). Minimising it with a
+    likelihood or endpoint term selects the least-action dynamics (dynamical optimal transport,
+    DESIGN §7): over ``[0, 1]`` its minimum subject to the marginals is ``W_2^2(rho_0, rho_1)``.
+    ``samples`` is the global number of ``(t, x)`` draws per call; with a context, each draw takes the
+    context of a uniformly chosen batch row.
+    """
+
+    name = "kinetic"
+
+    def __call__(self, dynamics: Dynamics, batch: Batch) -> Terms:
+        t, x, ctx = self._draw(dynamics, batch)
+        return self._terms(dynamics.velocity(t, x, ctx).pow(2).sum(-1).mean())
+
+
+class DriftEnergy(_PathTerm):
+    r"""``E_{t, x ~ rho_t} |b_t(x)|^2`` with the SDE drift ``b = u + (g_t^2/2) grad log rho``.
+
+    With diffusion ``g > 0`` and fixed marginals at the snapshot times, ``(1/2g^2) int E|b|^2 dt`` is the
+    KL divergence to the reference Brownian motion up to a constant, so minimising it with an endpoint
+    likelihood gives the Schrödinger bridge (entropic OT) between the snapshots. With ``g = 0`` it equals
+    :class:`KineticEnergy`.
+    """
+
+    name = "drift_energy"
+
+    def __call__(self, dynamics: Dynamics, batch: Batch) -> Terms:
+        t, x, ctx = self._draw(dynamics, batch)
+        return self._terms(dynamics.drift(t, x, ctx).pow(2).sum(-1).mean())
+
+
+class JacobianSymmetry(_PathTerm):
+    r"""``E_{t, x ~ rho_t} E_{v ~ N(0, I)} |(J - J^T) v|^2 = E ||J - J^T||_F^2``, ``J = d u_t / d x``.
+
+    Optimal-transport velocities are gradient fields (symmetric Jacobian); this Hutchinson estimate (one
+    JVP and one VJP per draw, ``probes`` directions) pushes the learned field towards one.
+    """
+
+    name = "jacobian_asymmetry"
+
+    def __init__(self, weight: float = 1.0, samples: int = 128, t0: float = 0.0, t1: float = 1.0, probes: int = 1) -> None:
+        super().__init__(weight, samples, t0, t1)
+        if isinstance(probes, bool) or not isinstance(probes, int) or probes < 1:
+            raise ValueError(f"JacobianSymmetry: probes must be a positive int; got {probes!r}")
+        self.probes = probes
+
+    def __call__(self, dynamics: Dynamics, batch: Batch) -> Terms:
+        t, x, ctx = self._draw(dynamics, batch)
+        # the penalty shapes the field, not where the samples sit; probes are batched as repeated points
+        x = x.detach().repeat(self.probes, 1).requires_grad_(True)
+        t = t.repeat(self.probes)
+        ctx = None if ctx is None else ctx.repeat(self.probes, 1)
+        u = dynamics.velocity(t, x, ctx)
+        v = torch.randn(x.shape, generator=batch.generator, dtype=torch.float64).to(x)
+        # J^T v by a VJP; J v by the double-VJP trick (the VJP is linear in its cotangent w)
+        w = torch.zeros_like(u, requires_grad=True)
+        (jt_w,) = torch.autograd.grad(u, x, w, create_graph=True)
+        (jv,) = torch.autograd.grad(jt_w, w, v, create_graph=True)
+        (jtv,) = torch.autograd.grad(u, x, v, create_graph=True)
+        total = (jv - jtv).pow(2).sum(-1).mean() * self.probes
+        return self._terms(total / self.probes)
+
+
+class Staged:
+    r"""``objective`` switched on at step ``start`` and ramped linearly to full weight over ``ramp`` steps
+    (e.g. likelihood first, then the kinetic term). Before ``start`` its terms are reported as 0."""
+
+    def __init__(self, objective: Objective, start: int = 0, ramp: int = 0) -> None:
+        if start < 0 or ramp < 0:
+            raise ValueError(f"Staged: start and ramp must be >= 0; got {start}, {ramp}")
+        self.objective, self.start, self.ramp = objective, int(start), int(ramp)
+
+    def factor(self, step: int) -> float:
+        if step < self.start:
+            return 0.0
+        return 1.0 if self.ramp == 0 else min(1.0, (step - self.start + 1) / self.ramp)
+
+    def __add__(self, other: Objective) -> "Sum":
+        return Sum(self, other)
+
+    def __call__(self, dynamics: Dynamics, batch: Batch) -> Terms:
+        f = self.factor(batch.step)
+        if f == 0.0:
+            return {name: batch.x.new_zeros(()) for name in self._names()} | {"loss": batch.x.new_zeros(())}
+        terms = self.objective(dynamics, batch)
+        terms["loss"] = f * terms["loss"]
+        return terms
+
+    def _names(self) -> list[str]:
+        parts = self.objective.parts if isinstance(self.objective, Sum) else [self.objective]
+        return [getattr(p, "name", type(p).__name__) for p in parts]
+
+    def __repr__(self) -> str:
+        return f"Staged({self.objective!r}, start={self.start}, ramp={self.ramp})"
 
 
 class EndpointLikelihood(_Weighted):
@@ -189,4 +291,5 @@ class EndpointLikelihood(_Weighted):
         return f"EndpointLikelihood(times={self.times.tolist()}, weight={self.weight})"
 
 
-__all__ = ["Batch", "Objective", "Sum", "NegativeLogLikelihood", "KineticEnergy", "EndpointLikelihood", "Terms"]
+__all__ = ["Batch", "Objective", "Sum", "NegativeLogLikelihood", "KineticEnergy", "DriftEnergy", "JacobianSymmetry",
+           "EndpointLikelihood", "Staged", "Terms", "sample_path_points"]

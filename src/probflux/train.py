@@ -271,7 +271,7 @@ def fit(
         while step < cfg.steps and not stopped:
             idx = indices(step)
             gen = torch.Generator().manual_seed(seed * 1_000_003 + step)
-            batch = Batch(tt[idx], xx[idx], None if cc is None else cc[idx], generator=gen, shard=(rank, world))
+            batch = Batch(tt[idx], xx[idx], None if cc is None else cc[idx], generator=gen, shard=(rank, world), step=step)
             terms = loss_module(batch)
             loss = terms["loss"]
             if not bool(torch.isfinite(loss)):
