@@ -227,3 +227,12 @@ def test_non_finite_loss_stops_with_a_message():
     with pytest.raises(FloatingPointError, match="loss is (nan|inf) at step"):
         fit(tiny_dynamics(), lambda dyn, batch: {"loss": dyn.log_prob(batch.t, batch.x).sum() * float("nan")}, data,
             config=tiny_config(steps=3), progress=False)
+
+
+def test_max_seconds_stops_with_a_final_checkpoint(tmp_path):
+    data = moving_points(512)
+    res = fit(tiny_dynamics(), objective(), data, val=data, config=tiny_config(steps=10**6, eval_every=10**5, checkpoint_every=10**5),
+              run_dir=tmp_path, max_seconds=0.5, progress=False)
+    assert 1 <= res.step < 10**6 and res.stopped_early
+    assert load_checkpoint(tmp_path / "checkpoints" / "latest.pt")["trainer"]["step"] == res.step
+    assert res.history and res.history[-1]["step"] == res.step

@@ -70,7 +70,17 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    """Where the ``(t, x)`` points come from and how they are split and normalised."""
+    """Where the ``(t, x)`` points come from and how they are split and normalised.
+
+    ``name``: a built-in point data set (``pinwheel``, ``branching``), ``file`` (read ``path``), or a
+    population-snapshot data set (``SNAPSHOT_DATA_NAMES``: real ``cite``, ``emt``, ``emt10``,
+    ``weinreb``; synthetic ``gaussians``, ``8gaussians``, ``moons``, ``tree``). ``n``: number of points
+    of a built-in point set, or cells *per snapshot* of a synthetic snapshot set (real sets use all
+    cells). ``pcs``: principal components of ``cite`` (1..50; ignored otherwise). ``leave_out``: index of
+    an interior snapshot held out as the test split (snapshot sets only; ``test_fraction`` is then
+    ignored). ``whiten``: PCA-whiten with the training cells (snapshot sets only; all splits are then in
+    whitened coordinates and ``standardize`` is moot).
+    """
 
     name: str = "pinwheel"
     path: Optional[str] = None
@@ -80,15 +90,30 @@ class DataConfig:
     standardize: bool = True
     val_fraction: float = 0.1
     test_fraction: float = 0.1
+    pcs: int = 5
+    leave_out: Optional[int] = None
+    whiten: bool = False
 
 
 @dataclass
 class ObjectiveConfig:
-    """Weights of the training loss ``nll * NLL + kinetic * E|u|^2``."""
+    """Terms of the training loss and their weights.
+
+    ``likelihood``: ``points`` weights every observed point equally (spatio-temporal data);
+    ``snapshots`` weights every observation time equally (population snapshots, DESIGN §7).
+    ``kinetic`` weights ``E|u|^2``, ``drift_energy`` weights ``E|b|^2`` (Schrödinger bridge when
+    ``model.diffusion > 0``), ``jacobian_symmetry`` weights ``E||J - J^T||_F^2``; all three use
+    ``kinetic_samples`` draws per step and switch on at ``kinetic_start`` over ``kinetic_ramp`` steps.
+    """
 
     nll: float = 1.0
+    likelihood: str = "points"
     kinetic: float = 0.0
+    drift_energy: float = 0.0
+    jacobian_symmetry: float = 0.0
     kinetic_samples: int = 256
+    kinetic_start: int = 0
+    kinetic_ramp: int = 0
 
 
 @dataclass
@@ -164,6 +189,9 @@ def _device(v: Any) -> Optional[str]:
 MODEL_TYPES = ("factorized", "autoregressive")
 FLUXES = {"factorized": ("kr", "mixture"), "autoregressive": ("kr", "sigmoid")}
 DATA_NAMES = ("pinwheel", "branching", "file")
+# population-snapshot data sets; must equal the keys of probflux.data.snapshots.SNAPSHOTS (kept here so
+# that reading a config does not import torch)
+SNAPSHOT_DATA_NAMES = ("cite", "emt", "emt10", "weinreb", "gaussians", "8gaussians", "moons", "tree")
 
 _CONSTRAINTS: dict[str, tuple[Check, ...]] = {
     "seed": (_at_least(0),),
@@ -176,13 +204,20 @@ _CONSTRAINTS: dict[str, tuple[Check, ...]] = {
     "model.layers": (_at_least(1),),
     "model.divfree_hidden": (_at_least(1),),
     "model.diffusion": (_at_least(0),),
-    "data.name": (_choices(*DATA_NAMES),),
+    # data.name: checked in _cross_checks (point and snapshot data sets are listed separately)
     "data.n": (_at_least(1),),
+    "data.pcs": (_interval(1, 50, hi_open=False),),
+    "data.leave_out": (lambda v: None if v is None or v >= 1 else "must be an interior snapshot index >= 1 (0 is the first snapshot) or null",),
     "data.val_fraction": (_interval(0, 1, hi_open=True),),
     "data.test_fraction": (_interval(0, 1, hi_open=True),),
     "objective.nll": (_at_least(0),),
     "objective.kinetic": (_at_least(0),),
     "objective.kinetic_samples": (_at_least(1),),
+    "objective.likelihood": (_choices("points", "snapshots"),),
+    "objective.drift_energy": (_at_least(0),),
+    "objective.jacobian_symmetry": (_at_least(0),),
+    "objective.kinetic_start": (_at_least(0),),
+    "objective.kinetic_ramp": (_at_least(0),),
     "train.steps": (_at_least(1),),
     "train.batch_size": (_at_least(1),),
     "train.optimizer": (_choices("adam", "adamw"),),
@@ -211,6 +246,12 @@ def _cross_checks(cfg: Config) -> list[tuple[str, tuple[str, ...]]]:
         out.append((f"model.flux: {m.flux!r} is not available for model.type={m.type!r} (choose {' or '.join(map(repr, allowed))})", ("model.flux", "model.type")))
     if m.type == "autoregressive" and m.family != "logistic":
         out.append((f"model.family: {m.family!r} is only available for model.type='factorized' (the autoregressive model is logistic)", ("model.family", "model.type")))
+    if d.name not in DATA_NAMES + SNAPSHOT_DATA_NAMES:
+        snaps = ", ".join(repr(n) for n in SNAPSHOT_DATA_NAMES)
+        out.append((f"data.name: must be one of {', '.join(repr(n) for n in DATA_NAMES)}, got {_show(d.name)}, or a population-snapshot data set: {snaps}", ("data.name",)))
+    for key, value in (("leave_out", d.leave_out), ("whiten", d.whiten)):
+        if value not in (None, False) and d.name not in SNAPSHOT_DATA_NAMES:
+            out.append((f"data.{key}: only available for population-snapshot data sets ({', '.join(SNAPSHOT_DATA_NAMES)}), not data.name={d.name!r}", (f"data.{key}", "data.name")))
     if d.name == "file" and not d.path:
         out.append(("data.path: required when data.name is 'file' (a .npz, .npy or .csv file)", ("data.path", "data.name")))
     if d.name != "file" and d.path is not None:
@@ -219,8 +260,10 @@ def _cross_checks(cfg: Config) -> list[tuple[str, tuple[str, ...]]]:
         out.append((f"data.t0: must be < data.t1, got t0={d.t0} and t1={d.t1}", ("data.t0", "data.t1")))
     if d.val_fraction + d.test_fraction >= 1:
         out.append((f"data.val_fraction + data.test_fraction must be < 1, got {d.val_fraction} + {d.test_fraction}", ("data.val_fraction", "data.test_fraction")))
-    if o.nll == 0 and o.kinetic == 0:
+    if o.nll == 0 and o.kinetic == 0 and o.drift_energy == 0:
         out.append(("objective.nll and objective.kinetic are both 0: nothing to train", ("objective.nll", "objective.kinetic")))
+    if o.drift_energy > 0 and m.diffusion == 0:
+        out.append(("objective.drift_energy: needs model.diffusion > 0 (with g = 0 it is objective.kinetic)", ("objective.drift_energy", "model.diffusion")))
     return out
 
 

@@ -140,6 +140,7 @@ def fit(
     extra_state: Optional[dict[str, Any]] = None,
     progress: Optional[bool] = None,
     callback: Optional[Callable[[int, dict[str, float]], None]] = None,
+    max_seconds: Optional[float] = None,
 ) -> FitResult:
     """Train ``dynamics`` on ``objective``; returns a :class:`FitResult`.
 
@@ -157,6 +158,9 @@ def fit(
         extra_state: plain data saved in every checkpoint (e.g. ``{"config": ..., "normalizer": ...}``).
         progress: show a progress bar (None: only on an interactive terminal).
         callback: ``callback(step, record)`` after every logged step (rank 0).
+        max_seconds: stop (with a final evaluation and checkpoint) once this much wall time has passed —
+            for equal-budget comparisons; the schedule still runs over ``config.steps``, and the stopping
+            step depends on the machine, so such a run is not reproducible step for step.
     """
     from .config import TrainConfig
 
@@ -287,14 +291,20 @@ def fit(
             if ema is not None:
                 ema.update_parameters(dynamics)
             step += 1
+            out_of_time = max_seconds is not None and time.perf_counter() - start_time >= max_seconds
+            if max_seconds is not None and world > 1:  # every rank must stop at the same step (collective on all ranks)
+                flag = torch.tensor([float(out_of_time)], device=device)
+                dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+                out_of_time = bool(flag.item())
+            final = step == cfg.steps or out_of_time
 
             record = None
-            if step % cfg.log_every == 0 or step == cfg.steps:
+            if step % cfg.log_every == 0 or final:
                 now = time.perf_counter()
                 record = {"step": step, **_floats(terms), "grad_norm": float(grad_norm), "lr": sched.get_last_lr()[0],
                           "steps_per_s": (step - last_log_step) / max(now - last_log_time, 1e-9)}
                 last_log_time, last_log_step = now, step
-            if vt is not None and (step % cfg.eval_every == 0 or step == cfg.steps):
+            if vt is not None and (step % cfg.eval_every == 0 or final):
                 val_nll = _mean_nll(eval_model, vt, vx, vc, cfg.eval_points)
                 improved = best_val is None or val_nll < best_val
                 if improved:
@@ -319,7 +329,8 @@ def fit(
                     bar.set_postfix({k: f"{v:.4g}" for k, v in record.items() if k not in ("step", "lr", "steps_per_s")}, refresh=False)
                 if callback is not None:
                     callback(step, record)
-            if is_main and ckpt_dir is not None and (step % cfg.checkpoint_every == 0 or step == cfg.steps or stopped):
+            stopped = stopped or out_of_time
+            if is_main and ckpt_dir is not None and (step % cfg.checkpoint_every == 0 or final or stopped):
                 save_checkpoint(ckpt_dir / "latest.pt", state_dict())
             if bar is not None:
                 bar.update(1)

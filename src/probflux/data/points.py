@@ -3,7 +3,8 @@
 * :class:`TemporalPoints` — validated float64 tensors ``t: (N,)``, ``x: (N, D)``, ``context: (N, C)``.
 * :func:`load_points` — ``.npz`` / ``.npy`` / ``.csv`` files with columns ``[t, x_1..x_D, c_1..c_C]``.
 * :func:`pinwheel`, :func:`branching` — built-in data sets whose distribution moves over ``t in [0, 1]``.
-* :func:`split` and :func:`load_data` — seeded train/val/test split and the fitted :class:`Normalizer`.
+* :func:`split` and :func:`load_data` — seeded train/val/test split and the fitted :class:`Normalizer`
+  (:func:`load_data` also serves the population snapshots of :mod:`probflux.data.snapshots`).
 
 Row numbers in error messages are 0-based indices into the data rows (a CSV header is not counted).
 """
@@ -18,7 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .normalize import Normalizer
+from ..normalize import Normalizer
 
 __all__ = [
     "TemporalPoints",
@@ -365,7 +366,24 @@ def load_data(cfg: Any, seed: int) -> tuple[TemporalPoints, TemporalPoints, Temp
     ``[data.t0, data.t1]``; a bound left unset is the min/max time over ALL points, so validation
     and test times also map into the model's ``[0, 1]``. Raises ``ValueError`` naming the first
     row whose time lies outside the given bounds.
+
+    Population-snapshot data sets (``data.name`` in :data:`~probflux.data.snapshots.SNAPSHOTS`) are
+    split per snapshot (seeded; ``round(n_k * fraction)`` cells of snapshot ``k`` go to val/test, so
+    every time point keeps training cells); every cell's ``t`` is its snapshot time. With
+    ``data.leave_out = k`` the test split is exactly snapshot ``k`` (``data.test_fraction`` is
+    ignored) and ``[t0, t1]`` still spans the full set. With ``data.whiten`` every split is returned
+    in the PCA-whitened coordinates of the training cells and the normaliser's ``x`` map is the
+    identity. Synthetic snapshot sets get ``data.n`` cells per snapshot; real ones use all cells.
+    See :func:`~probflux.data.snapshots.load_snapshots` for the same data as :class:`Snapshots`.
     """
+    from .snapshots import SNAPSHOTS, split_snapshots  # lazy: snapshots imports this module
+
+    if cfg.name in SNAPSHOTS:
+        s = split_snapshots(cfg, seed)
+        return s.train.to_points(), s.val, s.test, s.normalizer
+    for key in ("leave_out", "whiten"):
+        if getattr(cfg, key, None) not in (None, False):
+            raise ValueError(f"data.{key} is only available for population-snapshot data sets ({', '.join(SNAPSHOTS)}), not data.name={cfg.name!r}")
     if cfg.name == "file":
         if not cfg.path:
             raise ValueError("data.path is required when data.name is 'file'")
