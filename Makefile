@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
-.PHONY: venv install test demo bench clean
+.PHONY: venv install test demo bench bench-deps clean
 
 venv: $(PY)
 
@@ -25,8 +25,15 @@ test: install
 demo: install
 	$(VENV)/bin/probflux demo
 
-bench: install
-	$(PY) benchmarks/bench_core.py
+# torchcfm is a benchmark peer only; --no-deps keeps pip from replacing the CPU torch with a CUDA build
+# (its flow matchers need only torch, numpy, scipy and POT).
+bench-deps: install
+	$(PY) -c "import torchcfm" 2>/dev/null || $(PIP) install --no-deps torchcfm
+
+bench: bench-deps
+	$(PY) benchmarks/bench_core.py --threads 1 --repeats 3
+	$(PY) benchmarks/bench_flux_tails.py --perturb 0.1 --out benchmarks/results/flux_tails_p0.1.json
+	$(PY) benchmarks/bench_populations.py --seeds 3 --budget 20
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .hypothesis

@@ -55,7 +55,7 @@ def test_torch_and_numpy_inputs_agree():
     # float32 input is promoted to float64 (of the float32-rounded values)
     assert w1(ta, tb) == pytest.approx(w1(ta.double().numpy(), b), rel=1e-12)
     assert w2(a.tolist(), tb) == pytest.approx(w2(a, b), rel=1e-12)
-    assert mmd(ta.double(), tb) == pytest.approx(mmd(a, b), rel=1e-12)
+    assert mmd(torch.tensor(a), tb) == pytest.approx(mmd(a, b), rel=1e-12)
 
 
 # ------------------------------------------------------------------------------------ exact identities
@@ -116,9 +116,8 @@ def test_w2_of_gaussian_samples_approaches_the_closed_form():
     Tolerance: over 20 seeds the estimate had mean 1.260 and sd 0.044 around the closed form 1.245
     (bias +0.015, from the empirical measures' own transport noise). 0.15 is that bias plus three sd,
     and is also the W2 between two independent 2000-point samples of the *same* N(0, I) (0.150 +- 0.012
-    over 10 seeds): the resolution a sample of this size has. The off-by-the-covariance alternative
-    ``W2(N(m1, S1), N(m2, S1)) = |m1 - m2| = 1.118`` is excluded... only barely, so we also check that the
-    estimate is nearer to the truth than to it is *not* claimed; the test is about convergence, not power.
+    over 10 seeds): the resolution a sample of this size has. The test is about convergence to the right
+    value, not about power to tell nearby Gaussians apart.
     """
     m1, S1 = np.zeros(2), np.eye(2)
     m2, S2 = np.array([1.0, -0.5]), np.array([[2.0, 0.3], [0.3, 0.5]])
@@ -132,30 +131,31 @@ def test_w2_of_gaussian_samples_approaches_the_closed_form():
 # ------------------------------------------------------------------------------------ Sinkhorn vs exact
 @pytest.mark.parametrize("p", [1, 2])
 def test_sinkhorn_path_agrees_with_exact(p):
-    """300 vs 400 points in 2-D, forced through Sinkhorn with the default ``reg = 0.05 * median cost``.
+    """200 vs 300 points in 2-D, forced through Sinkhorn with the default ``reg = 0.05 * median cost``.
 
-    Measured over 5 seeds: the Sinkhorn value exceeds the exact one by 4.8-5.5 % (p = 1) and 4.1-4.8 %
-    (p = 2); the entropic plan is blurred, so it is never below. Tolerance: 0 <= excess < 8 %. With
-    ``reg`` ten times smaller the excess falls to 0.4 % (p = 1) and 0.3 % (p = 2), checked with < 1 %.
+    Measured over 5 seeds: the Sinkhorn value exceeds the exact one by 4.5-5.9 % (p = 1) and 3.8-4.9 %
+    (p = 2); the entropic plan is blurred, so it is never below. Tolerance: 0 <= excess < 8 %. With ``reg``
+    five times smaller the excess falls to 0.74-0.86 % (p = 1) and 0.54-0.68 % (p = 2): checked < 1.5 %.
     """
     rng = np.random.default_rng(0)
-    a = rng.standard_normal((300, 2))
-    b = rng.standard_normal((400, 2)) @ np.array([[1.5, 0.0], [0.3, 0.7]]) + np.array([1.0, 0.5])
+    a = rng.standard_normal((200, 2))
+    b = rng.standard_normal((300, 2)) @ np.array([[1.5, 0.0], [0.3, 0.7]]) + np.array([1.0, 0.5])
     exact = wasserstein(a, b, p, method="exact")
     sink = wasserstein(a, b, p, method="sinkhorn")
     assert 0.0 <= (sink - exact) / exact < 0.08, (sink, exact)
-    small = 0.005 * float(np.median(ot.dist(a, b, metric="euclidean") ** p))
+    small = 0.01 * float(np.median(ot.dist(a, b, metric="euclidean") ** p))
     sink_small = wasserstein(a, b, p, method="sinkhorn", reg=small)
-    assert 0.0 <= (sink_small - exact) / exact < 0.01, (sink_small, exact)
+    assert 0.0 <= (sink_small - exact) / exact < 0.015, (sink_small, exact)
 
 
 def test_auto_switches_on_max_exact():
     rng = np.random.default_rng(8)
     a, b = rng.normal(size=(30, 2)), rng.normal(loc=1.0, size=(40, 2))
-    exact = w1(a, b, method="exact")
+    exact, sink = w1(a, b, method="exact"), w1(a, b, method="sinkhorn")
+    assert sink > exact
     assert w1(a, b) == exact  # 30 * 40 <= 10_000 ** 2
-    assert w1(a, b, max_exact=34) == exact  # 1200 <= 34 ** 2 = 1156? no: 1200 > 1156 -> Sinkhorn
-    assert w1(a, b, max_exact=34) == w1(a, b, method="exact")
+    assert w1(a, b, max_exact=35) == exact  # 1200 <= 35 ** 2 = 1225
+    assert w1(a, b, max_exact=34) == sink  # 1200 > 34 ** 2 = 1156
 
 
 def test_emd_non_convergence_warns_once():
@@ -166,8 +166,8 @@ def test_emd_non_convergence_warns_once():
         val = w1(a, b, num_iter_max=3)
     ours = [w for w in caught if issubclass(w.category, ConvergenceWarning)]
     assert len(ours) == 1 and "num_iter_max" in str(ours[0].message)
-    assert not [w for w in caught if "numItermax" in str(w.message)]  # POT's own duplicates are folded in
-    assert val >= w1(a, b) - 1e-12  # a feasible plan's cost: an upper bound
+    assert len(caught) == 1  # POT's own two warnings are folded into ours
+    assert math.isfinite(val)  # but unreliable: here 0.187 against the optimum 0.626
     with pytest.warns(ConvergenceWarning, match="Sinkhorn"):
         w1(a, b, method="sinkhorn", num_iter_max=2)
 

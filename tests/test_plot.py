@@ -286,3 +286,20 @@ def test_loss_curves_validation() -> None:
         plot.loss_curves([{"step": 1, "tag": "a"}])
     with pytest.raises(ValueError, match="records"):
         plot.loss_curves([1, 2])
+
+
+def test_snapshot_paths_with_heldout_time(tmp_path):
+    torch.manual_seed(0)
+    dyn = pf.Dynamics(_perturbed(pf.FactorizedMixture(3, components=2, hidden=16, layers=2).double(), seed=4))
+    times = [0.0, 0.5, 1.0]
+    cells = [dyn.density.sample(t, 200) for t in times]
+    fig = plot.snapshot_paths(dyn, [0.0, 1.0], [cells[0], cells[2]], heldout=(0.5, cells[1]), n=20, steps=10,
+                              path=tmp_path / "snap.png")
+    assert len(fig.axes) == 2 and fig.axes[0].get_xlabel().startswith("PC1")
+    assert (tmp_path / "snap.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    labels = [t.get_text() for t in fig.axes[1].get_legend().get_texts()]
+    assert any("transported" in s for s in labels) and any("exact" in s for s in labels)
+    with pytest.raises(ValueError, match="same non-zero length"):
+        plot.snapshot_paths(dyn, [0.0], cells[:2])
+    with pytest.raises(ValueError, match=r"cells\[1\] must have shape \(n, 3\)"):
+        plot.snapshot_paths(dyn, [0.0, 1.0], [cells[0], cells[1][:, :2]])

@@ -50,6 +50,7 @@ class AutoregressiveMixture(TimeDensity):
         context_dim: int = 0,
         *,
         time_features: int = 17,
+        max_frequency: float = 32.0,
         max_log_scale: float = 7.0,
     ) -> None:
         super().__init__(dim, context_dim)
@@ -61,7 +62,7 @@ class AutoregressiveMixture(TimeDensity):
         self.components = components
         self.family = m1.Logistic
         self.max_log_scale = float(max_log_scale)
-        self.embed = SinusoidalEmbedding(time_features)
+        self.embed = SinusoidalEmbedding(time_features, max_frequency)
         cond = time_features + context_dim
         in_deg, hid_deg = made_degrees(dim, cond, hidden)
         out_deg = torch.arange(1, dim + 1).repeat_interleave(3 * components)

@@ -207,8 +207,8 @@ def cmd_plot(args: argparse.Namespace) -> int:
     from .experiment import make_plots
 
     run = _load(args)
-    _, val, test, _ = load_data(run.config.data, run.config.seed)
-    files = make_plots(run, test if len(test) else val, gif=not args.no_gif)
+    train, val, test, _ = load_data(run.config.data, run.config.seed)
+    files = make_plots(run, test if len(test) else val, gif=not args.no_gif, train=train)
     print("\n".join(str(f) for f in files))
     return 0
 

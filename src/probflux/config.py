@@ -66,6 +66,7 @@ class ModelConfig:
     divergence_free: bool = False
     divfree_hidden: int = 64
     diffusion: float = 0.0
+    time_frequency: float = 32.0
 
 
 @dataclass
@@ -214,6 +215,7 @@ _CONSTRAINTS: dict[str, tuple[Check, ...]] = {
     "objective.kinetic": (_at_least(0),),
     "objective.kinetic_samples": (_at_least(1),),
     "objective.likelihood": (_choices("points", "snapshots"),),
+    "model.time_frequency": (_at_least(math.pi / 2),),
     "objective.drift_energy": (_at_least(0),),
     "objective.jacobian_symmetry": (_at_least(0),),
     "objective.kinetic_start": (_at_least(0),),

@@ -29,7 +29,8 @@ class DivergenceFree(nn.Module):
         hidden, layers: MLP width/depth. context_dim: conditioning size (must match the density's).
     """
 
-    def __init__(self, dim: int, hidden: int = 128, *, layers: int = 3, context_dim: int = 0, time_features: int = 17) -> None:
+    def __init__(self, dim: int, hidden: int = 128, *, layers: int = 3, context_dim: int = 0, time_features: int = 17,
+                 max_frequency: float = 32.0) -> None:
         super().__init__()
         if isinstance(dim, bool) or not isinstance(dim, int) or dim < 2:
             raise ValueError(f"dim must be an integer >= 2 (no divergence-free flux vanishes at infinity in 1-D); got {dim!r}")
@@ -37,7 +38,7 @@ class DivergenceFree(nn.Module):
             raise ValueError(f"context_dim must be a non-negative integer; got {context_dim!r}")
         self.dim = dim
         self.context_dim = context_dim
-        self.embed = SinusoidalEmbedding(time_features)
+        self.embed = SinusoidalEmbedding(time_features, max_frequency)
         self.net = MLP(time_features + context_dim + dim, dim * (dim - 1) // 2, hidden, layers, last_init_scale=0.0)
         iu = torch.triu_indices(dim, dim, offset=1)
         self.register_buffer("_iu", iu, persistent=False)

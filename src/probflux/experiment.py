@@ -48,17 +48,17 @@ def build_dynamics(cfg: ModelConfig, dim: int, context_dim: int = 0) -> Dynamics
     """The :class:`Dynamics` described by ``cfg`` for ``dim``-dimensional points."""
     if cfg.type == "factorized":
         density = FactorizedMixture(dim, components=cfg.components, hidden=cfg.hidden, family=cfg.family,
-                                    context_dim=context_dim, flux=cfg.flux, layers=cfg.layers)
+                                    context_dim=context_dim, flux=cfg.flux, layers=cfg.layers, max_frequency=cfg.time_frequency)
     elif cfg.type == "autoregressive":
         density = AutoregressiveMixture(dim, components=cfg.components, hidden=cfg.hidden, layers=cfg.layers,
-                                        flux=cfg.flux, context_dim=context_dim)
+                                        flux=cfg.flux, context_dim=context_dim, max_frequency=cfg.time_frequency)
     else:
         raise ValueError(f"model.type must be factorized or autoregressive; got {cfg.type!r}")
     divfree = None
     if cfg.divergence_free:
         if dim < 2:
             raise ValueError("model.divergence_free needs dim >= 2")
-        divfree = DivergenceFree(dim, hidden=cfg.divfree_hidden, context_dim=context_dim)
+        divfree = DivergenceFree(dim, hidden=cfg.divfree_hidden, context_dim=context_dim, max_frequency=cfg.time_frequency)
     return Dynamics(density, diffusion=cfg.diffusion, divergence_free=divfree)
 
 
@@ -138,7 +138,7 @@ def fit_config(cfg: Config, *, resume: bool = False, progress: Optional[bool] = 
         metrics.update(evaluate_heldout_snapshot(run, train, test, seed=cfg.seed))
     write_json(out / "metrics.json", metrics)
     if plots:
-        make_plots(run, data=test if len(test) else val)
+        make_plots(run, data=test if len(test) else val, train=train)
     return result, metrics
 
 
@@ -263,12 +263,22 @@ def evaluate_heldout_snapshot(run: Run, train: TemporalPoints, held: TemporalPoi
             "heldout_w1_transport": wasserstein(moved, target, p=1), "heldout_w2_transport": wasserstein(moved, target, p=2)}
 
 
-def make_plots(run: Run, data: Optional[TemporalPoints] = None, *, gif: bool = True) -> list[Path]:
-    """Density snapshots with the velocity field, trajectories, loss curves and a GIF, in the run directory."""
+def make_plots(run: Run, data: Optional[TemporalPoints] = None, *, gif: bool = True, train: Optional[TemporalPoints] = None) -> list[Path]:
+    """Density snapshots with the velocity field, trajectories, loss curves and a GIF, in the run directory;
+    for population snapshots (``objective.likelihood = snapshots``) also ``snapshots.png``: the observed
+    snapshots with paths through them and, with a held-out snapshot in ``data``, the fit at its time."""
     from . import plot
 
     files = []
     dyn, norm, path = run.dynamics, run.normalizer, run.path
+    if train is not None and run.config.objective.likelihood == "snapshots":
+        times = sorted(set(train.t.tolist()))
+        cells = [train.x[train.t == t] for t in times]
+        held = None
+        if data is not None and len(data) and bool((data.t == data.t[0]).all()) and float(data.t[0]) not in times:
+            held = (float(data.t[0]), data.x)
+        plot.snapshot_paths(dyn, times, cells, heldout=held, path=path / "snapshots.png", normalizer=norm)
+        files.append(path / "snapshots.png")
     data_arg = None if data is None or not len(data) else (data.t, data.x)
     plot.density_snapshots(dyn, path=path / "density.png", data=data_arg, normalizer=norm)
     files.append(path / "density.png")

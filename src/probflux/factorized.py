@@ -53,7 +53,8 @@ class FactorizedMixture(TimeDensity):
         dim: dimension ``D``. components: ``K``. hidden/layers: MLP width/depth.
         family: ``"logistic"`` or ``"gaussian"``. context_dim: size of an optional conditioning vector.
         flux: ``"kr"`` or ``"mixture"`` (see above).
-        time_features: size of the sinusoidal time embedding (odd). max_log_scale: log-scales are
+        time_features: size of the sinusoidal time embedding (odd). max_frequency: its highest frequency
+            (rad per unit time; lower = smoother in t). max_log_scale: log-scales are
             softly bounded to ``(-max_log_scale, max_log_scale)``.
     """
 
@@ -68,6 +69,7 @@ class FactorizedMixture(TimeDensity):
         flux: str = "kr",
         layers: int = 3,
         time_features: int = 17,
+        max_frequency: float = 32.0,
         max_log_scale: float = 7.0,
     ) -> None:
         super().__init__(dim, context_dim)
@@ -80,7 +82,7 @@ class FactorizedMixture(TimeDensity):
         self.family = m1.get_family(family)
         self.components = components
         self.max_log_scale = float(max_log_scale)
-        self.embed = SinusoidalEmbedding(time_features)
+        self.embed = SinusoidalEmbedding(time_features, max_frequency)
         K, D = components, dim
         self.net = MLP(time_features + context_dim, K + 2 * K * D, hidden, layers)
         with torch.no_grad():  # distinct component locations at initialisation

@@ -136,8 +136,8 @@ def _emd_cost(A: np.ndarray, B: np.ndarray, C: np.ndarray, num_iter_max: int) ->
         detail = log.get("warning") or f"result code {code}"
         warnings.warn(
             f"exact OT (ot.emd2) did not reach optimality on a {A.shape[0]} x {B.shape[0]} problem: {detail} "
-            f"(num_iter_max={num_iter_max}); the value returned is that of a feasible, sub-optimal plan "
-            f"(an upper bound). Increase num_iter_max.",
+            f"(num_iter_max={num_iter_max}); the value returned is unreliable (the unfinished plan need be "
+            f"neither optimal nor feasible, so it can lie on either side of the true cost). Increase num_iter_max.",
             ConvergenceWarning,
             stacklevel=3,
         )
@@ -216,11 +216,12 @@ def wasserstein(
         reg: entropic regularisation ``eps`` for Sinkhorn, in units of the cost ``|x - y|^p``; default
             ``0.05 * median_{ij} |a_i - b_j|^p``. The entropic plan is blurred on the scale of ``eps``, so the
             Sinkhorn value *over*-estimates ``W_p``; with the default ``reg`` the excess was 4-6 % on 2-D
-            Gaussian samples of 300-1000 points (``tests/test_metrics.py``). Pass a smaller ``reg`` for a
+            Gaussian samples of 200-1000 points (``tests/test_metrics.py``). Pass a smaller ``reg`` for a
             tighter value at the price of more iterations.
         num_iter_max: iteration cap of whichever solver runs. If it is hit (or the solver reports a
-            failure) a :class:`ConvergenceWarning` is issued and the value of the last, feasible but
-            sub-optimal, plan is returned.
+            failure) a :class:`ConvergenceWarning` is issued and the value of the unfinished plan is
+            returned; it is unreliable (an unfinished network simplex can even return less than the
+            optimum, its plan not yet being feasible).
 
     Returns:
         ``W_p(mu, nu)`` as a float.

@@ -23,13 +23,17 @@ class SinusoidalEmbedding(nn.Module):
     r"""``t: (N,) -> (N, features)``: ``[t, sin(omega_i t), cos(omega_i t)]`` with fixed frequencies.
 
     Frequencies are geometric between ``pi/2`` and ``max_frequency`` (radians per unit time); the model
-    interval is ``[0, 1]``. :meth:`derivative` is the exact ``d/dt`` of the embedding.
+    interval is ``[0, 1]``. :meth:`derivative` is the exact ``d/dt`` of the embedding. A low
+    ``max_frequency`` makes the model smooth in time (good between a few snapshot times); a high one lets
+    it follow fast changes in densely observed data.
     """
 
     def __init__(self, features: int = 16, max_frequency: float = 32.0) -> None:
         super().__init__()
         if features < 3 or features % 2 == 0:
             raise ValueError(f"features must be an odd integer >= 3 (t plus sin/cos pairs); got {features}")
+        if not math.pi / 2 <= max_frequency < float("inf"):
+            raise ValueError(f"max_frequency must be finite and >= pi/2 (the lowest frequency); got {max_frequency}")
         n = (features - 1) // 2
         freqs = torch.exp(torch.linspace(math.log(math.pi / 2), math.log(max_frequency), n))
         self.register_buffer("freqs", freqs, persistent=False)

@@ -25,6 +25,7 @@ from typing import Any, Iterable, Iterator, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import torch
+import matplotlib
 from matplotlib import animation, rcParams
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -37,7 +38,7 @@ from torch import Tensor
 from .dynamics import Dynamics
 from .normalize import Normalizer
 
-__all__ = ["density_snapshots", "trajectories", "animate", "loss_curves"]
+__all__ = ["density_snapshots", "trajectories", "animate", "loss_curves", "snapshot_paths"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 Bounds = Sequence[Sequence[float]]
@@ -766,6 +767,97 @@ def animate(
 
 
 # ---------------------------------------------------------------------------------------------- 4. losses
+def snapshot_paths(
+    dynamics: Any,
+    times: Sequence[float],
+    cells: Sequence[Tensor],
+    *,
+    heldout: Optional[tuple[float, Tensor]] = None,
+    n: int = 150,
+    steps: int = 100,
+    path: Optional[PathLike] = None,
+    normalizer: Optional[Normalizer] = None,
+    seed: int = 0,
+    title: Optional[str] = None,
+) -> Figure:
+    """Population snapshots with trajectories of the learned dynamics through them (DESIGN §7).
+
+    Left: the observed cells of every snapshot (``times: (K,)`` data units, ``cells[k]: (n_k, D)`` data
+    coordinates), coloured by time, with ``n`` cells of the first snapshot carried through all times by the
+    probability-flow ODE (the SDE when the dynamics has diffusion). Right (with ``heldout = (t, cells)``):
+    held-out cells against exact samples of ``rho_t`` and the transported cells of the previous snapshot.
+    For ``D > 2`` everything is projected on the first two principal components of the pooled cells.
+    """
+    if len(times) != len(cells) or len(times) < 1:
+        raise ValueError(f"times and cells must have the same non-zero length; got {len(times)} and {len(cells)}")
+    dim = _dim(dynamics)
+    for k, c in enumerate(cells):
+        if c.dim() != 2 or c.shape[1] != dim:
+            raise ValueError(f"cells[{k}] must have shape (n, {dim}); got {tuple(c.shape)}")
+    n = _check_int(n, "n")
+    steps = _check_int(steps, "steps")
+    dtype, device = _dtype_device(dynamics)
+    coords = _Coords(_check_normalizer(normalizer, dim), dtype, device)
+    pooled = torch.cat([c.to(torch.float64) for c in cells])
+    pca = _PCA(pooled) if dim > 2 else None
+    show = (lambda x: pca.points(x)) if pca is not None else (lambda x: x.to(torch.float64))
+    order = sorted(range(len(times)), key=lambda k: float(times[k]))
+    ts = [float(times[k]) for k in order]
+    s = [float(coords.t_model(torch.tensor(t, dtype=torch.float64))) for t in ts]
+    ncols = 2 if heldout is not None else 1
+    fig, axes = _figure(ncols, ncols, panel=(4.6, 4.2))
+    cmap = matplotlib.colormaps["viridis"]
+    tmin, tmax = ts[0], ts[-1] if ts[-1] > ts[0] else ts[0] + 1.0
+    colour = lambda t: cmap((t - tmin) / (tmax - tmin))
+    ax = axes[0]
+    for k, t in zip(order, ts):
+        pts = show(cells[k]).numpy()
+        ax.scatter(pts[:, 0], pts[:, 1], s=2, alpha=0.25, color=colour(t), rasterized=True, label=f"t = {t:g} ({len(pts)})")
+    g = torch.Generator().manual_seed(seed)
+    start = cells[order[0]][torch.randperm(len(cells[order[0]]), generator=g)[:n]]
+    z = coords.x_to_model(start)
+    method = "euler_maruyama" if _has_diffusion(dynamics, s[0], s[-1], steps, dtype, device) else "euler"
+    from .simulate import simulate
+
+    with _seeded(seed, device), torch.no_grad():
+        paths = simulate(dynamics, z, s[0], s[-1], steps=steps, method=method)
+    shown = torch.stack([show(coords.x_to_data(p)) for p in paths]).numpy()  # (steps+1, n, 2)
+    tt = np.linspace(tmin, ts[-1], steps + 1)
+    for i in range(shown.shape[1]):
+        ax.plot(shown[:, i, 0], shown[:, i, 1], color="k", lw=0.4, alpha=0.35)
+    ax.scatter(shown[-1, :, 0], shown[-1, :, 1], s=6, color="k", marker="x", lw=0.6, label=f"transported to t = {tt[-1]:g}")
+    ax.legend(fontsize=7, markerscale=3, loc="best")
+    ax.set_title(title or f"snapshots and {'SDE' if method == 'euler_maruyama' else 'ODE'} paths")
+    if heldout is not None:
+        t_h, held = float(heldout[0]), heldout[1]
+        s_h = float(coords.t_model(torch.tensor(t_h, dtype=torch.float64)))
+        earlier = [k for k, t in zip(order, ts) if t < t_h]
+        ax2 = axes[1]
+        hp = show(held).numpy()
+        ax2.scatter(hp[:, 0], hp[:, 1], s=3, alpha=0.3, color="tab:red", rasterized=True, label=f"held-out cells, t = {t_h:g}")
+        with _seeded(seed, device), torch.no_grad():
+            direct = coords.x_to_data(_sample(dynamics, s_h, min(len(held), 2000), None))
+        dp = show(direct).numpy()
+        ax2.scatter(dp[:, 0], dp[:, 1], s=3, alpha=0.3, color="tab:blue", rasterized=True, label="samples of rho_t (exact)")
+        if earlier:
+            k = earlier[-1]
+            prev = cells[k][torch.randperm(len(cells[k]), generator=g)[:min(len(cells[k]), 1000)]]
+            s_prev = float(coords.t_model(torch.tensor(float(times[k]), dtype=torch.float64)))
+            with _seeded(seed, device), torch.no_grad():
+                moved = simulate(dynamics, coords.x_to_model(prev), s_prev, s_h, steps=steps, method=method)[-1]
+            mp = show(coords.x_to_data(moved)).numpy()
+            ax2.scatter(mp[:, 0], mp[:, 1], s=3, alpha=0.3, color="tab:green", rasterized=True, label=f"cells of t = {float(times[k]):g} transported")
+        ax2.legend(fontsize=7, markerscale=3, loc="best")
+        ax2.set_title(f"held-out time t = {t_h:g}")
+    for a in axes:
+        if pca is not None:
+            a.set_xlabel(pca.labels()[0]), a.set_ylabel(pca.labels()[1])
+        else:
+            a.set_xlabel("x1"), a.set_ylabel("x2")
+    _save(fig, path)
+    return fig
+
+
 def _read_records(records: Any) -> list[Mapping[str, Any]]:
     if isinstance(records, (str, os.PathLike)):
         with open(records) as f:
