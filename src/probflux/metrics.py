@@ -33,6 +33,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 import ot
+import torch
 from scipy.spatial.distance import cdist
 
 __all__ = [
@@ -58,19 +59,20 @@ class ConvergenceWarning(RuntimeWarning):
 
 
 # ---------------------------------------------------------------------------------------------- input
+def _from_tensor(x: Any, name: str) -> Any:
+    """A torch tensor (any device/dtype) as a float64 numpy array; anything else unchanged."""
+    if isinstance(x, torch.Tensor):
+        if x.is_complex():
+            raise ValueError(f"{name} must be real; got dtype {x.dtype}")
+        return x.detach().to(device="cpu", dtype=torch.float64).numpy()
+    return x
+
+
 def _as_points(x: Any, name: str) -> np.ndarray:
     """``x`` as a C-contiguous float64 array of shape ``(N, D)`` with ``N, D >= 1`` and finite entries."""
     if x is None:
         raise ValueError(f"{name} must be an array of shape (N, D); got None")
-    try:
-        import torch
-
-        if isinstance(x, torch.Tensor):
-            if x.is_complex():
-                raise ValueError(f"{name} must be real; got dtype {x.dtype}")
-            x = x.detach().to(device="cpu", dtype=torch.float64).numpy()
-    except ImportError:  # pragma: no cover - torch is a dependency of the package
-        pass
+    x = _from_tensor(x, name)
     try:
         arr = np.asarray(x)
     except Exception as exc:  # ragged lists and the like
@@ -156,7 +158,7 @@ def _sinkhorn_cost(A: np.ndarray, B: np.ndarray, C: np.ndarray, reg: Optional[fl
         if isinstance(reg, bool) or not isinstance(reg, numbers.Real) or not (math.isfinite(float(reg)) and float(reg) > 0):
             raise ValueError(f"reg must be a finite positive number (or None); got {reg!r}")
         reg = float(reg)
-    import torch  # POT's torch backend: its logsumexp is ~10x faster than the numpy one, same float64 result
+    # POT's torch backend: its logsumexp is ~10x faster than the numpy one, same float64 result
 
     wa = torch.full((A.shape[0],), 1.0 / A.shape[0], dtype=torch.float64)
     wb = torch.full((B.shape[0],), 1.0 / B.shape[0], dtype=torch.float64)
@@ -374,14 +376,7 @@ def mmd(a: Any, b: Any, *, kernel: str = "rbf", bandwidths: Optional[Sequence[fl
 
 # ------------------------------------------------------------------------------------- Gaussian closed form
 def _vector(x: Any, name: str) -> np.ndarray:
-    try:
-        import torch
-
-        if isinstance(x, torch.Tensor):
-            x = x.detach().to(device="cpu", dtype=torch.float64).numpy()
-    except ImportError:  # pragma: no cover
-        pass
-    arr = np.asarray(x, dtype=np.float64)
+    arr = np.asarray(_from_tensor(x, name), dtype=np.float64)
     if arr.ndim != 1 or arr.shape[0] == 0:
         raise ValueError(f"{name} must be a mean vector of shape (D,) with D >= 1; got shape {arr.shape}")
     if not np.isfinite(arr).all():
@@ -390,14 +385,7 @@ def _vector(x: Any, name: str) -> np.ndarray:
 
 
 def _covariance(S: Any, d: int, name: str) -> np.ndarray:
-    try:
-        import torch
-
-        if isinstance(S, torch.Tensor):
-            S = S.detach().to(device="cpu", dtype=torch.float64).numpy()
-    except ImportError:  # pragma: no cover
-        pass
-    arr = np.asarray(S, dtype=np.float64)
+    arr = np.asarray(_from_tensor(S, name), dtype=np.float64)
     if arr.shape != (d, d):
         raise ValueError(f"{name} must be a covariance matrix of shape ({d}, {d}); got shape {arr.shape}")
     if not np.isfinite(arr).all():

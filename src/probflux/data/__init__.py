@@ -60,3 +60,40 @@ __all__ = [
     "split_snapshots",
     "load_snapshots",
 ]
+
+# events: spatio-temporal event sequences (Neural STPP format), see probflux.data.events
+from .events import (  # noqa: E402
+    EVENT_DATASETS,
+    EventDataset,
+    EventSequences,
+    PooledEvents,
+    bh_conflicts,
+    citibike,
+    covid_nj,
+    earthquakenpp,
+    earthquakenpp_window,
+    earthquakes_jp,
+    event_dataset,
+    pinwheel_hawkes,
+    pinwheel_stpp,
+    split_sequences,
+    windows,
+)
+
+__all__ += [
+    "EventSequences",
+    "PooledEvents",
+    "earthquakes_jp",
+    "covid_nj",
+    "citibike",
+    "pinwheel_stpp",
+    "earthquakenpp",
+    "earthquakenpp_window",
+    "bh_conflicts",
+    "pinwheel_hawkes",
+    "split_sequences",
+    "windows",
+    "EventDataset",
+    "EVENT_DATASETS",
+    "event_dataset",
+]
