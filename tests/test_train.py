@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -145,17 +144,13 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path):
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 30
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+def _ddp_worker(rank: int, world: int, out: str) -> None:
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
     import torch.distributed as dist
 
+    # file rendezvous: no TCP port to race for (fit() uses an existing process group as torchrun's would be)
+    dist.init_process_group("gloo", init_method=f"file://{os.path.join(out, 'rendezvous')}", rank=rank, world_size=world)
     res = fit(tiny_dynamics(), objective(), moving_points(512), val=moving_points(128, 1), config=tiny_config(steps=8, checkpoint_every=4),
               seed=5, progress=False, run_dir=out if rank == 0 else None)
     torch.save({"model": params(res.model), "rank": rank}, os.path.join(out, f"rank{rank}.pt"))
@@ -163,7 +158,7 @@ def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:
 
 
 def test_ddp_two_processes_equal_single_process(tmp_path):
-    mp.spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_ddp_worker, args=(2, str(tmp_path)), nprocs=2, join=True)
     single = fit(tiny_dynamics(), objective(), moving_points(512), val=moving_points(128, 1), config=tiny_config(steps=8), seed=5,
                  progress=False)
     ref = params(single.model)
