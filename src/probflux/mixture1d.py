@@ -281,26 +281,32 @@ def log_prob_tangent(
     return (terms.post * (dlog_w + dlog_f)).sum(-1)
 
 
+def cdf_logit_gradient_over_pdf(terms: MixtureTerms) -> Tensor:
+    r"""``(dF/d logits_k) / p``, ``(..., K)``: the linear map ``dlogits -> (dF/p)`` of a mixture CDF.
+
+    .. math:: \frac{1}{p}\frac{\partial F}{\partial \ell_k} = \frac{w_k F_k}{p} - w_k \sum_j \frac{w_j F_j}{p}
+
+    evaluated with ``F_k`` replaced by ``-(1 - F_k)`` on the right of the median (``sum_k w_k (F_k - F) = 0``
+    makes the two forms equal), so every ratio stays bounded in its tail.
+    """
+    log_Fk = terms.component_log_cdf()
+    log_Sk = terms.component_log_sf()
+    log_F = torch.logsumexp(terms.log_w + log_Fk, -1, keepdim=True)
+    left = log_F < math.log(0.5)
+    sign = torch.where(left, 1.0, -1.0).to(log_Fk.dtype)
+    G = sign * torch.exp(terms.log_w + torch.where(left, log_Fk, log_Sk) - terms.log_pdf.unsqueeze(-1))
+    return G - terms.log_w.exp() * G.sum(-1, keepdim=True)
+
+
 def cdf_tangent_over_pdf(
     terms: MixtureTerms, dlogits: Tensor, dloc: Tensor, dlog_scale: Tensor, dx: Optional[Tensor] = None
 ) -> Tensor:
     r"""Directional derivative of ``F(x)`` divided by ``p(x)``, finite where ``p`` underflows.
 
-    .. math:: \frac{dF}{p} = \sum_k \pi_k\, s_k\, dz_k + \sum_k c_k \frac{w_k F_k}{p}, \qquad
-              c_k = d\log w_k,\ \pi_k = w_k f_k / p
+    .. math:: \frac{dF}{p} = \sum_k \pi_k\, s_k\, dz_k + \sum_k \frac{1}{p}\frac{\partial F}{\partial \ell_k} d\ell_k,
+              \qquad \pi_k = w_k f_k / p
 
-    where the second sum is evaluated as ``-sum_k c_k w_k (1 - F_k)/p`` on the right of the median
-    (``sum_k c_k w_k = 0`` makes the two forms equal); each ratio ``F_k/f_k`` stays bounded in its tail.
+    with the logit part from :func:`cdf_logit_gradient_over_pdf` (tail-stable).
     """
-    s_dz = _dz(terms, dloc, dlog_scale, dx)
-    within = (terms.post * s_dz).sum(-1)
-    w = terms.log_w.exp()
-    c = dlogits - (w * dlogits).sum(-1, keepdim=True)
-    log_Fk = terms.component_log_cdf()
-    log_Sk = terms.component_log_sf()
-    log_F = torch.logsumexp(terms.log_w + log_Fk, -1, keepdim=True)
-    left = log_F < math.log(0.5)
-    log_tail = torch.where(left, log_Fk, log_Sk)
-    sign = torch.where(left, 1.0, -1.0).to(c.dtype)
-    between = sign.squeeze(-1) * (c * torch.exp(terms.log_w + log_tail - terms.log_pdf.unsqueeze(-1))).sum(-1)
-    return within + between
+    within = (terms.post * _dz(terms, dloc, dlog_scale, dx)).sum(-1)
+    return within + (cdf_logit_gradient_over_pdf(terms) * dlogits).sum(-1)
