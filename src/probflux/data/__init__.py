@@ -5,95 +5,14 @@
 * :mod:`probflux.data.snapshots` — :class:`Snapshots` (unpaired samples at a few times), the single-cell
   loaders (:func:`cite`, :func:`emt_3d`, :func:`emt_10d`, :func:`weinreb_2d`), synthetic snapshot
   generators, the :data:`SNAPSHOTS` registry and :func:`load_snapshots`.
+* :mod:`probflux.data.events` — :class:`EventSequences` (Neural STPP format), the spatio-temporal event
+  loaders, :func:`windows` and the Pinwheel–Hawkes generator.
 
 :func:`load_data` serves both: ``data.name`` in :data:`BUILTIN`, ``"file"`` or :data:`SNAPSHOTS`.
 """
-from .points import BUILTIN, TemporalPoints, branching, builtin, load_data, load_points, pinwheel, split
-from .snapshots import (
-    SNAPSHOTS,
-    SnapshotSplit,
-    Snapshots,
-    Standardization,
-    Whitening,
-    branching_tree,
-    cite,
-    data_root,
-    data_root_candidates,
-    emt_3d,
-    emt_10d,
-    gaussian_to_8gaussians,
-    gaussian_to_gaussian,
-    load_snapshots,
-    moons,
-    snapshot_set,
-    split_snapshots,
-    weinreb_2d,
-)
+from . import events, points, snapshots
+from .events import *  # noqa: F401,F403
+from .points import *  # noqa: F401,F403
+from .snapshots import *  # noqa: F401,F403
 
-__all__ = [
-    # points
-    "TemporalPoints",
-    "load_points",
-    "pinwheel",
-    "branching",
-    "BUILTIN",
-    "builtin",
-    "split",
-    "load_data",
-    # snapshots
-    "Snapshots",
-    "Standardization",
-    "Whitening",
-    "SnapshotSplit",
-    "data_root",
-    "data_root_candidates",
-    "cite",
-    "emt_3d",
-    "emt_10d",
-    "weinreb_2d",
-    "gaussian_to_gaussian",
-    "gaussian_to_8gaussians",
-    "moons",
-    "branching_tree",
-    "SNAPSHOTS",
-    "snapshot_set",
-    "split_snapshots",
-    "load_snapshots",
-]
-
-# events: spatio-temporal event sequences (Neural STPP format), see probflux.data.events
-from .events import (  # noqa: E402
-    EVENT_DATASETS,
-    EventDataset,
-    EventSequences,
-    PooledEvents,
-    bh_conflicts,
-    citibike,
-    covid_nj,
-    earthquakenpp,
-    earthquakenpp_window,
-    earthquakes_jp,
-    event_dataset,
-    pinwheel_hawkes,
-    pinwheel_stpp,
-    split_sequences,
-    windows,
-)
-
-__all__ += [
-    "EventSequences",
-    "PooledEvents",
-    "earthquakes_jp",
-    "covid_nj",
-    "citibike",
-    "pinwheel_stpp",
-    "earthquakenpp",
-    "earthquakenpp_window",
-    "bh_conflicts",
-    "pinwheel_hawkes",
-    "split_sequences",
-    "windows",
-    "EventDataset",
-    "EVENT_DATASETS",
-    "event_dataset",
-]
+__all__ = [*points.__all__, *snapshots.__all__, *events.__all__]

@@ -296,11 +296,7 @@ class EventSequences:
         becomes 1. Returns a :class:`~probflux.data.Standardization` (unpacks as ``(mean, std)``).
         Use the *training* split's statistics for every split.
         """
-        x = self.events().x
-        mean = x.mean(0)
-        std = x.std(0) if x.shape[0] > 1 else torch.ones_like(mean)
-        std = torch.where(std > 0, std, torch.ones_like(std))
-        return Standardization(mean, std)
+        return Standardization.fit(self.events().x)
 
     def standardize(self, stats: Optional[Union[Standardization, tuple[ArrayLike, ArrayLike]]] = None) -> "EventSequences":
         """New sequences with ``x -> (x - mean) / std``; ``t`` and the window are unchanged.
@@ -308,18 +304,7 @@ class EventSequences:
         ``stats`` is ``(mean, std)`` of shape ``(D,)`` each (typically ``train.spatial_stats()``);
         default: this object's own :meth:`spatial_stats`.
         """
-        if stats is None:
-            st = self.spatial_stats()
-        else:
-            if len(stats) != 2:
-                raise ValueError(f"stats must be (mean, std), got {len(stats)} items ({self.name})")
-            mean = _as_float64(stats[0], "mean", self.name).reshape(-1)
-            std = _as_float64(stats[1], "std", self.name).reshape(-1)
-            if mean.shape != (self.dim,) or std.shape != (self.dim,):
-                raise ValueError(f"stats must be (mean, std) of shape ({self.dim},), got {tuple(mean.shape)} and {tuple(std.shape)} ({self.name})")
-            if not (bool(torch.isfinite(mean).all()) and bool(torch.isfinite(std).all()) and bool((std > 0).all())):
-                raise ValueError(f"stats: mean must be finite and std finite and > 0 ({self.name})")
-            st = Standardization(mean, std)
+        st = self.spatial_stats() if stats is None else Standardization.coerce(stats, self.dim, self.name, ("mean", "std"))
         out = [torch.cat([s[:, :1], st.apply(s[:, 1:])], 1) for s in self.sequences]
         return EventSequences._trusted(out, list(self.keys), self.window, self.name, self.source)
 

@@ -47,7 +47,7 @@ __all__ = [
     "moons",
     "branching_tree",
     "SNAPSHOTS",
-    "snapshots",
+    "snapshot_set",
     "SnapshotSplit",
     "split_snapshots",
     "load_snapshots",
@@ -73,6 +73,28 @@ class Standardization(NamedTuple):
     def invert(self, z: Tensor) -> Tensor:
         """``(N, D)`` standardised coordinates → ``(N, D)`` data."""
         return z * self.scale.to(z) + self.shift.to(z)
+
+    @classmethod
+    def fit(cls, x: Tensor) -> "Standardization":
+        """Mean and standard deviation (divisor ``N - 1``) of ``x: (N, D)``; a zero or undefined (``N = 1``)
+        deviation becomes 1."""
+        shift = x.mean(0)
+        scale = x.std(0) if x.shape[0] > 1 else torch.ones_like(shift)
+        return cls(shift, torch.where(scale > 0, scale, torch.ones_like(scale)))
+
+    @classmethod
+    def coerce(cls, stats: Any, dim: int, source: str, names: tuple[str, str] = ("shift", "scale")) -> "Standardization":
+        """Validate user-given ``stats = (shift, scale)`` of shape ``(dim,)`` each (finite, ``scale > 0``)."""
+        a, b = names
+        if len(stats) != 2:
+            raise ValueError(f"stats must be ({a}, {b}), got {len(stats)} items ({source})")
+        shift = _as_float64(stats[0], a, source).reshape(-1)
+        scale = _as_float64(stats[1], b, source).reshape(-1)
+        if shift.shape != (dim,) or scale.shape != (dim,):
+            raise ValueError(f"stats must be ({a}, {b}) of shape ({dim},), got {tuple(shift.shape)} and {tuple(scale.shape)} ({source})")
+        if not (bool(torch.isfinite(shift).all()) and bool(torch.isfinite(scale).all()) and bool((scale > 0).all())):
+            raise ValueError(f"stats: {a} must be finite and {b} finite and > 0 ({source})")
+        return cls(shift, scale)
 
 
 @dataclass(frozen=True)
@@ -333,22 +355,7 @@ class Snapshots:
         :meth:`Normalizer.fit`) over all cells pooled; a zero deviation becomes 1. Given ``stats``
         (e.g. from training cells) they are applied unchanged.
         """
-        if stats is None:
-            x = self.pooled()
-            shift = x.mean(0)
-            scale = x.std(0) if x.shape[0] > 1 else torch.ones_like(shift)
-            scale = torch.where(scale > 0, scale, torch.ones_like(scale))
-            st = Standardization(shift, scale)
-        else:
-            if len(stats) != 2:
-                raise ValueError(f"stats must be (shift, scale), got {len(stats)} items")
-            shift = _as_float64(stats[0], "shift", self.name).reshape(-1)
-            scale = _as_float64(stats[1], "scale", self.name).reshape(-1)
-            if shift.shape != (self.dim,) or scale.shape != (self.dim,):
-                raise ValueError(f"stats must be (shift, scale) of shape ({self.dim},), got {tuple(shift.shape)} and {tuple(scale.shape)} ({self.name})")
-            if not (torch.isfinite(shift).all() and torch.isfinite(scale).all() and (scale > 0).all()):
-                raise ValueError(f"stats: shift must be finite and scale finite and > 0 ({self.name})")
-            st = Standardization(shift, scale)
+        st = Standardization.fit(self.pooled()) if stats is None else Standardization.coerce(stats, self.dim, self.name)
         return self._mapped(st.apply), st
 
     def whiten(self, stats: Optional[Whitening] = None, *, eps: float = 1e-10) -> tuple["Snapshots", Whitening]:
