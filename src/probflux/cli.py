@@ -98,7 +98,6 @@ def _model_time(run, t: float, flag: str) -> float:
 
 def cmd_fit(args: argparse.Namespace) -> int:
     from .config import load_config
-    from .experiment import fit_config
 
     cfg = load_config(args.config, _overrides(args.overrides))
     return _run_fit(cfg, resume=False, plots=not args.no_plots)
@@ -106,28 +105,17 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
 def cmd_resume(args: argparse.Namespace) -> int:
     from .checkpoint import load_checkpoint
-    from .config import config_from_dict, config_to_dict, load_config
+    from .config import load_config
 
     ckpt = Path(args.run_dir) / "checkpoints" / "latest.pt"
     if not Path(args.run_dir).is_dir():
         raise FileNotFoundError(f"run directory {args.run_dir!r} does not exist")
-    saved = config_to_dict(config_from_dict(load_checkpoint(ckpt)["config"]))
+    saved = load_checkpoint(ckpt)["config"]
     extra = _overrides(args.overrides)
     for item in extra:
         if not item.startswith("train."):
             raise ValueError(f"resume: only train.* settings can change when resuming; got {item!r}")
-    cfg = config_from_dict(saved)
-    if extra:
-        import tempfile
-
-        import yaml
-
-        with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
-            yaml.safe_dump(saved, f)
-        try:
-            cfg = load_config(f.name, extra)
-        finally:
-            os.unlink(f.name)
+    cfg = load_config(None, extra, base=saved)
     cfg.out = str(args.run_dir)
     return _run_fit(cfg, resume=True, plots=not args.no_plots)
 

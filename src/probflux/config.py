@@ -465,15 +465,18 @@ def _parse_override(item: Any) -> tuple[str, Any]:
     return key, value
 
 
-def load_config(path: Union[str, os.PathLike, None], overrides: Sequence[str] = ()) -> Config:
-    """Read a YAML config (``None``: all defaults) and apply dotted ``key=value`` overrides.
+def load_config(path: Union[str, os.PathLike, None], overrides: Sequence[str] = (), *, base: Optional[Mapping[str, Any]] = None) -> Config:
+    """Read a YAML config (``None``: all defaults, or the dict ``base``, e.g. a run's saved config) and apply
+    dotted ``key=value`` overrides.
 
     Override values are parsed as YAML (``train.clip=null`` → ``None``, ``train.lr=1e-3`` → ``0.001``).
     Raises :class:`ConfigError` naming the file, line, key or override at fault.
     """
     if isinstance(overrides, str):
         raise ConfigError(f"overrides must be a sequence of 'key=value' strings, got the single string {overrides!r}")
-    raw: dict[str, Any] = {}
+    if path is not None and base is not None:
+        raise ConfigError("give a config file or a base dict, not both")
+    raw: dict[str, Any] = copy.deepcopy(dict(base)) if base is not None else {}
     fname = None
     if path is not None:
         fname = os.fspath(path)
