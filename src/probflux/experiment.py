@@ -39,7 +39,7 @@ from .normalize import Normalizer
 from .objectives import (DriftEnergy, EndpointLikelihood, JacobianSymmetry, KineticEnergy, NegativeLogLikelihood, Objective,
                          Staged, Sum)
 from .simulate import simulate
-from .train import FitResult, fit, resolve_device
+from .train import FitResult, fit, mean_nll, resolve_device
 
 PathLike = Union[str, Path]
 
@@ -186,12 +186,7 @@ def evaluate(run: Run, test: TemporalPoints, *, particles: int = 1000, steps: in
     out: dict[str, Any] = {"dim": dyn.dim, "diffusion": run.config.model.diffusion, "test_points": len(test)}
     if len(test):
         pts = to_model_coordinates(test.to(dtype=dtype), norm)
-        nll_model = 0.0
-        with torch.no_grad():
-            for i in range(0, len(test), 8192):
-                c = None if pts.context is None else pts.context[i:i + 8192]
-                nll_model += float(-dyn.log_prob(pts.t[i:i + 8192], pts.x[i:i + 8192], c).sum())
-        nll_model /= len(test)
+        nll_model = mean_nll(dyn, pts.t, pts.x, pts.context, len(test))
         out["test_nll_model"] = nll_model
         out["test_nll"] = nll_model + norm.log_det
     gen_state = torch.random.get_rng_state()

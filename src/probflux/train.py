@@ -108,7 +108,8 @@ def _check_points(points: Any, dim: int, context_dim: int, name: str) -> tuple[T
     return t, x, ctx
 
 
-def _mean_nll(model: Dynamics, t: Tensor, x: Tensor, ctx: Optional[Tensor], limit: int, chunk: int = 8192) -> float:
+def mean_nll(model: Dynamics, t: Tensor, x: Tensor, ctx: Optional[Tensor], limit: int, chunk: int = 8192) -> float:
+    """``-mean log rho_t(x)`` over the first ``limit`` points, in chunks, without a graph."""
     n = min(limit, t.shape[0])
     total = 0.0
     with torch.no_grad():
@@ -305,7 +306,7 @@ def fit(
                           "steps_per_s": (step - last_log_step) / max(now - last_log_time, 1e-9)}
                 last_log_time, last_log_step = now, step
             if vt is not None and (step % cfg.eval_every == 0 or final):
-                val_nll = _mean_nll(eval_model, vt, vx, vc, cfg.eval_points)
+                val_nll = mean_nll(eval_model, vt, vx, vc, cfg.eval_points)
                 improved = best_val is None or val_nll < best_val
                 if improved:
                     best_val, best_step, bad_evals = val_nll, step, 0
