@@ -40,12 +40,10 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import os
 import shlex
 import statistics
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from typing import Callable, Optional
@@ -55,6 +53,7 @@ from torch import Tensor
 from torch.profiler import ProfilerActivity, profile
 
 from probflux import AutoregressiveMixture, Dynamics, FactorizedMixture, TimeDensity
+from probflux.experiment import write_json
 
 MODELS: dict[str, Callable[[int], TimeDensity]] = {
     "factorized-logistic": lambda d: FactorizedMixture(d, family="logistic"),
@@ -221,16 +220,6 @@ def report(results: dict[tuple[str, int], dict[str, Measurement]], models: list[
             rows.append(([str(dim)], cells))
         parts += [f"Time ratio {num} / {den} (median ms over median ms)", markdown_table(["D"], rows)]
     return "\n\n".join(parts), records
-
-
-def write_json(path: str, records: list[dict]) -> None:
-    """Write ``records`` to ``path`` atomically (temporary file in the same folder, then ``os.replace``)."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=folder, suffix=".tmp", delete=False) as f:
-        json.dump(records, f, indent=1)
-        f.write("\n")
-    os.replace(f.name, path)
 
 
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:

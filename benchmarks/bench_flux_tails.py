@@ -14,18 +14,17 @@ Float64, CPU. Writes ``benchmarks/results/flux_tails.json`` (records as in bench
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shlex
 import statistics
 import sys
-import tempfile
 import time
 from typing import Callable
 
 import torch
 
 from probflux import AutoregressiveMixture, FactorizedMixture, TimeDensity
+from probflux.experiment import write_json
 
 MODELS: dict[str, Callable[[int], TimeDensity]] = {
     "factorized-logistic-kr": lambda d: FactorizedMixture(d, components=4, hidden=32, family="logistic", flux="kr"),
@@ -97,10 +96,7 @@ def main() -> None:
     print(f"\n# wall {wall:.1f} s")
     for r in records:
         r.update(wall_seconds=wall, command=command)
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=os.path.dirname(os.path.abspath(args.out)), suffix=".tmp", delete=False) as f:
-        json.dump(records, f, indent=1)
-    os.replace(f.name, args.out)
+    write_json(args.out, records)
     print(f"# wrote {len(records)} records to {args.out}")
 
 

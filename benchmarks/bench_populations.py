@@ -24,12 +24,10 @@ seeds, wall_seconds, command) and prints markdown tables.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shlex
 import statistics
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +46,7 @@ from probflux.metrics import ot_cost, wasserstein
 from probflux.objectives import DriftEnergy, EndpointLikelihood, KineticEnergy
 from probflux.simulate import simulate
 from probflux.train import fit
+from probflux.experiment import write_json
 
 DATASETS: dict[str, Callable[[], "snap.Snapshots"]] = {
     "cite5": lambda: snap.cite(pcs=5),
@@ -227,11 +226,7 @@ def main() -> None:
     for ds, ours, peer, metric, r in ratios:
         records.append({"benchmark": "populations", "dataset": ds, "method": f"{ours}/torchcfm-{peer}", "metric": f"{metric}_ratio",
                         "value": r, "std": None, "seeds": args.seeds, "wall_seconds": wall, "command": command})
-    folder = os.path.dirname(os.path.abspath(args.out))
-    os.makedirs(folder, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=folder, suffix=".tmp", delete=False) as f:
-        json.dump(records, f, indent=1)
-    os.replace(f.name, args.out)
+    write_json(args.out, records)
     print(f"\n# wrote {len(records)} records to {args.out}")
 
 

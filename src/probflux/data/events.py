@@ -36,7 +36,7 @@ import torch
 from torch import Tensor
 
 from .points import ArrayLike, TemporalPoints, _as_float64, _fmt
-from .snapshots import Standardization, data_root_candidates
+from .snapshots import Standardization, _data_file, data_root_candidates  # noqa: F401 (re-exported lookup order)
 
 __all__ = [
     "EventSequences",
@@ -410,11 +410,7 @@ _STPP_HINT = "set PROBFLUX_DATA to the folder that holds stpp/ (see shared/data/
 
 def _stpp_file(relative: str) -> Path:
     """``root / relative`` for the first candidate data root that has it; else ``FileNotFoundError``."""
-    tried = [root / relative for root in data_root_candidates()]
-    for path in tried:
-        if path.is_file():
-            return path
-    raise FileNotFoundError(f"{relative} not found; tried {', '.join(repr(str(p)) for p in tried)} ({_STPP_HINT})")
+    return _data_file(relative, _STPP_HINT)
 
 
 def _check_split(split: Any, valid: Sequence[str], what: str, missing: str = "") -> str:

@@ -418,13 +418,13 @@ def data_root() -> Path:
     raise FileNotFoundError(f"no data folder found; tried {', '.join(repr(str(p)) for p in tried)} ({_DATA_HINT})")
 
 
-def _data_file(relative: str) -> Path:
+def _data_file(relative: str, hint: str = _DATA_HINT) -> Path:
     """``root / relative`` for the first candidate root that has the file; else ``FileNotFoundError``."""
     tried = [root / relative for root in data_root_candidates()]
     for path in tried:
         if path.is_file():
             return path
-    raise FileNotFoundError(f"{relative} not found; tried {', '.join(repr(str(p)) for p in tried)} ({_DATA_HINT})")
+    raise FileNotFoundError(f"{relative} not found; tried {', '.join(repr(str(p)) for p in tried)} ({hint})")
 
 
 def _load_labelled_npz(relative: str, times: Sequence[float], name: str, dim: int) -> Snapshots:
