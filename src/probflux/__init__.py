@@ -1,13 +1,14 @@
 """probflux: simulation-free diffusion dynamics through exact density–flux pairs."""
 from ._validation import set_validation
 from .base import TimeDensity
+from .conditioned import Conditioned
 from .checks import Residual, continuity_residual
 from .factorized import FactorizedMixture
 from .autoregressive import AutoregressiveMixture
 from .divfree import DivergenceFree
 from .dynamics import Dynamics, SDE
 from .simulate import simulate
-from . import mixture1d
+from . import mixture1d, stpp
 
 __version__ = "0.1.0"
 
@@ -16,10 +17,12 @@ __all__ = [
     "FactorizedMixture",
     "AutoregressiveMixture",
     "DivergenceFree",
+    "Conditioned",
     "Dynamics",
     "SDE",
     "simulate",
     "mixture1d",
+    "stpp",
     "continuity_residual",
     "Residual",
     "set_validation",

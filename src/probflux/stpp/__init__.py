@@ -1,0 +1,18 @@
+"""Spatio-temporal point processes: history features and encoders for the spatial density, and modest
+temporal models (Poisson, exponential-kernel Hawkes) for a full STPP likelihood.
+
+The spatial part is any :class:`probflux.TimeDensity` of the event location given the event time (mapped to
+``[0, 1]``) and, for history-conditioned models, ``context`` = :func:`history_context` encoded by
+:class:`HistoryEncoder` inside :class:`probflux.Conditioned`.
+"""
+from .history import HistoryEncoder, history_context, model_points, spatial_log_likelihood
+from .temporal import HawkesProcess, PoissonProcess
+
+__all__ = [
+    "history_context",
+    "HistoryEncoder",
+    "model_points",
+    "spatial_log_likelihood",
+    "PoissonProcess",
+    "HawkesProcess",
+]
