@@ -1,0 +1,24 @@
+"""Stochastic optimal control and mean-field games, simulation-free (DESIGN §7; docs/control.md).
+
+* :class:`ControlProblem` — dynamics, costs, initial/target laws, mean-field terms, obstacles, horizon.
+* :class:`ControlObjective` — the simulation-free objective for :func:`probflux.train.fit`; :func:`solve` trains one.
+* :func:`monte_carlo_cost` — the honest check by Euler–Maruyama; :func:`simulation_free_cost` — the same from ``rho_t``.
+* :mod:`~probflux.control.lq` (Riccati closed form), :mod:`~probflux.control.problems` (DeepGSB crowds, motion
+  planning), :mod:`~probflux.control.baseline` (simulation-based neural policy).
+"""
+from .laws import Gaussian, GaussianMixture, LogDensity, Samples, Law
+from .costs import Congestion, Disc, Ellipse, Entropy, InteractionKernel, MeanField, Obstacle, inverse_quadratic, kde_log_density
+from .problem import ControlProblem
+from .pinned import PinnedMixture
+from .objective import ControlObjective, endpoint_points
+from .evaluate import model_drift, model_log_density, monte_carlo_cost, simulation_free_cost
+from .lq import lq_optimal_cost, lq_problem, riccati, riccati_integral
+from .solve import default_density, solve
+
+__all__ = [
+    "ControlProblem", "ControlObjective", "endpoint_points", "PinnedMixture",
+    "Law", "Gaussian", "GaussianMixture", "Samples", "LogDensity",
+    "Obstacle", "Disc", "Ellipse", "MeanField", "Entropy", "Congestion", "InteractionKernel", "inverse_quadratic",
+    "kde_log_density", "monte_carlo_cost", "simulation_free_cost", "model_drift", "model_log_density",
+    "riccati", "riccati_integral", "lq_optimal_cost", "lq_problem", "solve", "default_density",
+]
