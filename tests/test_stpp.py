@@ -13,7 +13,7 @@ import probflux as pf
 from probflux.config import TrainConfig
 from probflux.data import EventSequences, pinwheel_hawkes
 from probflux.objectives import NegativeLogLikelihood
-from probflux.stpp import HawkesProcess, HistoryEncoder, PoissonProcess, history_context, model_points, spatial_log_likelihood
+from probflux.stpp import HawkesProcess, HistoryEncoder, PoissonProcess, history_at, history_context, model_points, spatial_log_likelihood
 from probflux.train import fit
 
 
@@ -38,6 +38,18 @@ def test_history_context_layout_and_strict_history() -> None:
     assert c[3, 2:6].tolist() == pytest.approx([1.0, 0.0, 3.0, 3.0]) and c[3, 6:10].tolist() == pytest.approx([1.0, 0.0, -1.0, 0.0])
     # second sequence starts with an empty history (no leak across sequences)
     assert torch.all(c[4] == 0)
+
+
+def test_history_at_query_times() -> None:
+    seqs = _seqs()
+    c = history_context(seqs, events=2)
+    key = seqs.keys[0]
+    at_events = history_at(seqs, key, seqs[key][:, 0], events=2)
+    assert torch.equal(at_events, c[:4])  # a query at an event's time sees that event's (strict) history
+    after = history_at(seqs, key, torch.tensor([2.6]), events=2)
+    assert after[0, 0] == pytest.approx(0.5) and after[0, 2:6].tolist() == pytest.approx([1.0, 0.0, 0.0, 1.0])  # newest: t=2.5
+    with pytest.raises(ValueError, match=r"window \[0.0, 5.0\]"):
+        history_at(seqs, key, torch.tensor([6.0]))
 
 
 def test_history_context_rejects_bad_arguments() -> None:

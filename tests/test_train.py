@@ -231,3 +231,17 @@ def test_max_seconds_stops_with_a_final_checkpoint(tmp_path):
     assert 1 <= res.step < 10**6 and res.stopped_early
     assert load_checkpoint(tmp_path / "checkpoints" / "latest.pt")["trainer"]["step"] == res.step
     assert res.history and res.history[-1]["step"] == res.step
+
+
+def test_time_schedule_anneals_over_the_budget():
+    """With time_schedule=True the cosine reaches its floor when max_seconds runs out, whatever the step rate."""
+    data = moving_points(512)
+    cfg = tiny_config(steps=10**6, warmup=10**4, eval_every=10**7, checkpoint_every=10**7, log_every=1)
+    lrs = []
+    res = fit(tiny_dynamics(), objective(), data, config=cfg, max_seconds=1.0, time_schedule=True, progress=False,
+              callback=lambda step, rec: lrs.append(rec["lr"]))
+    assert res.step < 10**6 and len(lrs) > 10
+    assert max(lrs) > 0.9 * cfg.lr  # warm-up done after 1% of the time, then the peak
+    assert lrs[-1] < (cfg.min_lr_ratio + 0.05) * cfg.lr  # annealed at the end of the budget
+    with pytest.raises(ValueError, match="time_schedule=True needs max_seconds"):
+        fit(tiny_dynamics(), objective(), data, config=tiny_config(steps=3), time_schedule=True, progress=False)

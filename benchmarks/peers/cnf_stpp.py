@@ -16,7 +16,7 @@ Recipe (facebookresearch/neural_stpp, commit e2ee706, ``models/spatial/indepcnf.
 * Regularisation: kinetic energy and Jacobian Frobenius norm, each ``1e-4`` (``--otreg_strength``), integrated
   along the path (exactly, from the two Jacobian rows).
 * Optimiser: AdamW ``lr 1e-3``, ``weight_decay 1e-6``, ``betas (0.9, 0.98)``, cosine schedule to 0 (no
-  warm-up, ``--warmup_itrs 0``).
+  warm-up, ``--warmup_itrs 0``), run over the wall-clock budget.
 
 Backpropagation goes through the solver's operations (``odeint``), which on these small problems is faster than
 the adjoint (``odeint_adjoint``, Neural STPP's choice, which costs an extra backward solve); ``adjoint=True``
@@ -142,18 +142,19 @@ def cnf_mean_log_likelihood(model: TimeVaryingCNF, t: Tensor, x: Tensor, chunk: 
     return total / t.shape[0]
 
 
-def fit_cnf(t: Tensor, x: Tensor, *, seconds: float, steps: int, batch: int = 1024, seed: int = 0, lr: float = 1e-3,
+def fit_cnf(t: Tensor, x: Tensor, *, seconds: float, steps: int = 10**9, batch: int = 1024, seed: int = 0, lr: float = 1e-3,
             callback: Optional[Callable[[int, float, TimeVaryingCNF], None]] = None, callback_every: int = 20,
             **model_kw) -> tuple[TimeVaryingCNF, dict]:
     """Train on events ``t: (N,)`` (data units), ``x: (N, D)`` for ``steps`` steps or ``seconds`` of wall time.
 
-    The cosine schedule runs over ``steps``; ``callback(step, train_seconds, model)`` runs every
+    The cosine schedule runs over the wall-clock budget (the learning rate at training time ``c`` is
+    ``lr (1 + cos(pi c / seconds)) / 2``), as ``probflux.train.fit(time_schedule=True)`` does for our models;
+    ``callback(step, train_seconds, model)`` runs every
     ``callback_every`` steps outside the clock. Returns the model and ``{"steps", "seconds", "step_seconds"}``.
     """
     torch.manual_seed(seed)
     model = TimeVaryingCNF(x.shape[1], **model_kw).to(x.dtype)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-6, betas=(0.9, 0.98))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: 0.5 * (1 + math.cos(math.pi * min(k, steps) / steps)))
     gen = torch.Generator().manual_seed(seed)
     clock, step = 0.0, 0
     while step < steps and clock < seconds:
@@ -162,8 +163,9 @@ def fit_cnf(t: Tensor, x: Tensor, *, seconds: float, steps: int, batch: int = 10
         loss = model.loss(t[idx], x[idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        for g in opt.param_groups:
+            g["lr"] = lr * 0.5 * (1 + math.cos(math.pi * min(clock / seconds, 1.0)))
         opt.step()
-        sched.step()
         step += 1
         clock += time.perf_counter() - start
         if callback is not None and step % callback_every == 0:

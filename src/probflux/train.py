@@ -142,6 +142,7 @@ def fit(
     progress: Optional[bool] = None,
     callback: Optional[Callable[[int, dict[str, float]], None]] = None,
     max_seconds: Optional[float] = None,
+    time_schedule: bool = False,
 ) -> FitResult:
     """Train ``dynamics`` on ``objective``; returns a :class:`FitResult`.
 
@@ -162,6 +163,9 @@ def fit(
         max_seconds: stop (with a final evaluation and checkpoint) once this much wall time has passed —
             for equal-budget comparisons; the schedule still runs over ``config.steps``, and the stopping
             step depends on the machine, so such a run is not reproducible step for step.
+        time_schedule: with ``max_seconds``, run the warm-up + cosine schedule over wall time instead of steps
+            (the learning rate at elapsed time ``s`` is the step schedule's at step ``steps * s / max_seconds``), so
+            a budget run anneals fully however fast the machine is; ``config.steps`` then only caps the steps.
     """
     from .config import TrainConfig
 
@@ -198,7 +202,16 @@ def fit(
     if opt_cls is None:
         raise ValueError(f"train.optimizer must be adam or adamw; got {cfg.optimizer!r}")
     opt = opt_cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: lr_factor(k, cfg.steps, cfg.warmup, cfg.min_lr_ratio))
+    if time_schedule and max_seconds is None:
+        raise ValueError("time_schedule=True needs max_seconds (the schedule runs over that wall time)")
+    clock = {"start": None}
+
+    def schedule_step(k: int) -> int:
+        if not time_schedule or clock["start"] is None:
+            return k
+        return min(int(cfg.steps * (time.perf_counter() - clock["start"]) / max_seconds), cfg.steps)
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: lr_factor(schedule_step(k), cfg.steps, cfg.warmup, cfg.min_lr_ratio))
     ema = None
     if cfg.ema is not None:
         ema = AveragedModel(dynamics, avg_fn=_ema_fn(cfg.ema), use_buffers=True)
@@ -270,6 +283,7 @@ def fit(
         bar = tqdm(total=cfg.steps, initial=step, desc="fit", unit="step", dynamic_ncols=True,
                    disable=None if progress is None else False)
     start_time = time.perf_counter()
+    clock["start"] = start_time
     last_log_time, last_log_step = start_time, step
     stopped = False
     try:

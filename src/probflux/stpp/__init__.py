@@ -5,11 +5,12 @@ The spatial part is any :class:`probflux.TimeDensity` of the event location give
 ``[0, 1]``) and, for history-conditioned models, ``context`` = :func:`history_context` encoded by
 :class:`HistoryEncoder` inside :class:`probflux.Conditioned`.
 """
-from .history import HistoryEncoder, history_context, model_points, spatial_log_likelihood
+from .history import HistoryEncoder, history_at, history_context, model_points, spatial_log_likelihood
 from .temporal import HawkesProcess, PoissonProcess
 
 __all__ = [
     "history_context",
+    "history_at",
     "HistoryEncoder",
     "model_points",
     "spatial_log_likelihood",

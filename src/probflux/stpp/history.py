@@ -17,13 +17,29 @@ from torch import Tensor, nn
 
 from ..data.events import EventSequences
 
-__all__ = ["history_context", "HistoryEncoder", "model_points", "spatial_log_likelihood"]
+__all__ = ["history_context", "history_at", "HistoryEncoder", "model_points", "spatial_log_likelihood"]
 
 
 def _check_events(events: int) -> int:
     if isinstance(events, bool) or not isinstance(events, int) or events < 1:
         raise ValueError(f"events must be a positive integer (how many past events to keep); got {events!r}")
     return events
+
+
+def _features(t: Tensor, x: Tensor, t_query: Tensor, t0: float, span: float, k: int) -> Tensor:
+    """History rows for query times ``t_query: (Q,)`` given one sorted sequence ``t: (n,)``, ``x: (n, D)``."""
+    ar = torch.arange(1, k + 1)
+    tm = (t - t0) / span
+    n = torch.searchsorted(t.contiguous(), t_query.to(t.dtype).contiguous(), right=False)  # events strictly earlier
+    idx = n[:, None] - ar[None, :]
+    valid = idx >= 0
+    idx = idx.clamp_min(0)
+    zero = torch.zeros((), dtype=t.dtype)
+    s_last = torch.where(n > 0, tm[(n - 1).clamp_min(0)], zero)
+    dt = torch.where(valid, s_last[:, None] - tm[idx], zero)
+    xs = torch.where(valid[..., None], x[idx], zero)
+    slots = torch.cat([valid.to(t.dtype)[..., None], dt[..., None], xs], -1).reshape(len(t_query), -1)
+    return torch.cat([s_last[:, None], torch.log1p(n.to(t.dtype))[:, None], slots], -1)
 
 
 def history_context(seqs: EventSequences, events: int = 16) -> Tensor:
@@ -44,22 +60,20 @@ def history_context(seqs: EventSequences, events: int = 16) -> Tensor:
     if not isinstance(seqs, EventSequences):
         raise TypeError(f"seqs must be an EventSequences; got {type(seqs).__name__}")
     t0, t1 = seqs.window
-    span = t1 - t0
-    rows = []
-    ar = torch.arange(1, k + 1)
-    for s in seqs.sequences:
-        t, x = s[:, 0], s[:, 1:]
-        tm = (t - t0) / span
-        n = torch.searchsorted(t.contiguous(), t.contiguous(), right=False)  # events strictly earlier
-        idx = n[:, None] - ar[None, :]
-        valid = idx >= 0
-        idx = idx.clamp_min(0)
-        s_last = torch.where(n > 0, tm[(n - 1).clamp_min(0)], torch.zeros_like(tm))
-        dt = torch.where(valid, s_last[:, None] - tm[idx], torch.zeros((), dtype=s.dtype))
-        xs = torch.where(valid[..., None], x[idx], torch.zeros((), dtype=s.dtype))
-        slots = torch.cat([valid.to(s.dtype)[..., None], dt[..., None], xs], -1).reshape(len(t), -1)
-        rows.append(torch.cat([s_last[:, None], torch.log1p(n.to(s.dtype))[:, None], slots], -1))
-    return torch.cat(rows, 0)
+    return torch.cat([_features(s[:, 0], s[:, 1:], s[:, 0], t0, t1 - t0, k) for s in seqs.sequences], 0)
+
+
+def history_at(seqs: EventSequences, key: str, t: Tensor, events: int = 16) -> Tensor:
+    """History features of sequence ``key`` seen at arbitrary times ``t: (Q,)`` (data units, inside the window):
+    the context of the density of a hypothetical event at each ``t`` — e.g. to draw the density just before
+    and just after an event. Same layout as :func:`history_context`; returns ``(Q, 2 + k (D + 2))``."""
+    k = _check_events(events)
+    s = seqs[key]
+    t = torch.as_tensor(t, dtype=s.dtype).reshape(-1)
+    t0, t1 = seqs.window
+    if bool(((t < t0) | (t > t1)).any()):
+        raise ValueError(f"t must lie in the window [{t0}, {t1}] of {seqs.name}; got values in [{float(t.min())}, {float(t.max())}]")
+    return _features(s[:, 0], s[:, 1:], t, t0, t1 - t0, k)
 
 
 class HistoryEncoder(nn.Module):
