@@ -5,6 +5,7 @@ from .conditioned import Conditioned
 from .checks import Residual, continuity_residual
 from .factorized import FactorizedMixture
 from .autoregressive import AutoregressiveMixture
+from .flow import FlowDensity
 from .divfree import DivergenceFree
 from .dynamics import Dynamics, SDE
 from .simulate import simulate
@@ -16,6 +17,7 @@ __all__ = [
     "TimeDensity",
     "FactorizedMixture",
     "AutoregressiveMixture",
+    "FlowDensity",
     "DivergenceFree",
     "Conditioned",
     "Dynamics",

@@ -55,7 +55,10 @@ class ConfigError(ValueError):
 
 @dataclass
 class ModelConfig:
-    """Which density/flux model to build (see ``FactorizedMixture`` / ``AutoregressiveMixture``)."""
+    """Which density/flux model to build (see ``FactorizedMixture`` / ``AutoregressiveMixture`` / ``FlowDensity``).
+
+    ``transforms`` and ``coupling`` apply to ``type: flow`` only (``flux``, ``family`` and ``components`` do not).
+    """
 
     type: str = "factorized"
     family: str = "logistic"
@@ -67,6 +70,8 @@ class ModelConfig:
     divfree_hidden: int = 64
     diffusion: float = 0.0
     time_frequency: float = 32.0
+    transforms: int = 4
+    coupling: str = "spline"
 
 
 @dataclass
@@ -187,7 +192,7 @@ def _device(v: Any) -> Optional[str]:
     return None if re.fullmatch(r"auto|cpu|cuda|mps|cuda:\d+", v) else "must be 'auto', 'cpu', 'cuda', 'mps' or 'cuda:N'"
 
 
-MODEL_TYPES = ("factorized", "autoregressive")
+MODEL_TYPES = ("factorized", "autoregressive", "flow")
 FLUXES = {"factorized": ("kr", "mixture"), "autoregressive": ("kr", "sigmoid")}
 DATA_NAMES = ("pinwheel", "branching", "file")
 # population-snapshot data sets; must equal the keys of probflux.data.snapshots.SNAPSHOTS (kept here so
@@ -201,6 +206,8 @@ _CONSTRAINTS: dict[str, tuple[Check, ...]] = {
     "model.family": (_choices("logistic", "gaussian"),),
     "model.flux": (_choices("kr", "mixture", "sigmoid"),),
     "model.components": (_at_least(1),),
+    "model.transforms": (_at_least(0),),
+    "model.coupling": (_choices("spline", "affine"),),
     "model.hidden": (_at_least(1),),
     "model.layers": (_at_least(1),),
     "model.divfree_hidden": (_at_least(1),),
@@ -243,8 +250,8 @@ def _cross_checks(cfg: Config) -> list[tuple[str, tuple[str, ...]]]:
     """Rules tying several fields together: ``(message, dotted keys involved)``."""
     out = []
     m, d, o = cfg.model, cfg.data, cfg.objective
-    allowed = FLUXES[m.type]
-    if m.flux not in allowed:
+    allowed = FLUXES.get(m.type)  # None: the flow family's flux is fixed by its map
+    if allowed is not None and m.flux not in allowed:
         out.append((f"model.flux: {m.flux!r} is not available for model.type={m.type!r} (choose {' or '.join(map(repr, allowed))})", ("model.flux", "model.type")))
     if m.type == "autoregressive" and m.family != "logistic":
         out.append((f"model.family: {m.family!r} is only available for model.type='factorized' (the autoregressive model is logistic)", ("model.family", "model.type")))

@@ -34,6 +34,7 @@ from .data import TemporalPoints, load_data
 from .divfree import DivergenceFree
 from .dynamics import Dynamics
 from .factorized import FactorizedMixture
+from .flow import FlowDensity
 from .metrics import w1
 from .normalize import Normalizer
 from .objectives import (DriftEnergy, EndpointLikelihood, JacobianSymmetry, KineticEnergy, NegativeLogLikelihood, Objective,
@@ -52,8 +53,11 @@ def build_dynamics(cfg: ModelConfig, dim: int, context_dim: int = 0) -> Dynamics
     elif cfg.type == "autoregressive":
         density = AutoregressiveMixture(dim, components=cfg.components, hidden=cfg.hidden, layers=cfg.layers,
                                         flux=cfg.flux, context_dim=context_dim, max_frequency=cfg.time_frequency)
+    elif cfg.type == "flow":
+        density = FlowDensity(dim, transforms=cfg.transforms, hidden=cfg.hidden, context_dim=context_dim,
+                              coupling=cfg.coupling, layers=cfg.layers, max_frequency=cfg.time_frequency)
     else:
-        raise ValueError(f"model.type must be factorized or autoregressive; got {cfg.type!r}")
+        raise ValueError(f"model.type must be factorized, autoregressive or flow; got {cfg.type!r}")
     divfree = None
     if cfg.divergence_free:
         if dim < 2:
