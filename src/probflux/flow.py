@@ -121,7 +121,8 @@ class FlowDensity(TimeDensity):
         self.embed = SinusoidalEmbedding(time_features, max_frequency)
         features = time_features + context_dim
         if coupling == "spline":
-            univariate = lambda w, h, d: MonotonicRQSTransform(w, h, d, bound=self.bound)  # noqa: E731
+            # contiguous: softmax over a strided slice of the conditioner output is ~10x slower on CPU
+            univariate = lambda w, h, d: MonotonicRQSTransform(w.contiguous(), h.contiguous(), d.contiguous(), bound=self.bound)  # noqa: E731
             shapes = [(bins,), (bins,), (bins - 1,)]
         else:
             univariate, shapes = MonotonicAffineTransform, [(), ()]

@@ -1,0 +1,431 @@
+"""Cost versus dimension for every family, and high-dimensional results for the flow family (issue #7).
+
+Parts (``--parts``, all by default):
+
+* ``scaling`` — per-call wall time and peak memory of ``log_prob``, ``velocity``, ``drift`` (g = 0.5, so the
+  score is included), ``rsample`` and one training step (NLL + 0.01 x kinetic energy with 256 path samples,
+  backward, Adam) for every family at ``D in --dims`` with ``N = --n`` points (float32, one thread), and the
+  least-squares growth exponent of time in ``D`` (``time ~ D^p``, log-log fit over the measured ``D``).
+  Time: median of ``--repeats`` calls after one warm-up call. Memory: peak of the bytes torch's CPU allocator
+  holds during one call, relative to its start, from ``torch.profiler`` (``profile_memory=True``: every
+  op's own allocation at its start time, frees as they happen; allocations freed within one aten op are
+  not seen). A cell whose time extrapolated from the previous ``D`` (quadratically) exceeds ``--cap``
+  seconds is skipped and marked so.
+* ``gmm64`` — a 64-D time-dependent Gaussian mixture with a known flux: 4 components with constant
+  weights, each ``X_t = R(t) Y + t v_k``, ``Y ~ N(c_k, diag s_k^2)``, ``R(t) = exp(t Omega)`` a rotation by
+  32 planar blocks (angular speeds 0.5..2 rad per unit time). Component velocity
+  ``u_k = Omega (x - t v_k) + v_k``; the mixture's exact velocity is the posterior average
+  ``u = sum_k pi_k(x) u_k`` (constant weights, DESIGN §3). Each model trains by NLL on ``(t, x)`` samples
+  for ``--budget`` seconds; reported: test NLL minus the true entropy ``E[-log rho_true]`` on the same test
+  points (a KL estimate, >= 0 up to noise), and the relative velocity error
+  ``E|u_model - u_true|^2 / E|u_true|^2`` on test points. Only the marginals are fitted, and different
+  velocity fields can share them, so the velocity error measures which of them the model picked.
+* ``lq`` — linear-quadratic control from the control issue (``probflux.control.lq_problem``: ``g = 1``, ``q = 1``,
+  ``r = 3``, ``X_0 ~ N(0, I)``) at ``D in --lq-dims``: the flow family (``rho_0`` learned through the objective's
+  initial-law term) and issue #6's pinned mixture, each trained ``--budget`` seconds; Monte Carlo cost of the
+  learned SDE drift (Euler–Maruyama) and its relative gap to the Riccati optimum.
+* ``cite50`` — CITE-seq, 50 principal components, leave-one-day-out (days 3 and 4 of 2, 3, 4, 7),
+  ``probflux-flow`` (endpoint NLL + 0.05 x kinetic energy) against TorchCFM's OT-CFM at the same training
+  wall time (``--budget``), scored as in ``bench_populations.py``: W1/W2 (exact EMD, PC units) between
+  held-out cells and cells of the previous day pushed through the learned ODE (transport), and, for
+  probflux, exact samples of ``rho_t`` (density).
+
+Writes ``benchmarks/results/scale.json`` (records: benchmark, dataset, method, metric, value, std, seeds,
+wall_seconds, command) and prints markdown tables.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import shlex
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.profiler import ProfilerActivity, profile
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import probflux as pf
+from probflux.config import TrainConfig
+from probflux.experiment import write_json
+from probflux.flow import FlowDensity
+from probflux.metrics import wasserstein
+from probflux.objectives import Batch, EndpointLikelihood, KineticEnergy, NegativeLogLikelihood
+from probflux.simulate import simulate
+from probflux.train import fit
+
+FAMILIES: dict[str, Callable[[int], pf.TimeDensity]] = {
+    "probflux-factorized": lambda d: pf.FactorizedMixture(d, components=8, hidden=128, layers=3),
+    "probflux-ar-sigmoid": lambda d: pf.AutoregressiveMixture(d, components=8, hidden=128, layers=3, flux="sigmoid"),
+    "probflux-ar-kr": lambda d: pf.AutoregressiveMixture(d, components=8, hidden=128, layers=3, flux="kr"),
+    "probflux-flow": lambda d: FlowDensity(d, transforms=4, hidden=128, layers=2, coupling="spline"),
+}
+OPS = ("log_prob", "velocity", "drift", "rsample", "train_step")
+
+
+# ----------------------------------------------------------------------------------------- scaling
+def peak_bytes(fn: Callable[[], object]) -> int:
+    """Peak bytes held by torch's CPU allocator during ``fn()``, relative to the start (torch.profiler)."""
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    events = sorted((e for e in prof.events() if e.self_cpu_memory_usage), key=lambda e: e.time_range.start)
+    cur = peak = 0
+    for e in events:
+        cur += e.self_cpu_memory_usage
+        peak = max(peak, cur)
+    return peak
+
+
+def make_ops(dyn: pf.Dynamics, n: int, seed: int = 0) -> dict[str, Callable[[], object]]:
+    g = torch.Generator().manual_seed(seed)
+    t = torch.rand(n, generator=g)
+    x = torch.randn(n, dyn.dim, generator=g)
+    opt = torch.optim.Adam(dyn.parameters(), lr=1e-4)
+    objective = NegativeLogLikelihood() + KineticEnergy(0.01, samples=256)
+
+    def no_grad(f: Callable[[], object]) -> Callable[[], object]:
+        def call() -> object:
+            with torch.no_grad():
+                return f()
+        return call
+
+    def train_step() -> None:
+        opt.zero_grad(set_to_none=True)
+        loss = objective(dyn, Batch(t, x, generator=torch.Generator().manual_seed(1)))["loss"]
+        loss.backward()
+        opt.step()
+
+    return {
+        "log_prob": no_grad(lambda: dyn.log_prob(t, x)),
+        "velocity": no_grad(lambda: dyn.velocity(t, x)),
+        "drift": no_grad(lambda: dyn.drift(t, x)),
+        "rsample": lambda: dyn.density.rsample(t),
+        "train_step": train_step,
+    }
+
+
+def growth_exponent(dims: list[int], times: list[float]) -> float:
+    """Least-squares slope of ``log time`` against ``log D``."""
+    return float(np.polyfit(np.log(dims), np.log(times), 1)[0])
+
+
+def run_scaling(args, put) -> None:
+    for fam, make in FAMILIES.items():
+        if fam not in args.families:
+            continue
+        last: dict[str, tuple[int, float]] = {}
+        for d in args.dims:
+            torch.manual_seed(0)
+            dyn = pf.Dynamics(make(d), diffusion=0.5)
+            ops = make_ops(dyn, args.n)
+            for op in OPS:
+                if op in last and last[op][1] * (d / last[op][0]) ** 2 > args.cap:
+                    put("scaling", f"D={d}", fam, f"{op}_skipped", 1.0)
+                    print(f"  {fam} D={d} {op}: skipped (extrapolated > {args.cap:g} s)", file=sys.stderr, flush=True)
+                    continue
+                tic = time.perf_counter()
+                ops[op]()  # warm-up
+                first = time.perf_counter() - tic
+                times = [first] if first > args.cap / 4 else []
+                for _ in range(args.repeats if not times else 0):
+                    tic = time.perf_counter()
+                    ops[op]()
+                    times.append(time.perf_counter() - tic)
+                sec = statistics.median(times)
+                mem = peak_bytes(ops[op]) if first < args.cap / 4 else float("nan")
+                last[op] = (d, sec)
+                put("scaling", f"D={d}", fam, f"{op}_seconds", sec)
+                put("scaling", f"D={d}", fam, f"{op}_peak_MiB", mem / 2**20)
+                print(f"  {fam} D={d} {op}: {1e3 * sec:.1f} ms, {mem / 2**20:.1f} MiB", file=sys.stderr, flush=True)
+
+
+# ----------------------------------------------------------------------------------------- gmm64
+class RotatingMixture:
+    """The 64-D moving/rotating Gaussian mixture of the module docstring, with exact log-density and velocity."""
+
+    def __init__(self, dim: int = 64, components: int = 4, seed: int = 0) -> None:
+        g = torch.Generator().manual_seed(seed)
+        self.dim, self.K = dim, components
+        self.omega = torch.linspace(0.5, 2.0, dim // 2, dtype=torch.float64)
+        self.c = 3.0 * torch.randn(components, dim, generator=g, dtype=torch.float64) / math.sqrt(dim) * 2
+        self.s = 0.3 + 0.5 * torch.rand(components, dim, generator=g, dtype=torch.float64)
+        self.v = 2.0 * torch.randn(components, dim, generator=g, dtype=torch.float64) / math.sqrt(dim) * 2
+        self.log_w = torch.log_softmax(torch.randn(components, generator=g, dtype=torch.float64), 0)
+
+    def rotate(self, t: Tensor, y: Tensor, sign: float = 1.0) -> Tensor:
+        """``R(t) y`` (or ``R(t)^T y`` with ``sign=-1``) for ``t: (N,)``, ``y: (N, D)``."""
+        a = sign * t[:, None] * self.omega
+        y0, y1 = y[:, 0::2], y[:, 1::2]
+        out = torch.empty_like(y)
+        out[:, 0::2] = torch.cos(a) * y0 - torch.sin(a) * y1
+        out[:, 1::2] = torch.sin(a) * y0 + torch.cos(a) * y1
+        return out
+
+    def omega_times(self, y: Tensor) -> Tensor:
+        """``Omega y``: the generator of the rotation."""
+        out = torch.empty_like(y)
+        out[:, 0::2] = -self.omega * y[:, 1::2]
+        out[:, 1::2] = self.omega * y[:, 0::2]
+        return out
+
+    def sample(self, t: Tensor, g: torch.Generator) -> Tensor:
+        k = torch.multinomial(self.log_w.exp(), len(t), replacement=True, generator=g)
+        y = self.c[k] + self.s[k] * torch.randn(len(t), self.dim, generator=g, dtype=torch.float64)
+        return self.rotate(t, y) + t[:, None] * self.v[k]
+
+    def _component_log_pdf(self, t: Tensor, x: Tensor) -> Tensor:
+        out = []
+        for k in range(self.K):
+            y = self.rotate(t, x - t[:, None] * self.v[k], sign=-1.0)
+            z = (y - self.c[k]) / self.s[k]
+            out.append(-0.5 * (z * z).sum(-1) - self.s[k].log().sum() - 0.5 * self.dim * math.log(2 * math.pi))
+        return torch.stack(out, -1) + self.log_w
+
+    def log_prob(self, t: Tensor, x: Tensor) -> Tensor:
+        return torch.logsumexp(self._component_log_pdf(t, x), -1)
+
+    def velocity(self, t: Tensor, x: Tensor) -> Tensor:
+        post = torch.softmax(self._component_log_pdf(t, x), -1)
+        u = torch.stack([self.omega_times(x - t[:, None] * self.v[k]) + self.v[k] for k in range(self.K)], 1)
+        return (post.unsqueeze(-1) * u).sum(1)
+
+
+GMM_MODELS: dict[str, Callable[[int], pf.TimeDensity]] = {
+    "probflux-flow": lambda d: FlowDensity(d, transforms=4, hidden=128, layers=2, coupling="spline", max_frequency=8.0),
+    "probflux-factorized": lambda d: pf.FactorizedMixture(d, components=8, hidden=128, layers=3, max_frequency=8.0),
+}
+
+
+def run_gmm(args, put) -> None:
+    truth = RotatingMixture()
+    g = torch.Generator().manual_seed(100)
+    t_test = torch.rand(4000, generator=g, dtype=torch.float64)
+    x_test = truth.sample(t_test, g)
+    entropy = float(-truth.log_prob(t_test, x_test).mean())
+    u_true = truth.velocity(t_test, x_test)
+    u_norm = float(u_true.pow(2).sum(-1).mean())
+    put("gmm64", "rotating-mixture-64d", "truth", "entropy", entropy)
+    for seed in range(args.seeds):
+        gs = torch.Generator().manual_seed(seed)
+        t_train = torch.rand(50_000, generator=gs, dtype=torch.float64)
+        data = type("Points", (), {"t": t_train.float(), "x": truth.sample(t_train, gs).float(), "context": None})()
+        for name, make in GMM_MODELS.items():
+            if name not in args.families:
+                continue
+            torch.manual_seed(seed)
+            dyn = pf.Dynamics(make(truth.dim))
+            cfg = TrainConfig(steps=100_000, batch_size=512, lr=2e-3, warmup=100, ema=0.999, device="cpu",
+                              eval_every=10**9, log_every=10**9, checkpoint_every=10**9)
+            res = fit(dyn, NegativeLogLikelihood(), data, config=cfg, seed=seed, progress=False,
+                      max_seconds=args.budget, time_schedule=True)
+            model = res.model
+            with torch.no_grad():
+                nll = float(-model.log_prob(t_test.float(), x_test.float()).double().mean())
+                u = model.velocity(t_test.float(), x_test.float()).double()
+            put("gmm64", "rotating-mixture-64d", name, "nll_minus_entropy", nll - entropy)
+            put("gmm64", "rotating-mixture-64d", name, "velocity_rel_mse", float((u - u_true).pow(2).sum(-1).mean()) / u_norm)
+            put("gmm64", "rotating-mixture-64d", name, "steps", float(res.step))
+            print(f"  gmm64 seed {seed} {name}: NLL - H = {nll - entropy:.3f}, velocity rel. MSE "
+                  f"{float((u - u_true).pow(2).sum(-1).mean()) / u_norm:.3f} ({res.step} steps)", file=sys.stderr, flush=True)
+
+
+# ----------------------------------------------------------------------------------------- cite50
+def run_cite(args, put) -> None:
+    from bench_populations import subsample
+    from probflux.data import snapshots as snap
+
+    full = snap.cite(pcs=50)
+    for k in (1, 2):
+        train_snap, t_held, held = full.leave_out(k)
+        pooled = torch.cat(list(train_snap.samples))
+        mean, std = pooled.mean(0), pooled.std(0)
+        t0, t1 = float(full.times[0]), float(full.times[-1])
+        s = ((train_snap.times - t0) / (t1 - t0)).float()
+        s_held = (t_held - t0) / (t1 - t0)
+        z = [((c - mean) / std).float() for c in train_snap.samples]
+        prev = next(i for i in range(len(s)) if float(train_snap.times[i]) > t_held) - 1
+        x_prev, target = subsample(z[prev], args.eval_cells), subsample(held, args.eval_cells)
+        to_data = lambda y: y.double() * std + mean  # noqa: E731
+        ds = f"cite50-holdout-t{t_held:g}"
+        put("cite50", ds, "no-motion", "w1_transport", wasserstein(to_data(x_prev), target, p=1))
+        put("cite50", ds, "no-motion", "w2_transport", wasserstein(to_data(x_prev), target, p=2))
+        for seed in range(args.seeds):
+            if "probflux-flow" in args.families:
+                t = torch.cat([torch.full((len(c),), float(si)) for si, c in zip(s, z)])
+                data = type("Points", (), {"t": t, "x": torch.cat(z), "context": None})()
+                torch.manual_seed(seed)
+                dyn = pf.Dynamics(FlowDensity(50, transforms=4, hidden=128, layers=2, coupling="spline", max_frequency=8.0))
+                objective = EndpointLikelihood(s.tolist()) + KineticEnergy(0.05, samples=128)
+                cfg = TrainConfig(steps=100_000, batch_size=512, lr=2e-3, warmup=100, ema=0.999, device="cpu",
+                                  eval_every=10**9, log_every=10**9, checkpoint_every=10**9)
+                res = fit(dyn, objective, data, config=cfg, seed=seed, progress=False, max_seconds=args.budget, time_schedule=True)
+                torch.manual_seed(seed)
+                with torch.no_grad():
+                    moved = simulate(res.model, x_prev, float(s[prev]), s_held, steps=args.steps, method="euler")[-1]
+                    direct = res.model.density.sample(torch.full((len(target),), s_held))
+                for p in (1, 2):
+                    put("cite50", ds, "probflux-flow", f"w{p}_transport", wasserstein(to_data(moved), target, p=p))
+                    put("cite50", ds, "probflux-flow", f"w{p}_density", wasserstein(to_data(direct), target, p=p))
+                put("cite50", ds, "probflux-flow", "train_seconds", res.wall_seconds)
+                put("cite50", ds, "probflux-flow", "steps", float(res.step))
+            if "otcfm" in args.families:
+                from peers.torchcfm_peer import CFMPeer
+
+                peer = CFMPeer("otcfm", 50, seed=seed)
+                info = peer.fit(s.tolist(), z, wall_seconds=args.budget)
+                moved = peer.transport(x_prev, float(s[prev]), s_held, steps=args.steps)
+                for p in (1, 2):
+                    put("cite50", ds, "torchcfm-otcfm", f"w{p}_transport", wasserstein(to_data(moved), target, p=p))
+                put("cite50", ds, "torchcfm-otcfm", "train_seconds", float(info["wall_seconds"]))
+                put("cite50", ds, "torchcfm-otcfm", "steps", float(info["steps"]))
+            print(f"  {ds} seed {seed} done", file=sys.stderr, flush=True)
+
+
+# ----------------------------------------------------------------------------------------- lq
+def run_lq(args, put) -> None:
+    """LQ control (``probflux.control.lq_problem``: g = 1, q = 1, r = 3, X_0 ~ N(0, I)) against the Riccati optimum."""
+    import probflux.control as pc
+
+    for d in args.lq_dims:
+        problem = pc.lq_problem(d)
+        opt = pc.lq_optimal_cost(d)
+        put("lq", f"lq-d{d}", "riccati", "optimal_cost", opt)
+        for seed in range(args.seeds):
+            for method in [m for m in ("probflux-flow", "probflux-pinned") if m in args.families]:
+                torch.manual_seed(seed)
+                if method == "probflux-flow":  # rho_0 learned from the initial-law NLL term
+                    dens = FlowDensity(d, transforms=2, hidden=64, layers=2, coupling="affine", max_frequency=8.0)
+                else:  # issue #6's default: a pinned Gaussian mixture (exact rho_0), as in bench_control.py
+                    dens = pc.default_density(problem, components=1, hidden=32, layers=2)
+                fit_ = pc.solve(problem, dens, steps=100_000, lr=3e-3, batch_size=64, warmup=20, ema=None, seed=seed,
+                                max_seconds=args.budget, objective=pc.ControlObjective(problem, samples=256))
+                mc = pc.monte_carlo_cost(problem, pc.model_drift(problem, fit_.model), n=args.lq_particles, steps=args.lq_em_steps,
+                                         seed=1000 + seed, w2=False)
+                put("lq", f"lq-d{d}", method, "mc_cost", mc["cost"])
+                put("lq", f"lq-d{d}", method, "gap", mc["cost"] / opt - 1)
+                put("lq", f"lq-d{d}", method, "steps", float(fit_.step))
+                print(f"  lq D={d} seed {seed} {method}: cost {mc['cost']:.3f} +- {mc['cost_se']:.3f} vs optimum {opt:.3f} "
+                      f"(gap {mc['cost'] / opt - 1:+.3%}, {fit_.step} steps)", file=sys.stderr, flush=True)
+
+
+# ----------------------------------------------------------------------------------------- main
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parts = ["scaling", "gmm64", "cite50", "lq"]
+    p.add_argument("--parts", nargs="+", default=parts, choices=parts)
+    p.add_argument("--families", nargs="+", default=[*FAMILIES, "otcfm", "probflux-pinned"], choices=[*FAMILIES, "otcfm", "probflux-pinned"])
+    p.add_argument("--lq-dims", nargs="+", type=int, default=[32, 128])
+    p.add_argument("--lq-particles", type=int, default=2000)
+    p.add_argument("--lq-em-steps", type=int, default=200)
+    p.add_argument("--dims", nargs="+", type=int, default=[2, 8, 32, 128])
+    p.add_argument("--n", type=int, default=1024)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--cap", type=float, default=30.0, help="skip a scaling cell whose extrapolated time exceeds this (s)")
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--budget", type=float, default=30.0, help="training wall-clock seconds per run (gmm64, cite50)")
+    p.add_argument("--eval-cells", type=int, default=2000)
+    p.add_argument("--steps", type=int, default=100, help="ODE steps for transport (cite50)")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out", default=os.path.join("benchmarks", "results", "scale.json"))
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    command = shlex.join(sys.orig_argv)
+    start = time.perf_counter()
+    results: dict[tuple[str, str, str, str], list[float]] = {}
+
+    def put(bench: str, ds: str, method: str, metric: str, v: float) -> None:
+        results.setdefault((bench, ds, method, metric), []).append(float(v))
+
+    if "scaling" in args.parts:
+        run_scaling(args, put)
+    if "gmm64" in args.parts:
+        run_gmm(args, put)
+    if "cite50" in args.parts:
+        run_cite(args, put)
+    if "lq" in args.parts:
+        run_lq(args, put)
+    wall = time.perf_counter() - start
+
+    def mean(key) -> Optional[float]:
+        v = results.get(key)
+        return None if not v else statistics.mean(v)
+
+    def fmt(key, f: str = "{:.3f}") -> str:
+        v = results.get(key)
+        if not v:
+            return "skipped" if results.get(key[:3] + (key[3].replace("_seconds", "_skipped"),)) else "–"
+        return f.format(statistics.mean(v)) + ("" if len(v) < 2 else " ± " + f.format(statistics.stdev(v)))
+
+    print(f"# {command}\n# torch {torch.__version__}, {args.threads} thread(s); wall {wall:.0f} s\n")
+    exponents = []
+    if "scaling" in args.parts:
+        print(f"Per-call time in ms (median of {args.repeats}) / peak MiB, N = {args.n}, float32\n")
+        head = ["family", "op", *[f"D={d}" for d in args.dims], "exponent p (time ~ D^p)"]
+        print("| " + " | ".join(head) + " |\n|" + "---|" * len(head))
+        for fam in [f for f in FAMILIES if f in args.families]:
+            for op in OPS:
+                cells, ds, ts = [], [], []
+                for d in args.dims:
+                    sec = mean(("scaling", f"D={d}", fam, f"{op}_seconds"))
+                    mib = mean(("scaling", f"D={d}", fam, f"{op}_peak_MiB"))
+                    if sec is None:
+                        cells.append("skipped")
+                        continue
+                    cells.append(f"{1e3 * sec:.1f} / {mib:.1f}")
+                    ds.append(d)
+                    ts.append(sec)
+                expo = growth_exponent(ds, ts) if len(ds) >= 2 else float("nan")
+                exponents.append((fam, op, expo, ds))
+                print(f"| {fam} | {op} | " + " | ".join(cells) + f" | {expo:.2f} (D={ds[0]}..{ds[-1]}) |")
+    if "gmm64" in args.parts:
+        print(f"\n64-D rotating Gaussian mixture, NLL training {args.budget:g} s per run, {args.seeds} seeds; true entropy "
+              f"{mean(('gmm64', 'rotating-mixture-64d', 'truth', 'entropy')):.3f} nats\n")
+        print("| method | test NLL - true entropy (nats) | velocity rel. MSE | steps |\n|---|---|---|---|")
+        for m in [m for m in GMM_MODELS if m in args.families]:
+            k = ("gmm64", "rotating-mixture-64d", m)
+            print(f"| {m} | {fmt(k + ('nll_minus_entropy',))} | {fmt(k + ('velocity_rel_mse',))} | {fmt(k + ('steps',), '{:.0f}')} |")
+    if "cite50" in args.parts:
+        print(f"\nCITE 50 PCs, leave-one-day-out, {args.budget:g} s training per run, {args.seeds} seeds; W_p in PC units\n")
+        print("| held out | method | W1 transport | W2 transport | W1 density | W2 density | steps |\n|---|---|---|---|---|---|---|")
+        for ds in sorted({k[1] for k in results if k[0] == "cite50"}):
+            for m in ("probflux-flow", "torchcfm-otcfm", "no-motion"):
+                k = ("cite50", ds, m)
+                print(f"| {ds} | {m} | " + " | ".join(fmt(k + (x,)) for x in ("w1_transport", "w2_transport", "w1_density", "w2_density"))
+                      + f" | {fmt(k + ('steps',), '{:.0f}')} |")
+    if "lq" in args.parts:
+        print(f"\nLQ control (g = 1, q = 1, r = 3), {args.budget:g} s training per run, {args.seeds} seeds; Monte Carlo cost with "
+              f"{args.lq_particles} particles, {args.lq_em_steps} Euler-Maruyama steps\n")
+        print("| D | Riccati optimum | method | MC cost | gap to optimum | steps |\n|---|---|---|---|---|---|")
+        for d in args.lq_dims:
+            for m in ("probflux-flow", "probflux-pinned"):
+                k = ("lq", f"lq-d{d}", m)
+                if results.get(k + ("gap",)):
+                    print(f"| {d} | {mean(('lq', f'lq-d{d}', 'riccati', 'optimal_cost')):.3f} | {m} | {fmt(k + ('mc_cost',))} | "
+                          f"{fmt(k + ('gap',), '{:+.3f}')} | {fmt(k + ('steps',), '{:.0f}')} |")
+    records = []
+    for (bench, ds, m, metric), v in results.items():
+        records.append({"benchmark": bench, "dataset": ds, "method": m, "metric": metric, "value": statistics.mean(v),
+                        "std": statistics.stdev(v) if len(v) > 1 else None, "seeds": len(v), "wall_seconds": wall,
+                        "command": command})
+    for fam, op, expo, ds in exponents:
+        records.append({"benchmark": "scaling", "dataset": f"D={ds[0]}..{ds[-1]}", "method": fam, "metric": f"{op}_time_exponent",
+                        "value": expo, "std": None, "seeds": 1, "wall_seconds": wall, "command": command})
+    out = Path(args.out)
+    if out.exists():  # keep the records of (part, method) pairs not rerun
+        import json
+
+        rerun = {(r["benchmark"], r["method"]) for r in records}
+        records = [r for r in json.loads(out.read_text()) if (r["benchmark"], r["method"]) not in rerun] + records
+    write_json(out, records)
+    print(f"\n# wrote {len(records)} records to {out}")
+
+
+if __name__ == "__main__":
+    main()
