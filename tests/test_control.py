@@ -196,3 +196,39 @@ def test_obstacle_penalties():
     assert torch.allclose(sig, disc.cost(x), atol=1e-6)
     soft = disc.with_penalty("softplus", weight=1.0, width=1.0).cost(x)
     assert torch.allclose(soft, torch.nn.functional.softplus(4.0 - (x - torch.tensor([1.0, 0.0])).pow(2).sum(-1)))
+
+
+# ----------------------------------------------------------------------------------------- pieces of the benchmark
+def test_fixed_weights_and_endpoint_initialisation():
+    initial = Gaussian([0.0, 0.0], 1.0)
+    model = perturbed_pinned(initial, components=4, fixed_weights=True, flux="mixture", loc_scale=10.0)
+    t = torch.tensor([0.0, 0.4, 1.0], dtype=torch.float64)
+    logits = model._params(t, None)[0]
+    assert torch.allclose(torch.softmax(logits, -1), torch.full((3, 4), 0.25, dtype=torch.float64))
+    torch.manual_seed(0)
+    fresh = PinnedMixture(initial, components=4, hidden=16, layers=2, loc_scale=10.0).double()
+    pts = torch.tensor([[10.0, 0.0], [0.0, 10.0], [-10.0, 0.0], [0.0, -10.0]], dtype=torch.float64)
+    fresh.init_endpoints(pts)
+    loc1 = fresh._params(torch.ones(1, dtype=torch.float64), None)[1][0]
+    assert (loc1 - pts).abs().max() < 0.5  # the last layer's weights are small at initialisation
+    with pytest.raises(ValueError, match=r"points must be \(4, 2\)"):
+        fresh.init_endpoints(pts[:3])
+
+
+def test_baseline_sinkhorn_and_short_training():
+    from probflux.control.baseline import sinkhorn_divergence, train_baseline
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(200, 2, generator=g, dtype=torch.float64)
+    assert abs(float(sinkhorn_divergence(x, x))) < 1e-6
+    y = (x + 3.0).requires_grad_(True)
+    sd = sinkhorn_divergence(y, x)
+    assert float(sd.detach()) > 5.0  # ~ |shift|^2 = 18, less the entropic blur
+    (grad,) = torch.autograd.grad(sd, y)
+    assert float(grad[:, 0].mean()) > 0  # moving y back towards x lowers it
+    problem = lq_problem(2)
+    policy, info = train_baseline(problem, steps=150, particles=128, sde_steps=20, lr=3e-3, hidden=32, seed=0)
+    drift = lambda s, x: policy(s.float(), x.float()).double()
+    trained = monte_carlo_cost(problem, drift, n=4000, steps=100, w2=False)
+    opt = lq_optimal_cost(2)
+    assert info["steps"] == 150 and abs(trained["cost"] / opt - 1) < 0.1, trained["cost"]

@@ -10,6 +10,7 @@ from .divfree import DivergenceFree
 from .dynamics import Dynamics, SDE
 from .simulate import simulate
 from . import mixture1d, stpp
+from . import control
 
 __version__ = "0.1.0"
 

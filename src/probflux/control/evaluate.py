@@ -78,7 +78,8 @@ def _mean_field_values(problem: ControlProblem, s: Tensor, x: Tensor, log_densit
 @torch.no_grad()
 def monte_carlo_cost(problem: ControlProblem, drift: Drift, n: int = 2000, steps: int = 200, *, seed: int = 0,
                      log_density: Optional[Callable[[Tensor, Tensor], Tensor]] = None, x0: Optional[Tensor] = None,
-                     target_samples: Optional[Tensor] = None, keep: int = 0, w2: bool = True) -> dict:
+                     target_samples: Optional[Tensor] = None, keep: int = 0, w2: bool = True,
+                     max_drift: Optional[float] = None) -> dict:
     r"""Simulate ``dX = b(s, X) ds + g(s) dW`` on ``[0, T]`` with ``steps`` Euler–Maruyama steps; Monte Carlo cost.
 
     Args:
@@ -86,11 +87,14 @@ def monte_carlo_cost(problem: ControlProblem, drift: Drift, n: int = 2000, steps
         n: particles from ``problem.initial`` (or ``x0: (n, D)``). log_density: ``log rho_s(x)`` for mean-field terms.
         target_samples: ``(M, D)`` samples of the target for ``W2`` (default: ``n`` fresh ones when there is a target).
         keep: keep this many particle paths at 11 times for plots.
+        max_drift: if given, the applied control is ``b`` rescaled to norm ``<= max_drift`` (non-finite ``b`` → 0),
+            a safeguard against a drift that explodes off the data; costs are those of the *applied* control,
+            and ``clipped`` reports the fraction of particle-steps affected.
 
     Returns a dict: ``terms`` (name → (mean, std error)), ``cost`` and ``cost_se`` (the path cost
     ``control + state + mean-field + terminal``), ``w2`` (Sinkhorn ``W2(X_T, target)``, POT, or None),
     ``violation`` (fraction of particles inside an obstacle at some step), ``violation_time`` (mean fraction
-    inside over the steps), ``final`` (``X_T``), ``path`` (``(11, keep, D)`` or None).
+    inside over the steps), ``clipped``, ``final`` (``X_T``), ``path`` (``(11, keep, D)`` or None).
     """
     P, T = problem, problem.horizon
     gen = torch.Generator().manual_seed(seed)
@@ -105,12 +109,19 @@ def monte_carlo_cost(problem: ControlProblem, drift: Drift, n: int = 2000, steps
     if P.running_cost is not None or P.obstacles:
         totals["state"] = x.new_zeros(n)
     ever = torch.zeros(n, dtype=torch.bool)
-    inside_time = 0.0
+    inside_time = clipped = 0.0
     snaps = [x[:keep].clone()] if keep else []
     snap_at = {round(steps * k / 10) for k in range(1, 11)}
     for k in range(steps):
         s = torch.full((n,), k * ds, dtype=x.dtype)
         b = drift(s, x)
+        if max_drift is not None:
+            bad = ~torch.isfinite(b).all(-1)
+            b = torch.where(bad[:, None], torch.zeros_like(b), b)
+            norm = b.norm(dim=-1, keepdim=True)
+            over = norm[:, 0] > max_drift
+            b = torch.where(over[:, None], b * (max_drift / norm.clamp_min(1e-300)), b)
+            clipped += float((bad | over).double().mean()) / steps
         totals["control"] += P.control_cost(s, x, b) * ds
         if "state" in totals:
             totals["state"] += P.state_cost(s, x) * ds
@@ -139,7 +150,7 @@ def monte_carlo_cost(problem: ControlProblem, drift: Drift, n: int = 2000, steps
         "terms": {k: mean_and_error(v) for k, v in totals.items()},
         "cost": cost, "cost_se": cost_se, "w2": dist,
         "violation": float(ever.double().mean()) if P.obstacles else 0.0,
-        "violation_time": inside_time,
+        "violation_time": inside_time, "clipped": clipped,
         "final": x, "path": torch.stack(snaps) if keep else None,
     }
 

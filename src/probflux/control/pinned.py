@@ -29,10 +29,14 @@ class PinnedMixture(FactorizedMixture):
         components: ``K``, a multiple of the initial law's number of components.
         loc_scale: the network's mean outputs are multiplied by it (the problem's length scale, so a
             unit-scale network output moves a component by ``loc_scale``).
+        fixed_weights: keep the mixture weights at their initial values for all ``t``. With ``flux="mixture"``
+            the velocity is then the responsibility-weighted affine field ``sum_k pi_k (mu_k' + (log s_k)' (x - mu_k))``,
+            bounded by the components' own speeds (no mass-transfer term, whose ``prod r / rho`` factor is
+            heavy-tailed between separated components, nor KR coupling terms).
         Other keyword arguments go to :class:`~probflux.FactorizedMixture`.
     """
 
-    def __init__(self, initial, components: int = 8, *, loc_scale: float = 1.0, **kwargs) -> None:
+    def __init__(self, initial, components: int = 8, *, loc_scale: float = 1.0, fixed_weights: bool = False, **kwargs) -> None:
         if not isinstance(initial, (Gaussian, GaussianMixture)):
             raise TypeError(f"initial must be a probflux.control.Gaussian or GaussianMixture to be pinned; got {type(initial).__name__}")
         if kwargs.get("family", "gaussian") != "gaussian":
@@ -58,10 +62,25 @@ class PinnedMixture(FactorizedMixture):
         anchor = torch.cat([logits0, means.repeat_interleave(rep, 0).reshape(-1), raw0.repeat_interleave(rep, 0).reshape(-1)])
         scale = torch.ones_like(anchor)
         scale[components: components + components * D] = float(loc_scale)
+        if fixed_weights:
+            scale[:components] = 0.0
+        self.fixed_weights = bool(fixed_weights)
         # FactorizedMixture's random mean biases stay: at t = 1 the components start at loc_scale * N(0, 1)
         # around the initial means, which breaks the symmetry of the replicated components.
         self.register_buffer("anchor", anchor.to(torch.get_default_dtype()))
         self.register_buffer("out_scale", scale.to(torch.get_default_dtype()))
+
+    @torch.no_grad()
+    def init_endpoints(self, points: Tensor) -> None:
+        """Start component ``k`` on the straight line from its initial mean to ``points[k]`` (``(K, D)``):
+        the mean biases of the last layer become ``(points - mean_0) / loc_scale`` (the weights stay small)."""
+        K, D = self.components, self.dim
+        if points.shape != (K, D):
+            raise ValueError(f"points must be ({K}, {D}); got {tuple(points.shape)}")
+        loc0 = self.anchor[K: K + K * D].reshape(K, D)
+        scale = self.out_scale[K: K + K * D].reshape(K, D)
+        bias = self.net.linears[-1].bias
+        bias[K: K + K * D] = ((points.to(loc0) - loc0) / scale).reshape(-1).to(bias)
 
     def _pinned(self, t: Tensor, out: Tensor) -> Tensor:
         return self.anchor + t[:, None] * self.out_scale * out

@@ -20,7 +20,7 @@ from .objective import ControlObjective, endpoint_points
 from .pinned import PinnedMixture
 from .problem import ControlProblem
 
-__all__ = ["default_density", "solve"]
+__all__ = ["default_density", "solve", "farthest_points"]
 
 
 def _diagonal(law: Any) -> bool:
@@ -30,15 +30,32 @@ def _diagonal(law: Any) -> bool:
     return bool((covs - torch.diag_embed(torch.diagonal(covs, dim1=-2, dim2=-1))).abs().max() <= 1e-12)
 
 
+def farthest_points(x: torch.Tensor, k: int) -> torch.Tensor:
+    """``k`` rows of ``x: (N, D)`` by farthest-point sampling from the row nearest the mean (covers separated modes)."""
+    idx = [int((x - x.mean(0)).norm(dim=-1).argmin())]
+    d = (x - x[idx[0]]).norm(dim=-1)
+    for _ in range(k - 1):
+        idx.append(int(d.argmax()))
+        d = torch.minimum(d, (x - x[idx[-1]]).norm(dim=-1))
+    return x[idx]
+
+
 def default_density(problem: ControlProblem, components: int = 8, hidden: int = 64, layers: int = 3,
-                    loc_scale: float = 1.0, pin: bool = True, max_frequency: float = 8.0, **kwargs: Any):
+                    loc_scale: float = 1.0, pin: bool = True, max_frequency: float = 8.0, target_init: bool = True,
+                    seed: int = 0, **kwargs: Any):
     """A :class:`PinnedMixture` (exact ``rho_0``) when the initial law is a diagonal Gaussian (mixture) and
-    ``pin``, else a Gaussian :class:`~probflux.FactorizedMixture` (``rho_0`` then learned from ``initial_nll``)."""
+    ``pin``, else a Gaussian :class:`~probflux.FactorizedMixture` (``rho_0`` then learned from ``initial_nll``).
+    With ``target_init`` and a target that can be sampled, the pinned components start on straight lines to
+    ``K`` farthest-point samples of the target (an initialisation only; the objective decides the paths)."""
     if pin and _diagonal(problem.initial):
         K0 = problem.initial.components[1].shape[0]
         K = max(K0, components - components % K0)
-        return PinnedMixture(problem.initial, components=K, hidden=hidden, layers=layers, loc_scale=loc_scale,
-                             max_frequency=max_frequency, **kwargs)
+        model = PinnedMixture(problem.initial, components=K, hidden=hidden, layers=layers, loc_scale=loc_scale,
+                              max_frequency=max_frequency, **kwargs)
+        if target_init and problem.target is not None and problem.target.can_sample:
+            pts = problem.target.sample(2000, torch.Generator().manual_seed(seed))
+            model.init_endpoints(farthest_points(pts, K) if K > 1 else pts.mean(0, keepdim=True))
+        return model
     return FactorizedMixture(problem.dim, components=components, hidden=hidden, layers=layers, family="gaussian",
                              max_frequency=max_frequency, **kwargs)
 

@@ -1,0 +1,307 @@
+"""Stochastic optimal control and mean-field games: probflux (simulation-free) vs a simulation-based policy.
+
+For every problem of ``configs/control_bench.yaml`` and every seed, in one process with one torch thread:
+
+* **probflux**: a Gaussian factorized mixture with ``rho_0`` pinned to the initial law (exact), trained by
+  :func:`probflux.control.solve` on the simulation-free objective (exact samples of ``rho_t``, no SDE);
+* **baseline**: a neural policy ``b_theta(s, x)`` trained by back-propagating through Euler–Maruyama rollouts
+  of the same cost, with a debiased Sinkhorn terminal loss when there is a target
+  (:func:`probflux.control.baseline.train_baseline`).
+
+Both are scored by the *same* honest check, :func:`probflux.control.monte_carlo_cost`: simulate the learned
+SDE with fine Euler–Maruyama steps from the true initial law; Monte Carlo cost of every term with the
+problem's own obstacle cost (DeepGSB: ``1500 * indicator``), ``W2`` to the target (POT Sinkhorn), fraction
+of particles that enter an obstacle. Mean-field entropy terms are evaluated with the same Gaussian KDE on
+the simulated particles for both methods; for probflux the cost with its exact ``log rho`` and the
+simulation-free estimate of the same path cost are reported beside it.
+
+LQ (D in {2, 8, 32}): equal training budget; gap of the Monte Carlo cost to the Riccati optimum.
+DeepGSB problems: the baseline trains ``budget`` seconds, probflux ``ours_fraction * budget`` (goal: equal or
+lower cost at <= 1/5 of the baseline's wall time).
+
+Writes ``benchmarks/results/control.json`` (records: benchmark, dataset, method, metric, value, std, seeds,
+wall_seconds, command), prints markdown tables and (``--figures``) draws ``docs/images/control_*.png`` and one GIF.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import shlex
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+import yaml
+
+import probflux.control as pc
+from probflux.control import problems as cp
+from probflux.control.baseline import train_baseline
+from probflux.experiment import write_json
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def mean_std(v: list[float]) -> tuple[float, float]:
+    v = [x for x in v if x is not None and math.isfinite(x)]
+    if not v:
+        return float("nan"), float("nan")
+    return statistics.fmean(v), (statistics.stdev(v) if len(v) > 1 else 0.0)
+
+
+def policy_drift(policy: torch.nn.Module):
+    def drift(s: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return policy(s.to(torch.float32), x.to(torch.float32)).to(x.dtype)
+    return drift
+
+
+# ----------------------------------------------------------------------------------------------- LQ
+def run_lq(cfg: dict, ev: dict, seeds: list[int], budget: float) -> list[dict]:
+    rows = []
+    for D in cfg["dims"]:
+        problem = pc.lq_problem(D, g=cfg["g"], q=cfg["q"], r=cfg["r"])
+        opt = pc.lq_optimal_cost(D, g=cfg["g"], q=cfg["q"], r=cfg["r"])
+        for seed in seeds:
+            o = cfg["probflux"]
+            t0 = time.perf_counter()
+            torch.manual_seed(seed)
+            dens = pc.default_density(problem, components=o["components"], hidden=o["hidden"], layers=o["layers"])
+            fit = pc.solve(problem, dens, steps=o["steps"], lr=o["lr"], batch_size=o["batch"], dtype="float64", warmup=20,
+                           ema=None, seed=seed, max_seconds=budget,
+                           objective=pc.ControlObjective(problem, samples=o["samples"]))
+            wall = time.perf_counter() - t0
+            mc = pc.monte_carlo_cost(problem, pc.model_drift(problem, fit.model), n=cfg["particles"], steps=ev["em_steps"], seed=1000 + seed, w2=False)
+            sf = pc.simulation_free_cost(problem, fit.model, n=ev["sf_samples"], seed=seed)
+            rows.append(dict(dataset=f"lq_d{D}", method="probflux", seed=seed, wall=wall, steps=fit.step, mc=mc["cost"], mc_se=mc["cost_se"],
+                             sf=sf["cost"], opt=opt, gap=mc["cost"] / opt - 1))
+            print(rows[-1], flush=True)
+            b = cfg["baseline"]
+            t0 = time.perf_counter()
+            policy, info = train_baseline(problem, steps=b["steps"], particles=b["particles"], sde_steps=b["sde_steps"], lr=b["lr"],
+                                          hidden=b["hidden"], layers=b["layers"], seed=seed, max_seconds=budget)
+            wall = time.perf_counter() - t0
+            mc = pc.monte_carlo_cost(problem, policy_drift(policy), n=cfg["particles"], steps=ev["em_steps"], seed=1000 + seed, w2=False)
+            rows.append(dict(dataset=f"lq_d{D}", method="baseline-bptt-policy", seed=seed, wall=wall, steps=info["steps"], mc=mc["cost"],
+                             mc_se=mc["cost_se"], opt=opt, gap=mc["cost"] / opt - 1))
+            print(rows[-1], flush=True)
+    return rows
+
+
+# ----------------------------------------------------------------------------------------------- DeepGSB
+def run_deepgsb(cfg: dict, ev: dict, seeds: list[int], budget: float, names: Optional[list[str]], keep: int) -> tuple[list[dict], dict]:
+    rows, paths = [], {}
+    frac = cfg["ours_fraction"]
+    for name, spec in cfg["problems"].items():
+        if names and name not in names:
+            continue
+        problem = cp.problem_by_name(spec["problem"], **spec["kwargs"])
+        ob = spec["train_obstacles"]
+        obstacles = cp.smooth_obstacles(problem, ob["weight"], ob["width"], ob["penalty"])
+        L = cp.LENGTH_SCALE[spec["problem"]]
+        target = problem.target.sample(ev["particles"], torch.Generator().manual_seed(99))
+        max_drift = ev["max_drift_factor"] * L / problem.horizon  # safeguard, same for both methods
+        for seed in seeds:
+            o = spec["probflux"]
+            t0 = time.perf_counter()
+            torch.manual_seed(seed)
+            dens = pc.default_density(problem, components=o["components"], hidden=o["hidden"], layers=o["layers"], loc_scale=L,
+                                      flux=o["flux"], fixed_weights=o["fixed_weights"], seed=seed)
+            objective = pc.ControlObjective(problem, samples=o["samples"], train_obstacles=obstacles, endpoint_weight=o["endpoint_weight"],
+                                            control_start=o["control_start"])
+            fit = pc.solve(problem, dens, objective=objective, steps=o["steps"], lr=o["lr"], batch_size=256, dtype="float64", warmup=50,
+                           seed=seed, max_seconds=frac * budget)
+            wall = time.perf_counter() - t0
+            mc = pc.monte_carlo_cost(problem, pc.model_drift(problem, fit.model), n=ev["particles"], steps=ev["em_steps"], seed=1000 + seed,
+                                     target_samples=target, keep=keep if seed == seeds[0] else 0, max_drift=max_drift)
+            sf = pc.simulation_free_cost(problem, fit.model, n=ev["sf_samples"], seed=seed)
+            row = dict(dataset=name, method="probflux", seed=seed, wall=wall, steps=fit.step, mc=mc["cost"], mc_se=mc["cost_se"],
+                       sf=sf["cost"], w2=mc["w2"], violation=mc["violation"], clipped=mc["clipped"], terms={k: v[0] for k, v in mc["terms"].items()})
+            if any(m.needs == "density" for m in problem.mean_field):  # same path cost with the model's exact log rho
+                exact = pc.monte_carlo_cost(problem, pc.model_drift(problem, fit.model), n=ev["particles"], steps=ev["em_steps"],
+                                            seed=1000 + seed, log_density=pc.model_log_density(problem, fit.model), w2=False,
+                                            max_drift=max_drift)
+                row["mc_exact_density"] = exact["cost"]
+            rows.append(row)
+            print({k: v for k, v in row.items()}, flush=True)
+            if mc["path"] is not None:
+                paths[(name, "probflux")] = mc["path"]
+            b = spec["baseline"]
+            t0 = time.perf_counter()
+            policy, info = train_baseline(problem, steps=b["steps"], particles=b["particles"], sde_steps=b["sde_steps"], lr=b["lr"],
+                                          hidden=b["hidden"], layers=b["layers"], scale=L, sinkhorn_weight=b["sinkhorn_weight"],
+                                          train_obstacles=obstacles, seed=seed, max_seconds=budget)
+            wall = time.perf_counter() - t0
+            mc = pc.monte_carlo_cost(problem, policy_drift(policy), n=ev["particles"], steps=ev["em_steps"], seed=1000 + seed,
+                                     target_samples=target, keep=keep if seed == seeds[0] else 0, max_drift=max_drift)
+            rows.append(dict(dataset=name, method="baseline-bptt-policy", seed=seed, wall=wall, steps=info["steps"], mc=mc["cost"],
+                             mc_se=mc["cost_se"], w2=mc["w2"], violation=mc["violation"], clipped=mc["clipped"],
+                             terms={k: v[0] for k, v in mc["terms"].items()}))
+            print(rows[-1], flush=True)
+            if mc["path"] is not None:
+                paths[(name, "baseline-bptt-policy")] = mc["path"]
+    return rows, paths
+
+
+# ----------------------------------------------------------------------------------------------- output
+METRICS = {  # row key -> (metric name, table label)
+    "mc": ("mc_cost", "MC cost"), "mc_se": ("mc_cost_se", "MC s.e."), "sf": ("simulation_free_cost", "sim-free cost"),
+    "mc_exact_density": ("mc_cost_exact_density", "MC cost (exact log rho)"), "gap": ("gap_to_riccati", "gap to Riccati"),
+    "opt": ("riccati_optimum", "Riccati optimum"), "w2": ("w2_target_sinkhorn", "W2 to target"),
+    "violation": ("obstacle_violation_rate", "violation"), "clipped": ("clipped_drift_fraction", "clipped"), "wall": ("wall_seconds", "wall s"), "steps": ("train_steps", "steps"),
+}
+
+
+def records(rows: list[dict], benchmark: str, command: str) -> list[dict]:
+    out = []
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["dataset"], r["method"]), []).append(r)
+    for (ds, method), rs in groups.items():
+        wall, _ = mean_std([r["wall"] for r in rs])
+        for key, (metric, _) in METRICS.items():
+            if key not in rs[0] or rs[0][key] is None:
+                continue
+            m, s = mean_std([r[key] for r in rs])
+            out.append(dict(benchmark=benchmark, dataset=ds, method=method, metric=metric, value=m, std=s, seeds=len(rs),
+                            wall_seconds=wall, command=command))
+    return out
+
+
+def table(rows: list[dict], keys: list[str]) -> str:
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["dataset"], r["method"]), []).append(r)
+    head = "| problem | method | " + " | ".join(METRICS[k][1] for k in keys) + " |"
+    lines = [head, "|" + "---|" * (len(keys) + 2)]
+    for (ds, method), rs in groups.items():
+        cells = []
+        for k in keys:
+            if k not in rs[0] or rs[0][k] is None:
+                cells.append("–")
+                continue
+            m, s = mean_std([r[k] for r in rs])
+            cells.append(f"{m:.4g} ± {s:.2g}" if k not in ("gap",) else f"{100 * m:+.2f}% ± {100 * s:.2f}")
+        lines.append(f"| {ds} | {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _panel(ax, problem, path, k: Optional[int], title: str, lim) -> None:
+    import numpy as np
+
+    xs = np.linspace(lim[0], lim[1], 300)
+    ys = np.linspace(lim[2], lim[3], 300)
+    X, Y = np.meshgrid(xs, ys)
+    grid = torch.tensor(np.stack([X.ravel(), Y.ravel()], -1))
+    inside = problem.inside_obstacle(grid).numpy().reshape(X.shape)
+    ax.contourf(X, Y, inside, levels=[0.5, 1.5], colors=["0.35"])
+    tgt = problem.target.sample(600, torch.Generator().manual_seed(5)).numpy()
+    ax.scatter(tgt[:, 0], tgt[:, 1], s=2, c="0.75", zorder=1)
+    import matplotlib.cm as cm
+
+    frames = range(path.shape[0]) if k is None else [k]
+    for j in frames:
+        p = path[j].numpy()
+        ax.scatter(p[:, 0], p[:, 1], s=2, color=cm.viridis(j / (path.shape[0] - 1)), zorder=2)
+    ax.set_xlim(lim[0], lim[1]); ax.set_ylim(lim[2], lim[3]); ax.set_aspect("equal"); ax.set_title(title, fontsize=9)
+    ax.set_xticks([]); ax.set_yticks([])
+
+
+LIMITS = {"gmm": (-20, 20, -20, 20), "vneck": (-10, 10, -5, 5), "stunnel": (-15, 15, -10, 10), "motion_planning": (-7, 7, -5, 5)}
+
+
+def draw_all(cfg: dict, paths: dict) -> list[Path]:
+    """One PNG per problem (both methods, particles at 11 times coloured by time, obstacles grey, target light
+    grey) and a GIF of the S-tunnel crowds (or the first problem) over time."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.animation import FuncAnimation, PillowWriter
+
+    out_dir = ROOT / "docs" / "images"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = []
+    names = sorted({n for n, _ in paths})
+    methods = ["probflux", "baseline-bptt-policy"]
+    for name in names:
+        spec = cfg["problems"][name]
+        problem = cp.problem_by_name(spec["problem"], **spec["kwargs"])
+        lim = LIMITS[spec["problem"]]
+        fig, axes = plt.subplots(1, 2, figsize=(8, 3.6 if lim[3] - lim[2] < lim[1] - lim[0] else 4.2))
+        for ax, m in zip(axes, methods):
+            if (name, m) in paths:
+                _panel(ax, problem, paths[(name, m)], None, f"{name}: {m}", lim)
+        fig.tight_layout()
+        f = out_dir / f"control_{name}.png"
+        fig.savefig(f, dpi=90)
+        plt.close(fig)
+        files.append(f)
+    gif_name = next((n for n in names if n.startswith("stunnel")), names[0] if names else None)
+    if gif_name is not None:
+        spec = cfg["problems"][gif_name]
+        problem = cp.problem_by_name(spec["problem"], **spec["kwargs"])
+        lim = LIMITS[spec["problem"]]
+        fig, axes = plt.subplots(1, 2, figsize=(7, 3.2))
+
+        def frame(k: int) -> None:
+            for ax, m in zip(axes, methods):
+                ax.clear()
+                if (gif_name, m) in paths:
+                    _panel(ax, problem, paths[(gif_name, m)], k, f"{m}, s = {k / 10:.1f} T", lim)
+
+        anim = FuncAnimation(fig, frame, frames=paths[(gif_name, methods[0])].shape[0])
+        f = out_dir / f"control_{gif_name}.gif"
+        anim.save(f, writer=PillowWriter(fps=3), dpi=70)
+        plt.close(fig)
+        files.append(f)
+    return files
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--config", default=str(ROOT / "configs" / "control_bench.yaml"))
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--budget", type=float, default=None, help="DeepGSB baseline budget in seconds (default: config)")
+    ap.add_argument("--lq-budget", type=float, default=None, help="LQ budget per method in seconds (default: config)")
+    ap.add_argument("--only", default="lq,deepgsb", help="comma list of: lq, deepgsb")
+    ap.add_argument("--problems", default=None, help="comma list of DeepGSB problem names from the config")
+    ap.add_argument("--figures", action="store_true", help="draw docs/images/control_*.png and control_stunnel.gif")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "control.json"))
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    cfg = yaml.safe_load(Path(args.config).read_text())
+    ev = cfg["evaluation"]
+    seeds = list(range(args.seeds))
+    command = "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_control.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    parts = args.only.split(",")
+    recs: list[dict] = []
+    if "lq" in parts:
+        rows = run_lq(cfg["lq"], ev, seeds, args.lq_budget or cfg["lq"]["budget"])
+        recs += records(rows, "control_lq", command)
+        print("\n### Linear-quadratic control (Riccati closed form)\n")
+        print(table(rows, ["opt", "mc", "mc_se", "gap", "sf", "wall", "steps"]))
+    if "deepgsb" in parts:
+        budget = args.budget or cfg["deepgsb"]["budget"]
+        rows, paths = run_deepgsb(cfg["deepgsb"], ev, seeds, budget, args.problems.split(",") if args.problems else None,
+                                  keep=400 if args.figures else 0)
+        recs += records(rows, "control_deepgsb", command)
+        print("\n### DeepGSB crowd navigation\n")
+        print(table(rows, ["mc", "mc_se", "sf", "mc_exact_density", "w2", "violation", "clipped", "wall", "steps"]))
+        if args.figures and paths:
+            for f in draw_all(cfg["deepgsb"], paths):
+                print("figure", f)
+    out = Path(args.out)
+    if out.exists() and args.only != "lq,deepgsb":  # partial rerun: replace only the benchmarks that ran
+        old = [r for r in __import__("json").loads(out.read_text()) if not any(r["benchmark"] == x["benchmark"] and r["dataset"] == x["dataset"] for x in recs)]
+        recs = old + recs
+    write_json(out, recs)
+    print("wrote", out)
+
+
+if __name__ == "__main__":
+    main()
