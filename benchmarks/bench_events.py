@@ -15,20 +15,27 @@ Rows (``method`` in ``benchmarks/results/events.json``):
   :class:`probflux.Conditioned`);
 * ``cnf-time-varying`` — ``benchmarks/peers/cnf_stpp.py`` (dopri5, tol 1e-4, exact trace).
 
+Test scores use the weights with the best validation NLL (ours: EMA weights, validation every 50 steps; CNF: every
+50 steps on up to 4,096 validation events, evaluations outside its clock); small training sets (COVID-19: 3,925
+events) overfit within the budget otherwise.
+
 Also: wall time for our models to first reach the CNF's final test NLL (test NLL of the raw, non-EMA model on a
 fixed subset of up to 2,000 test events, recorded every 25 steps outside the clock) and the per-step cost ratio;
 temporal log-likelihood per event of a Poisson and an exponential Hawkes process (data time units).
 
     .venv/bin/python benchmarks/bench_events.py --seeds 3 --budget 30                  # the table in RESULTS.md
-    .venv/bin/python benchmarks/bench_events.py --datasets earthquakes_jp --methods cnf-time-varying --budget 300 --seeds 1 \\
-        --out benchmarks/results/events_cnf_long.json                                  # a longer CNF run
+    .venv/bin/python benchmarks/bench_events.py --datasets earthquakes_jp pinwheel --methods probflux-factorized \\
+        probflux-history cnf-time-varying --budget 60 --cnf-budget 600 --seeds 1 --no-temporal \\
+        --out benchmarks/results/events_cnf_long.json                                  # a 10x longer CNF run
 """
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import sys
+import tempfile
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -38,6 +45,7 @@ import numpy as np
 import torch
 
 import probflux as pf
+from probflux.checkpoint import load_checkpoint
 from probflux.config import TrainConfig
 from probflux.data import events as ev
 from probflux.experiment import write_json
@@ -121,15 +129,16 @@ def build(method: str, seed: int) -> pf.TimeDensity:
 
 
 def _cfg() -> TrainConfig:
-    # the warm-up + cosine schedule runs over the wall-clock budget (fit(time_schedule=True)): 2% warm-up
+    # the warm-up + cosine schedule runs over the wall-clock budget (fit(time_schedule=True)): 2% warm-up;
+    # validation NLL every 50 steps selects the weights that are tested (best.pt)
     return TrainConfig(steps=100_000, batch_size=1024, lr=3e-3, warmup=2_000, ema=0.999,
-                       device="cpu", eval_every=10**9, log_every=25, checkpoint_every=10**9)
+                       device="cpu", eval_every=50, log_every=25, checkpoint_every=10**9)
 
 
 def run_ours(method: str, data: SimpleNamespace, budget: float, seed: int) -> dict:
     hist = HISTORY if method == "probflux-history" else None
-    P, T = model_points(data.train, hist), model_points(data.test, hist)
-    P = SimpleNamespace(t=P.t.float(), x=P.x.float(), context=None if P.context is None else P.context.float())
+    P, V, T = model_points(data.train, hist), model_points(data.val, hist), model_points(data.test, hist)
+    P, V = (SimpleNamespace(t=p.t.float(), x=p.x.float(), context=None if p.context is None else p.context.float()) for p in (P, V))
     sub = torch.randperm(T.t.shape[0], generator=torch.Generator().manual_seed(0))[:CURVE_EVENTS]
     Tsub = SimpleNamespace(t=T.t[sub], x=T.x[sub], context=None if T.context is None else T.context[sub])
     dyn = pf.Dynamics(build(method, seed))
@@ -144,15 +153,19 @@ def run_ours(method: str, data: SimpleNamespace, budget: float, seed: int) -> di
         curve[-1] = (step, curve[-1][1], spent[0])
 
     start = time.perf_counter()
-    res = fit(dyn, NegativeLogLikelihood(), P, config=_cfg(), seed=seed, progress=False, max_seconds=budget, time_schedule=True,
-              callback=callback)
-    wall = time.perf_counter() - start
+    with tempfile.TemporaryDirectory() as tmp:
+        res = fit(dyn, NegativeLogLikelihood(), P, val=V, config=_cfg(), seed=seed, progress=False, max_seconds=budget,
+                  time_schedule=True, callback=callback, run_dir=tmp)
+        wall = time.perf_counter() - start
+        best = load_checkpoint(Path(tmp) / "checkpoints" / "best.pt")
+    model = pf.Dynamics(build(method, seed))
+    model.load_state_dict({k[len("module."):]: v for k, v in best["ema"].items() if k.startswith("module.")})
     train_s = wall - spent[0]
-    nll = -spatial_log_likelihood(res.model.density, T)
+    nll = -spatial_log_likelihood(model.density, T)
     # wall time (without the curve evaluations) at each recorded step
     per_step = train_s / max(res.step, 1)
     curve = [(s, v, s * per_step) for s, v, _ in curve]
-    return {"nll": nll, "steps": res.step, "train_seconds": train_s, "step_seconds": per_step, "curve": curve}
+    return {"nll": nll, "steps": res.step, "best_step": res.best_step, "train_seconds": train_s, "step_seconds": per_step, "curve": curve}
 
 
 def run_cnf(data: SimpleNamespace, budget: float, seed: int) -> dict:
@@ -163,14 +176,24 @@ def run_cnf(data: SimpleNamespace, budget: float, seed: int) -> dict:
     scale = min(1.0, 30.0 / data.span)
     t_tr, x_tr = ((E.t - data.train.window[0]) * scale).float(), E.x.float()
     t_te, x_te = ((T.t - data.test.window[0]) * scale).float(), T.x.float()
-    curve = []
+    V = data.val.events()
+    vsub = torch.randperm(V.t.shape[0], generator=torch.Generator().manual_seed(0))[:4096]
+    t_va, x_va = ((V.t[vsub] - data.val.window[0]) * scale).float(), V.x[vsub].float()
+    curve, best = [], {"val": math.inf, "state": None, "step": 0}
 
     def callback(step: int, clock: float, model) -> None:
         curve.append((step, -cnf_mean_log_likelihood(model, t_te[sub], x_te[sub]), clock))
+        if step % 50 == 0:
+            v = -cnf_mean_log_likelihood(model, t_va, x_va)
+            if v < best["val"]:
+                best.update(val=v, state=copy.deepcopy(model.state_dict()), step=step)
 
     model, info = fit_cnf(t_tr, x_tr, seconds=budget, seed=seed, callback=callback, callback_every=25)
+    callback(50 * (info["steps"] // 50 + 1), info["seconds"], model)  # the final weights are a candidate too
+    curve.pop()
+    model.load_state_dict(best["state"])
     nll = -cnf_mean_log_likelihood(model, t_te, x_te)
-    return {"nll": nll, "steps": info["steps"], "train_seconds": info["seconds"], "step_seconds": info["step_seconds"], "curve": curve}
+    return {"nll": nll, "steps": info["steps"], "best_step": best["step"], "train_seconds": info["seconds"], "step_seconds": info["step_seconds"], "curve": curve}
 
 
 def time_to_reach(curve: list, target: float) -> Optional[float]:
@@ -189,10 +212,15 @@ def main(argv: Optional[list[str]] = None) -> None:
     p.add_argument("--methods", nargs="+", default=["probflux-factorized", "probflux-autoregressive", "probflux-history", "cnf-time-varying"])
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--budget", type=float, default=30.0, help="wall seconds of training per run (each method, each seed)")
+    p.add_argument("--cnf-budget", type=float, default=None, help="training seconds of the CNF (default: --budget)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--no-temporal", action="store_true", help="skip the Poisson/Hawkes temporal rows")
     p.add_argument("--out", default="benchmarks/results/events.json")
+    p.add_argument("--table", action="store_true", help="only print the tables of the records already in --out")
     args = p.parse_args(argv)
+    if args.table:
+        print_table(json.loads(Path(args.out).read_text()))
+        return
     torch.set_num_threads(args.threads)
     command = "python benchmarks/bench_events.py " + " ".join(argv if argv is not None else sys.argv[1:])
     out = Path(args.out)
@@ -213,7 +241,7 @@ def main(argv: Optional[list[str]] = None) -> None:
         for method in args.methods:
             results[method] = []
             for seed in range(args.seeds):
-                r = run_cnf(data, args.budget, seed) if method == "cnf-time-varying" else run_ours(method, data, args.budget, seed)
+                r = run_cnf(data, args.cnf_budget or args.budget, seed) if method == "cnf-time-varying" else run_ours(method, data, args.budget, seed)
                 results[method].append(r)
                 print(f"  {method:26s} seed {seed}: test NLL {r['nll']:.3f}  ({r['steps']} steps, {r['train_seconds']:.1f} s, "
                       f"{1e3 * r['step_seconds']:.1f} ms/step)", flush=True)
@@ -246,24 +274,40 @@ def main(argv: Optional[list[str]] = None) -> None:
         keep = [r for r in old if not (r.get("dataset") in {rec["dataset"] for rec in records} and r.get("method") in args.methods + ["probflux-temporal-poisson", "probflux-temporal-hawkes"])]
         write_json(out, keep + records)
         write_json(out.with_name(out.stem + "_curves.json"), raw)
-    print_table(records)
+    print_table(json.loads(out.read_text()))
+
+
+def _cell(r: Optional[dict], fmt: str = "{:.3f}") -> str:
+    if r is None or r["value"] is None:
+        return "—"
+    return (fmt + " ± " + fmt).format(r["value"], r["std"]) if r["seeds"] > 1 else fmt.format(r["value"])
 
 
 def print_table(records: list[dict]) -> None:
-    nll = [r for r in records if r["metric"] == "test_spatial_nll_per_event"]
-    datasets = list(dict.fromkeys(r["dataset"] for r in nll))
-    methods = list(dict.fromkeys(r["method"] for r in nll))
-    print("\ntest spatial NLL per event (mean ± std over seeds), lower is better")
-    print("| method | " + " | ".join(datasets) + " |")
-    print("|---" * (len(datasets) + 1) + "|")
-    for m in methods:
-        cells = []
-        for d in datasets:
-            r = next((r for r in nll if r["dataset"] == d and r["method"] == m), None)
-            cells.append("—" if r is None or r["value"] is None else f"{r['value']:.3f} ± {r['std']:.3f}")
-        print(f"| {m} | " + " | ".join(cells) + " |")
-    for label in ("time-varying CNF", "Jump CNF", "Attentive CNF", "paper factorized", "paper autoregressive"):
-        print(f"| published {label} | " + " | ".join(f"{PUBLISHED[d][label]:.3f}" if d in PUBLISHED else "—" for d in datasets) + " |")
+    """Markdown tables of every metric in ``records`` (data sets as columns)."""
+    def table(metric: str, title: str, fmt: str = "{:.3f}", published: bool = False) -> None:
+        rows = [r for r in records if r["metric"] == metric]
+        if not rows:
+            return
+        datasets = list(dict.fromkeys(r["dataset"] for r in records if r["metric"] == "test_spatial_nll_per_event")) or \
+            list(dict.fromkeys(r["dataset"] for r in rows))
+        methods = list(dict.fromkeys(r["method"] for r in rows))
+        print(f"\n{title}")
+        print("| method | " + " | ".join(datasets) + " |")
+        print("|---" * (len(datasets) + 1) + "|")
+        for m in methods:
+            cells = [_cell(next((r for r in rows if r["dataset"] == d and r["method"] == m), None), fmt) for d in datasets]
+            print(f"| {m} | " + " | ".join(cells) + " |")
+        if published:
+            for label in ("time-varying CNF", "Jump CNF", "Attentive CNF", "paper factorized", "paper autoregressive"):
+                print(f"| published: {label} | " + " | ".join(f"{PUBLISHED[d][label]:.3f}" if d in PUBLISHED else "—" for d in datasets) + " |")
+
+    table("test_spatial_nll_per_event", "test spatial NLL per event (mean ± std over seeds), lower is better", published=True)
+    table("seconds_to_reach_cnf_final_nll", "training seconds to first reach the CNF's final test NLL (— : never within the budget)", "{:.1f}")
+    table("cnf_seconds_over_ours_to_reach", "CNF training seconds / our seconds to reach the CNF's final test NLL", "{:.1f}")
+    table("cnf_step_seconds_over_ours", "CNF seconds per step / ours (batch 1024 events both)", "{:.1f}")
+    table("step_seconds", "seconds per training step", "{:.4f}")
+    table("test_temporal_loglik_per_event", "temporal test log-likelihood per event (time in data units), higher is better")
 
 
 if __name__ == "__main__":
