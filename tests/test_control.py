@@ -64,8 +64,8 @@ def test_lq_short_training_reaches_riccati_d2():
     fit = solve(problem, density, steps=300, lr=3e-3, batch_size=64, dtype="float64", warmup=20, ema=None,
                 objective=ControlObjective(problem, samples=256))
     opt = lq_optimal_cost(2)
-    mc = monte_carlo_cost(problem, model_drift(problem, fit.model), n=8000, steps=200, w2=False)
-    sf = simulation_free_cost(problem, fit.model, n=8192)
+    mc = monte_carlo_cost(problem, model_drift(problem, fit.model), n=4000, steps=200, w2=False)
+    sf = simulation_free_cost(problem, fit.model, n=4096)
     assert mc["cost"] > opt - 4 * mc["cost_se"]  # nothing beats the optimum
     assert abs(mc["cost"] / opt - 1) < 0.03, (mc["cost"], opt)
     assert abs(sf["cost"] / opt - 1) < 0.03, (sf["cost"], opt)
@@ -84,14 +84,14 @@ def test_simulation_free_objective_equals_monte_carlo_for_a_fixed_model():
     )
     dyn = problem.dynamics(perturbed_pinned(initial))
     sf = simulation_free_cost(problem, dyn, n=20000, seed=1)
-    mc = monte_carlo_cost(problem, model_drift(problem, dyn), n=4000, steps=400, seed=2,
+    mc = monte_carlo_cost(problem, model_drift(problem, dyn), n=2500, steps=300, seed=2,
                           log_density=model_log_density(problem, dyn), w2=False)
     for k, (m_sf, e_sf) in sf["terms"].items():
         m_mc, e_mc = mc["terms"][k]
         assert abs(m_sf - m_mc) < 4 * math.hypot(e_sf, e_mc) + 0.01 * abs(m_sf) + 1e-3, (k, m_sf, m_mc)
     assert abs(sf["cost"] - mc["cost"]) < 4 * math.hypot(sf["cost_se"], mc["cost_se"]) + 0.01 * abs(sf["cost"])
     # the check has power: a wrong time scaling of the drift is detected
-    wrong = monte_carlo_cost(problem, lambda s, x: 2.0 * model_drift(problem, dyn)(s, x), n=4000, steps=400, seed=2,
+    wrong = monte_carlo_cost(problem, lambda s, x: 2.0 * model_drift(problem, dyn)(s, x), n=1000, steps=100, seed=2,
                              log_density=model_log_density(problem, dyn), w2=False)
     assert abs(wrong["cost"] - sf["cost"]) > 6 * math.hypot(sf["cost_se"], wrong["cost_se"])
 

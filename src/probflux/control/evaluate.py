@@ -94,7 +94,9 @@ def monte_carlo_cost(problem: ControlProblem, drift: Drift, n: int = 2000, steps
     Returns a dict: ``terms`` (name → (mean, std error)), ``cost`` and ``cost_se`` (the path cost
     ``control + state + mean-field + terminal``), ``w2`` (Sinkhorn ``W2(X_T, target)``, POT, or None),
     ``violation`` (fraction of particles inside an obstacle at some step), ``violation_time`` (mean fraction
-    inside over the steps), ``clipped``, ``final`` (``X_T``), ``path`` (``(11, keep, D)`` or None).
+    inside over the steps), ``clipped``, ``final`` (``X_T``), ``path`` (``(11, keep, D)`` or None) and
+    ``per_particle`` (``(n,)`` path costs; the same ``seed`` and ``n`` give the same initial points and Brownian
+    increments, so two drifts can be compared with common random numbers).
     """
     P, T = problem, problem.horizon
     gen = torch.Generator().manual_seed(seed)
@@ -151,7 +153,7 @@ def monte_carlo_cost(problem: ControlProblem, drift: Drift, n: int = 2000, steps
         "cost": cost, "cost_se": cost_se, "w2": dist,
         "violation": float(ever.double().mean()) if P.obstacles else 0.0,
         "violation_time": inside_time, "clipped": clipped,
-        "final": x, "path": torch.stack(snaps) if keep else None,
+        "final": x, "path": torch.stack(snaps) if keep else None, "per_particle": per_particle,
     }
 
 
