@@ -70,45 +70,13 @@ PUBLISHED = {
 
 # ------------------------------------------------------------------------------------------------ data sets
 
-def _chronological(seq: ev.EventSequences, cuts: tuple[float, ...]) -> list[ev.EventSequences]:
-    """Split one long sequence at the times ``cuts`` into consecutive parts, each re-based to start at 0."""
-    s = seq.sequences[0]
-    t0, t1 = seq.window
-    edges = (t0, *cuts, t1)
-    out = []
-    for a, b in zip(edges[:-1], edges[1:]):
-        part = s[(s[:, 0] >= a) & (s[:, 0] < b)].clone()
-        part[:, 0] -= a
-        out.append(ev.EventSequences([part], [f"{seq.keys[0]}[{a:g},{b:g})"], window=(0.0, b - a), name=f"{seq.name}[{a:g},{b:g})", source=seq.source))
-    return out
+ALIASES = {"pinwheel": "pinwheel_stpp"}  # the published tables' name
 
 
 def load(name: str) -> SimpleNamespace:
-    """Train/val/test :class:`EventSequences` (standardised with training-event statistics) and a protocol note."""
-    note = ""
-    if name == "earthquakes_jp":
-        tr, va, te = (ev.earthquakes_jp(s) for s in ("train", "val", "test"))
-        note = "Neural STPP split 950/50/50"
-    elif name in ("covid_nj", "citibike"):
-        loader = ev.covid_nj if name == "covid_nj" else ev.citibike
-        tr, va = ev.split_sequences(loader("val"), (0.9, 0.1), seed=0)
-        te = loader("test")
-        note = "trained on 90% of the Neural STPP val split (no train split here), validated on 10%, tested on the test split"
-    elif name == "pinwheel":
-        tr, va, te = (ev.event_dataset("pinwheel_stpp", s) for s in ("train", "val", "test"))
-        note = "1,000 DSTPP Pinwheel sequences, our 800/100/100 split (Neural STPP draws its own sequences)"
-    elif name.startswith("earthquakenpp_"):
-        cat = {"earthquakenpp_japan_25": "Japan_25", "earthquakenpp_comcat_25": "ComCat_25"}[name]
-        tr = ev.windows(ev.earthquakenpp(cat, "train"), 30.0, 7.0)
-        va, te = (ev.windows(ev.earthquakenpp(cat, s), 30.0, 30.0) for s in ("val", "test"))
-        note = "chronological EarthquakeNPP splits in km; 30-day windows (train every 7 days, val/test disjoint)"
-    elif name == "bh_conflicts":
-        parts = _chronological(ev.bh_conflicts(), (3000.0, 3700.0))
-        tr = ev.windows(parts[0], 365.0, 30.0)
-        va, te = (ev.windows(p, 365.0, 365.0) for p in parts[1:])
-        note = "one sequence split in time at days 3000/3700; 365-day windows (train every 30 days, val/test disjoint); whole-day times"
-    else:
-        raise ValueError(f"unknown data set {name!r}")
+    """Train/val/test :class:`EventSequences` (standardised with training-event statistics) and a protocol note
+    (:func:`probflux.data.events.event_splits`)."""
+    tr, va, te, note = ev.event_splits(ALIASES.get(name, name))
     st = tr.spatial_stats()
     tr, va, te = (s.standardize(st) for s in (tr, va, te))
     return SimpleNamespace(name=name, train=tr, val=va, test=te, note=note, span=tr.window[1] - tr.window[0])

@@ -85,7 +85,12 @@ class DataConfig:
     cells). ``pcs``: principal components of ``cite`` (1..50; ignored otherwise). ``leave_out``: index of
     an interior snapshot held out as the test split (snapshot sets only; ``test_fraction`` is then
     ignored). ``whiten``: PCA-whiten with the training cells (snapshot sets only; all splits are then in
-    whitened coordinates and ``standardize`` is moot).
+    whitened coordinates and ``standardize`` is moot). Spatio-temporal event data sets (``EVENT_DATA_NAMES``:
+    ``earthquakes_jp``, ``covid_nj``, ``citibike``, ``pinwheel_stpp``, ``pinwheel_hawkes``, ``earthquakenpp_japan_25``,
+    ``earthquakenpp_comcat_25``, ``bh_conflicts``) use their own splits (:func:`probflux.data.events.event_splits`;
+    ``val_fraction``/``test_fraction``/``t0``/``t1`` do not apply) and map the observation window to ``[0, 1]``;
+    ``history: k`` conditions the model on the ``k`` newest earlier events of the sequence
+    (:func:`probflux.stpp.history_context`, encoded by :class:`probflux.stpp.HistoryEncoder`).
     """
 
     name: str = "pinwheel"
@@ -99,6 +104,7 @@ class DataConfig:
     pcs: int = 5
     leave_out: Optional[int] = None
     whiten: bool = False
+    history: Optional[int] = None
 
 
 @dataclass
@@ -198,6 +204,9 @@ DATA_NAMES = ("pinwheel", "branching", "file")
 # population-snapshot data sets; must equal the keys of probflux.data.snapshots.SNAPSHOTS (kept here so
 # that reading a config does not import torch)
 SNAPSHOT_DATA_NAMES = ("cite", "emt", "emt10", "weinreb", "gaussians", "8gaussians", "moons", "tree")
+# spatio-temporal event data sets; must equal the keys of probflux.data.events.EVENT_DATASETS
+EVENT_DATA_NAMES = ("earthquakes_jp", "covid_nj", "citibike", "pinwheel_stpp", "pinwheel_hawkes", "earthquakenpp_japan_25",
+                    "earthquakenpp_comcat_25", "bh_conflicts")
 
 _CONSTRAINTS: dict[str, tuple[Check, ...]] = {
     "seed": (_at_least(0),),
@@ -214,6 +223,7 @@ _CONSTRAINTS: dict[str, tuple[Check, ...]] = {
     "model.diffusion": (_at_least(0),),
     # data.name: checked in _cross_checks (point and snapshot data sets are listed separately)
     "data.n": (_at_least(1),),
+    "data.history": (lambda v: None if v is None or v >= 1 else "must be a number of past events >= 1 or null",),
     "data.pcs": (_interval(1, 50, hi_open=False),),
     "data.leave_out": (lambda v: None if v is None or v >= 1 else "must be an interior snapshot index >= 1 (0 is the first snapshot) or null",),
     "data.val_fraction": (_interval(0, 1, hi_open=True),),
@@ -255,9 +265,13 @@ def _cross_checks(cfg: Config) -> list[tuple[str, tuple[str, ...]]]:
         out.append((f"model.flux: {m.flux!r} is not available for model.type={m.type!r} (choose {' or '.join(map(repr, allowed))})", ("model.flux", "model.type")))
     if m.type == "autoregressive" and m.family != "logistic":
         out.append((f"model.family: {m.family!r} is only available for model.type='factorized' (the autoregressive model is logistic)", ("model.family", "model.type")))
-    if d.name not in DATA_NAMES + SNAPSHOT_DATA_NAMES:
+    if d.name not in DATA_NAMES + SNAPSHOT_DATA_NAMES + EVENT_DATA_NAMES:
         snaps = ", ".join(repr(n) for n in SNAPSHOT_DATA_NAMES)
-        out.append((f"data.name: must be one of {', '.join(repr(n) for n in DATA_NAMES)}, got {_show(d.name)}, or a population-snapshot data set: {snaps}", ("data.name",)))
+        events = ", ".join(repr(n) for n in EVENT_DATA_NAMES)
+        out.append((f"data.name: must be one of {', '.join(repr(n) for n in DATA_NAMES)}, got {_show(d.name)}, or a population-snapshot data set: {snaps}, "
+                    f"or an event data set: {events}", ("data.name",)))
+    if d.history is not None and d.name not in EVENT_DATA_NAMES:
+        out.append((f"data.history: only available for event data sets ({', '.join(EVENT_DATA_NAMES)}), not data.name={d.name!r}", ("data.history", "data.name")))
     for key, value in (("leave_out", d.leave_out), ("whiten", d.whiten)):
         if value not in (None, False) and d.name not in SNAPSHOT_DATA_NAMES:
             out.append((f"data.{key}: only available for population-snapshot data sets ({', '.join(SNAPSHOT_DATA_NAMES)}), not data.name={d.name!r}", (f"data.{key}", "data.name")))

@@ -29,10 +29,12 @@ from torch import Tensor
 from .autoregressive import AutoregressiveMixture
 from .checkpoint import CheckpointError, atomic_write, load_checkpoint, load_state
 from .checks import continuity_residual
+from .conditioned import Conditioned
 from .config import Config, ModelConfig, ObjectiveConfig, config_from_dict, config_to_dict, save_config
 from .data import TemporalPoints, load_data
 from .divfree import DivergenceFree
 from .dynamics import Dynamics
+from .stpp import HistoryEncoder
 from .factorized import FactorizedMixture
 from .flow import FlowDensity
 from .metrics import w1
@@ -45,8 +47,23 @@ from .train import FitResult, fit, mean_nll, resolve_device
 PathLike = Union[str, Path]
 
 
-def build_dynamics(cfg: ModelConfig, dim: int, context_dim: int = 0) -> Dynamics:
-    """The :class:`Dynamics` described by ``cfg`` for ``dim``-dimensional points."""
+HISTORY_FEATURES = 64  # width of the history encoding an event model's density sees
+
+
+def build_dynamics(cfg: ModelConfig, dim: int, context_dim: int = 0, history: Optional[int] = None) -> Dynamics:
+    """The :class:`Dynamics` described by ``cfg`` for ``dim``-dimensional points.
+
+    With ``history = k`` (event data with ``data.history``) the context is the raw history features of
+    :func:`probflux.stpp.history_context` (``context_dim = 2 + k (dim + 2)``) and the density is wrapped in
+    :class:`~probflux.Conditioned` with a :class:`~probflux.stpp.HistoryEncoder` (64 features)."""
+    encoder = None
+    if history is not None:
+        encoder = HistoryEncoder(dim, events=history, hidden=HISTORY_FEATURES, out_features=HISTORY_FEATURES)
+        if context_dim != encoder.in_features:
+            raise ValueError(f"history={history} needs context_dim={encoder.in_features} for dim={dim}; got {context_dim}")
+        context_dim, outer_context_dim = HISTORY_FEATURES, context_dim
+    else:
+        outer_context_dim = context_dim
     if cfg.type == "factorized":
         density = FactorizedMixture(dim, components=cfg.components, hidden=cfg.hidden, family=cfg.family,
                                     context_dim=context_dim, flux=cfg.flux, layers=cfg.layers, max_frequency=cfg.time_frequency)
@@ -58,6 +75,9 @@ def build_dynamics(cfg: ModelConfig, dim: int, context_dim: int = 0) -> Dynamics
                               coupling=cfg.coupling, layers=cfg.layers, max_frequency=cfg.time_frequency)
     else:
         raise ValueError(f"model.type must be factorized, autoregressive or flow; got {cfg.type!r}")
+    if encoder is not None:
+        density = Conditioned(density, encoder)
+    context_dim = outer_context_dim
     divfree = None
     if cfg.divergence_free:
         if dim < 2:
@@ -122,7 +142,7 @@ def fit_config(cfg: Config, *, resume: bool = False, progress: Optional[bool] = 
     out = Path(cfg.out)
     train, val, test, normalizer = load_data(cfg.data, cfg.seed)
     torch.manual_seed(cfg.seed)
-    dynamics = build_dynamics(cfg.model, train.dim, train.context_dim)
+    dynamics = build_dynamics(cfg.model, train.dim, train.context_dim, history=getattr(cfg.data, "history", None))
     main_process = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 writes
     if main_process:
         out.mkdir(parents=True, exist_ok=True)
@@ -161,7 +181,7 @@ def load_run(path: PathLike, checkpoint: str = "best", *, device: str = "cpu") -
         dim, context_dim = int(state["dim"]), int(state["context_dim"])
     except (KeyError, TypeError) as e:
         raise CheckpointError(f"checkpoint {str(file)!r} lacks the run information ({e}); was it written by probflux fit?") from None
-    dynamics = build_dynamics(cfg.model, dim, context_dim)
+    dynamics = build_dynamics(cfg.model, dim, context_dim, history=getattr(cfg.data, "history", None))
     weights = state["model"]
     if state.get("ema") is not None:
         weights = {k[len("module."):]: v for k, v in state["ema"].items() if k.startswith("module.")}
@@ -279,16 +299,23 @@ def make_plots(run: Run, data: Optional[TemporalPoints] = None, *, gif: bool = T
         plot.snapshot_paths(dyn, times, cells, heldout=held, path=path / "snapshots.png", normalizer=norm)
         files.append(path / "snapshots.png")
     data_arg = None if data is None or not len(data) else (data.t, data.x)
-    plot.density_snapshots(dyn, path=path / "density.png", data=data_arg, normalizer=norm)
+    # a context model is drawn at the context of the first data point (for event data: an empty history)
+    ctx = None
+    if dyn.context_dim:
+        source = data if data is not None and len(data) else train
+        if source is None or source.context is None:
+            raise ValueError("make_plots: the model needs a context; pass data (or train) points that carry one")
+        ctx = source.context[0].to(next(dyn.parameters()).dtype)
+    plot.density_snapshots(dyn, path=path / "density.png", data=data_arg, normalizer=norm, context=ctx)
     files.append(path / "density.png")
-    plot.trajectories(dyn, path=path / "trajectories.png", normalizer=norm)
+    plot.trajectories(dyn, path=path / "trajectories.png", normalizer=norm, context=ctx)
     files.append(path / "trajectories.png")
     records = [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines() if line.strip()] if (path / "metrics.jsonl").exists() else []
     if records:
         plot.loss_curves(records, path=path / "loss.png")
         files.append(path / "loss.png")
     if gif:
-        plot.animate(dyn, path / "density.gif", normalizer=norm)
+        plot.animate(dyn, path / "density.gif", normalizer=norm, context=ctx)
         files.append(path / "density.gif")
     return files
 

@@ -359,6 +359,25 @@ def split(points: TemporalPoints, val_fraction: float, test_fraction: float, see
     return tuple(points.subset(np.sort(i)) for i in (train_idx, val_idx, test_idx))  # type: ignore[return-value]
 
 
+def _event_points(cfg: Any) -> tuple[TemporalPoints, TemporalPoints, TemporalPoints, Normalizer]:
+    """Pooled events of an event data set's own splits; context = history features when ``cfg.history``."""
+    from ..stpp.history import history_context  # lazy: probflux.stpp imports probflux.data
+    from .events import event_splits
+
+    splits = event_splits(cfg.name)
+    stats = splits.train.spatial_stats()
+    history = getattr(cfg, "history", None)
+
+    def points(seqs: Any) -> TemporalPoints:
+        e = seqs.events()
+        ctx = None if history is None else history_context(seqs.standardize(stats), history)
+        return TemporalPoints(e.t, e.x, ctx, source=f"{seqs.name} ({splits.note})")
+
+    t0, t1 = splits.train.window
+    normalizer = Normalizer(t0, t1, stats.shift, stats.scale) if cfg.standardize else Normalizer.identity(splits.train.dim, t0, t1)
+    return points(splits.train), points(splits.val), points(splits.test), normalizer
+
+
 def load_data(cfg: Any, seed: int) -> tuple[TemporalPoints, TemporalPoints, TemporalPoints, Normalizer]:
     """Points for a :class:`~probflux.config.DataConfig`: ``(train, val, test, normalizer)``.
 
@@ -376,8 +395,13 @@ def load_data(cfg: Any, seed: int) -> tuple[TemporalPoints, TemporalPoints, Temp
     identity. Synthetic snapshot sets get ``data.n`` cells per snapshot; real ones use all cells.
     See :func:`~probflux.data.snapshots.load_snapshots` for the same data as :class:`Snapshots`.
     """
-    from .snapshots import SNAPSHOTS, split_snapshots  # lazy: snapshots imports this module
+    from .events import EVENT_DATASETS  # lazy: events and snapshots import this module
+    from .snapshots import SNAPSHOTS, split_snapshots
 
+    if cfg.name in EVENT_DATASETS:
+        return _event_points(cfg)
+    if getattr(cfg, "history", None) is not None:
+        raise ValueError(f"data.history is only available for event data sets ({', '.join(EVENT_DATASETS)}), not data.name={cfg.name!r}")
     if cfg.name in SNAPSHOTS:
         s = split_snapshots(cfg, seed)
         return s.train.to_points(), s.val, s.test, s.normalizer
