@@ -24,6 +24,8 @@ Parts (``--parts``, all by default):
   ``r = 3``, ``X_0 ~ N(0, I)``) at ``D in --lq-dims``: the flow family (``rho_0`` learned through the objective's
   initial-law term) and issue #6's pinned mixture, each trained ``--budget`` seconds; Monte Carlo cost of the
   learned SDE drift (Euler–Maruyama) and its relative gap to the Riccati optimum.
+* ``cite50_floor`` — the finite-sample floor of that metric: W1/W2 between two disjoint random halves of the
+  held-out day's cells (``held-out-split``).
 * ``cite50`` — CITE-seq, 50 principal components, leave-one-day-out (days 3 and 4 of 2, 3, 4, 7),
   ``probflux-flow`` (endpoint NLL + 0.05 x kinetic energy) against TorchCFM's OT-CFM at the same training
   wall time (``--budget``), scored as in ``bench_populations.py``: W1/W2 (exact EMD, PC units) between
@@ -288,6 +290,22 @@ def run_cite(args, put) -> None:
             print(f"  {ds} seed {seed} done", file=sys.stderr, flush=True)
 
 
+def run_cite_floor(args, put) -> None:
+    """Sampling floor of the CITE metric: W_p between two disjoint random halves (at most ``--eval-cells`` each)
+    of the held-out day's cells — what a perfect model would score with finite samples in 50-D."""
+    from probflux.data import snapshots as snap
+
+    full = snap.cite(pcs=50)
+    for k in (1, 2):
+        _, t_held, held = full.leave_out(k)
+        for seed in range(args.seeds):
+            perm = torch.randperm(len(held), generator=torch.Generator().manual_seed(seed))
+            m = min(args.eval_cells, len(held) // 2)
+            a, b = held[perm[:m]], held[perm[m : 2 * m]]
+            for p in (1, 2):
+                put("cite50", f"cite50-holdout-t{t_held:g}", "held-out-split", f"w{p}_transport", wasserstein(a, b, p=p))
+
+
 # ----------------------------------------------------------------------------------------- lq
 def run_lq(args, put) -> None:
     """LQ control (``probflux.control.lq_problem``: g = 1, q = 1, r = 3, X_0 ~ N(0, I)) against the Riccati optimum."""
@@ -318,7 +336,7 @@ def run_lq(args, put) -> None:
 # ----------------------------------------------------------------------------------------- main
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parts = ["scaling", "gmm64", "cite50", "lq"]
+    parts = ["scaling", "gmm64", "cite50", "cite50_floor", "lq"]
     p.add_argument("--parts", nargs="+", default=parts, choices=parts)
     p.add_argument("--families", nargs="+", default=[*FAMILIES, "otcfm", "probflux-pinned"], choices=[*FAMILIES, "otcfm", "probflux-pinned"])
     p.add_argument("--lq-dims", nargs="+", type=int, default=[32, 128])
@@ -349,6 +367,8 @@ def main() -> None:
         run_gmm(args, put)
     if "cite50" in args.parts:
         run_cite(args, put)
+    if "cite50_floor" in args.parts:
+        run_cite_floor(args, put)
     if "lq" in args.parts:
         run_lq(args, put)
     wall = time.perf_counter() - start
@@ -391,11 +411,11 @@ def main() -> None:
         for m in [m for m in GMM_MODELS if m in args.families]:
             k = ("gmm64", "rotating-mixture-64d", m)
             print(f"| {m} | {fmt(k + ('nll_minus_entropy',))} | {fmt(k + ('velocity_rel_mse',))} | {fmt(k + ('steps',), '{:.0f}')} |")
-    if "cite50" in args.parts:
+    if "cite50" in args.parts or "cite50_floor" in args.parts:
         print(f"\nCITE 50 PCs, leave-one-day-out, {args.budget:g} s training per run, {args.seeds} seeds; W_p in PC units\n")
         print("| held out | method | W1 transport | W2 transport | W1 density | W2 density | steps |\n|---|---|---|---|---|---|---|")
         for ds in sorted({k[1] for k in results if k[0] == "cite50"}):
-            for m in ("probflux-flow", "torchcfm-otcfm", "no-motion"):
+            for m in ("probflux-flow", "torchcfm-otcfm", "no-motion", "held-out-split"):
                 k = ("cite50", ds, m)
                 print(f"| {ds} | {m} | " + " | ".join(fmt(k + (x,)) for x in ("w1_transport", "w2_transport", "w1_density", "w2_density"))
                       + f" | {fmt(k + ('steps',), '{:.0f}')} |")
@@ -418,11 +438,11 @@ def main() -> None:
         records.append({"benchmark": "scaling", "dataset": f"D={ds[0]}..{ds[-1]}", "method": fam, "metric": f"{op}_time_exponent",
                         "value": expo, "std": None, "seeds": 1, "wall_seconds": wall, "command": command})
     out = Path(args.out)
-    if out.exists():  # keep the records of (part, method) pairs not rerun
+    if out.exists():  # keep the records of (part, data set, method) triples not rerun
         import json
 
-        rerun = {(r["benchmark"], r["method"]) for r in records}
-        records = [r for r in json.loads(out.read_text()) if (r["benchmark"], r["method"]) not in rerun] + records
+        rerun = {(r["benchmark"], r["dataset"], r["method"]) for r in records}
+        records = [r for r in json.loads(out.read_text()) if (r["benchmark"], r["dataset"], r["method"]) not in rerun] + records
     write_json(out, records)
     print(f"\n# wrote {len(records)} records to {out}")
 
