@@ -245,3 +245,17 @@ def test_time_schedule_anneals_over_the_budget():
     assert lrs[-1] < (cfg.min_lr_ratio + 0.05) * cfg.lr  # annealed at the end of the budget
     with pytest.raises(ValueError, match="time_schedule=True needs max_seconds"):
         fit(tiny_dynamics(), objective(), data, config=tiny_config(steps=3), time_schedule=True, progress=False)
+
+
+def test_fit_budget_follows_the_given_clock():
+    """max_seconds is measured on `clock` (e.g. time.process_time for CPU budgets); a fake clock makes it exact."""
+    ticks = [0.0]
+
+    def fake_clock() -> float:
+        ticks[0] += 1.0
+        return ticks[0]
+
+    res = fit(tiny_dynamics(), objective(), moving_points(256), config=tiny_config(steps=10**6, eval_every=10**7, checkpoint_every=10**7, log_every=10**7),
+              max_seconds=50.0, clock=fake_clock, progress=False)
+    assert res.step == 50  # one tick at the start and one per step: after step 50 the clock reads start + 50
+    assert res.wall_seconds == pytest.approx(50.0, abs=3.0)  # + the final log record and the result

@@ -143,6 +143,7 @@ def fit(
     callback: Optional[Callable[[int, dict[str, float]], None]] = None,
     max_seconds: Optional[float] = None,
     time_schedule: bool = False,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> FitResult:
     """Train ``dynamics`` on ``objective``; returns a :class:`FitResult`.
 
@@ -166,6 +167,9 @@ def fit(
         time_schedule: with ``max_seconds``, run the warm-up + cosine schedule over wall time instead of steps
             (the learning rate at elapsed time ``s`` is the step schedule's at step ``steps * s / max_seconds``), so
             a budget run anneals fully however fast the machine is; ``config.steps`` then only caps the steps.
+        clock: the clock of ``max_seconds``, ``time_schedule`` and ``FitResult.wall_seconds`` (default wall time).
+            ``time.process_time`` budgets this process's CPU time instead, which other load on a shared machine
+            does not consume — fair equal-budget comparisons for single-threaded runs (``torch.set_num_threads(1)``).
     """
     from .config import TrainConfig
 
@@ -204,12 +208,12 @@ def fit(
     opt = opt_cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     if time_schedule and max_seconds is None:
         raise ValueError("time_schedule=True needs max_seconds (the schedule runs over that wall time)")
-    clock = {"start": None}
+    started = {"at": None}
 
     def schedule_step(k: int) -> int:
-        if not time_schedule or clock["start"] is None:
+        if not time_schedule or started["at"] is None:
             return k
-        return min(int(cfg.steps * (time.perf_counter() - clock["start"]) / max_seconds), cfg.steps)
+        return min(int(cfg.steps * (clock() - started["at"]) / max_seconds), cfg.steps)
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: lr_factor(schedule_step(k), cfg.steps, cfg.warmup, cfg.min_lr_ratio))
     ema = None
@@ -282,8 +286,8 @@ def fit(
 
         bar = tqdm(total=cfg.steps, initial=step, desc="fit", unit="step", dynamic_ncols=True,
                    disable=None if progress is None else False)
-    start_time = time.perf_counter()
-    clock["start"] = start_time
+    start_time = clock()
+    started["at"] = start_time
     last_log_time, last_log_step = start_time, step
     stopped = False
     try:
@@ -306,7 +310,7 @@ def fit(
             if ema is not None:
                 ema.update_parameters(dynamics)
             step += 1
-            out_of_time = max_seconds is not None and time.perf_counter() - start_time >= max_seconds
+            out_of_time = max_seconds is not None and clock() - start_time >= max_seconds
             if max_seconds is not None and world > 1:  # every rank must stop at the same step (collective on all ranks)
                 flag = torch.tensor([float(out_of_time)], device=device)
                 dist.all_reduce(flag, op=dist.ReduceOp.MAX)
@@ -315,7 +319,7 @@ def fit(
 
             record = None
             if step % cfg.log_every == 0 or final:
-                now = time.perf_counter()
+                now = clock()
                 record = {"step": step, **_floats(terms), "grad_norm": float(grad_norm), "lr": sched.get_last_lr()[0],
                           "steps_per_s": (step - last_log_step) / max(now - last_log_time, 1e-9)}
                 last_log_time, last_log_step = now, step
@@ -357,7 +361,7 @@ def fit(
     if is_main and ckpt_dir is not None and vt is None:
         save_checkpoint(ckpt_dir / "best.pt", state_dict())
     return FitResult(model=eval_model, step=step, stopped_early=stopped, best_val_nll=best_val, best_step=best_step,
-                     history=history, wall_seconds=time.perf_counter() - start_time, run_dir=run_path)
+                     history=history, wall_seconds=clock() - start_time, run_dir=run_path)
 
 
 def _ema_fn(decay: float) -> Callable[[Tensor, Tensor, Tensor], Tensor]:
