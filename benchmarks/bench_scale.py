@@ -23,7 +23,8 @@ Parts (``--parts``, all by default):
 * ``lq`` — linear-quadratic control from the control issue (``probflux.control.lq_problem``: ``g = 1``, ``q = 1``,
   ``r = 3``, ``X_0 ~ N(0, I)``) at ``D in --lq-dims``: the flow family (``rho_0`` learned through the objective's
   initial-law term) and issue #6's pinned mixture, each trained ``--budget`` seconds; Monte Carlo cost of the
-  learned SDE drift (Euler–Maruyama) and its relative gap to the Riccati optimum.
+  learned SDE drift (Euler–Maruyama) and its relative gap to the Riccati optimum, the simulation-free cost from
+  the model's own marginals, and ``KL(q_0 || rho_0)`` (how far the learned initial law is from the true one).
 * ``cite50_floor`` — the finite-sample floor of that metric: W1/W2 between two disjoint random halves of the
   held-out day's cells (``held-out-split``).
 * ``cite50`` — CITE-seq, 50 principal components, leave-one-day-out (days 3 and 4 of 2, 3, 4, 7),
@@ -307,6 +308,11 @@ def run_cite_floor(args, put) -> None:
 
 
 # ----------------------------------------------------------------------------------------- lq
+def lq_dataset(d: int, budget: float) -> str:
+    """Record name of an LQ run: ``lq-d{D}`` for a 20 s budget (the first recorded runs), else with the budget appended."""
+    return f"lq-d{d}" if budget == 20 else f"lq-d{d}-budget{budget:g}s"
+
+
 def run_lq(args, put) -> None:
     """LQ control (``probflux.control.lq_problem``: g = 1, q = 1, r = 3, X_0 ~ N(0, I)) against the Riccati optimum."""
     import probflux.control as pc
@@ -314,7 +320,8 @@ def run_lq(args, put) -> None:
     for d in args.lq_dims:
         problem = pc.lq_problem(d)
         opt = pc.lq_optimal_cost(d)
-        put("lq", f"lq-d{d}", "riccati", "optimal_cost", opt)
+        ds = lq_dataset(d, args.budget)
+        put("lq", ds, "riccati", "optimal_cost", opt)
         for seed in range(args.seeds):
             for method in [m for m in ("probflux-flow", "probflux-pinned") if m in args.families]:
                 torch.manual_seed(seed)
@@ -326,9 +333,15 @@ def run_lq(args, put) -> None:
                                 max_seconds=args.budget, objective=pc.ControlObjective(problem, samples=256))
                 mc = pc.monte_carlo_cost(problem, pc.model_drift(problem, fit_.model), n=args.lq_particles, steps=args.lq_em_steps,
                                          seed=1000 + seed, w2=False)
-                put("lq", f"lq-d{d}", method, "mc_cost", mc["cost"])
-                put("lq", f"lq-d{d}", method, "gap", mc["cost"] / opt - 1)
-                put("lq", f"lq-d{d}", method, "steps", float(fit_.step))
+                sf = pc.simulation_free_cost(problem, fit_.model, n=4096, seed=seed)
+                x0 = problem.initial.sample(4000, torch.Generator().manual_seed(2000 + seed)).to(torch.float32)
+                with torch.no_grad():  # KL(q_0 || rho_0) = E_q0[-log rho_0] - H(q_0), q_0 = N(0, I)
+                    kl0 = float(-fit_.model.log_prob(0.0, x0).double().mean()) - 0.5 * d * (1 + math.log(2 * math.pi))
+                put("lq", ds, method, "mc_cost", mc["cost"])
+                put("lq", ds, method, "simulation_free_cost", sf["cost"])
+                put("lq", ds, method, "initial_kl", kl0)
+                put("lq", ds, method, "gap", mc["cost"] / opt - 1)
+                put("lq", ds, method, "steps", float(fit_.step))
                 print(f"  lq D={d} seed {seed} {method}: cost {mc['cost']:.3f} +- {mc['cost_se']:.3f} vs optimum {opt:.3f} "
                       f"(gap {mc['cost'] / opt - 1:+.3%}, {fit_.step} steps)", file=sys.stderr, flush=True)
 
@@ -422,13 +435,15 @@ def main() -> None:
     if "lq" in args.parts:
         print(f"\nLQ control (g = 1, q = 1, r = 3), {args.budget:g} s training per run, {args.seeds} seeds; Monte Carlo cost with "
               f"{args.lq_particles} particles, {args.lq_em_steps} Euler-Maruyama steps\n")
-        print("| D | Riccati optimum | method | MC cost | gap to optimum | steps |\n|---|---|---|---|---|---|")
+        print("| D | Riccati optimum | method | MC cost | gap to optimum | simulation-free cost | KL(q_0, rho_0) | steps |\n"
+              "|---|---|---|---|---|---|---|---|")
         for d in args.lq_dims:
             for m in ("probflux-flow", "probflux-pinned"):
-                k = ("lq", f"lq-d{d}", m)
+                k = ("lq", lq_dataset(d, args.budget), m)
                 if results.get(k + ("gap",)):
-                    print(f"| {d} | {mean(('lq', f'lq-d{d}', 'riccati', 'optimal_cost')):.3f} | {m} | {fmt(k + ('mc_cost',))} | "
-                          f"{fmt(k + ('gap',), '{:+.3f}')} | {fmt(k + ('steps',), '{:.0f}')} |")
+                    print(f"| {d} | {mean(('lq', k[1], 'riccati', 'optimal_cost')):.3f} | {m} | {fmt(k + ('mc_cost',))} | "
+                          f"{fmt(k + ('gap',), '{:+.3f}')} | {fmt(k + ('simulation_free_cost',))} | {fmt(k + ('initial_kl',))} | "
+                          f"{fmt(k + ('steps',), '{:.0f}')} |")
     records = []
     for (bench, ds, m, metric), v in results.items():
         records.append({"benchmark": bench, "dataset": ds, "method": m, "metric": metric, "value": statistics.mean(v),
