@@ -259,3 +259,12 @@ def test_fit_budget_follows_the_given_clock():
               max_seconds=50.0, clock=fake_clock, progress=False)
     assert res.step == 50  # one tick at the start and one per step: after step 50 the clock reads start + 50
     assert res.wall_seconds == pytest.approx(50.0, abs=3.0)  # + the final log record and the result
+
+
+def test_ema_copies_non_float_buffers():
+    """A module with a bool/int buffer (e.g. a coupling mask) trains with EMA; the buffer is copied, not averaged."""
+    dyn = tiny_dynamics()
+    dyn.density.register_buffer("mask", torch.tensor([True, False]))
+    dyn.density.register_buffer("count", torch.tensor(3))
+    res = fit(dyn, objective(), moving_points(256), config=tiny_config(steps=5, ema=0.9), progress=False)
+    assert torch.equal(res.model.density.mask, torch.tensor([True, False])) and int(res.model.density.count) == 3

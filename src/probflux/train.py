@@ -369,6 +369,8 @@ def _ema_fn(decay: float) -> Callable[[Tensor, Tensor, Tensor], Tensor]:
     are not dominated by the random initialisation."""
 
     def avg(averaged: Tensor, current: Tensor, num_averaged: Tensor) -> Tensor:
+        if not averaged.is_floating_point():  # integer/bool buffers (masks, counters) are copied, not averaged
+            return current.clone()
         n = float(num_averaged)
         d = min(decay, (1.0 + n) / (10.0 + n))
         return averaged + (1.0 - d) * (current - averaged)
