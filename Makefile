@@ -34,6 +34,10 @@ bench: bench-deps
 	$(PY) benchmarks/bench_core.py --threads 1 --repeats 3
 	$(PY) benchmarks/bench_flux_tails.py --perturb 0.1 --out benchmarks/results/flux_tails_p0.1.json
 	$(PY) benchmarks/bench_populations.py --seeds 3 --budget 20
+	$(PY) benchmarks/bench_scale.py --parts scaling --repeats 3
+	$(PY) benchmarks/bench_scale.py --parts gmm64 --seeds 3 --budget 60
+	$(PY) benchmarks/bench_scale.py --parts cite50 --seeds 3 --budget 30
+	$(PY) benchmarks/bench_events.py --seeds 3 --budget 30
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .hypothesis
