@@ -192,7 +192,14 @@ def main(argv: Optional[list[str]] = None) -> None:
     p.add_argument("--no-temporal", action="store_true", help="skip the Poisson/Hawkes temporal rows")
     p.add_argument("--out", default="benchmarks/results/events.json")
     p.add_argument("--table", action="store_true", help="only print the tables of the records already in --out")
+    p.add_argument("--merge", nargs="+", default=None, metavar="JSON",
+                   help="merge result files of runs on disjoint parts (later files win per data set and method), "
+                        "recompute the CNF comparisons from their *_curves.json, write --out and print the tables")
     args = p.parse_args(argv)
+    if args.merge:
+        merge(args.merge, Path(args.out))
+        print_table(json.loads(Path(args.out).read_text()))
+        return
     if args.table:
         print_table(json.loads(Path(args.out).read_text()))
         return
@@ -250,6 +257,42 @@ def main(argv: Optional[list[str]] = None) -> None:
         write_json(out, keep + records)
         write_json(out.with_name(out.stem + "_curves.json"), raw)
     print_table(json.loads(out.read_text()))
+
+
+COMPARISONS = ("seconds_to_reach_cnf_final_nll", "cnf_seconds_over_ours_to_reach", "cnf_step_seconds_over_ours")
+
+
+def merge(files: list[str], out: Path) -> None:
+    """Merge the records (and curves) of several runs; the CNF comparisons are recomputed per seed from the curves."""
+    records: dict[tuple, dict] = {}
+    curves: dict[str, dict] = {}
+    for f in files:
+        for r in json.loads(Path(f).read_text()):
+            if r["metric"] not in COMPARISONS:
+                records[(r["dataset"], r["method"], r["metric"])] = r
+        cpath = Path(f).with_name(Path(f).stem + "_curves.json")
+        for name, methods in json.loads(cpath.read_text()).items():
+            curves.setdefault(name, {}).update(methods)
+    for name, methods in curves.items():
+        cnf = methods.get("cnf-time-varying")
+        if not cnf:
+            continue
+        for method, rs in methods.items():
+            if method in ("cnf-time-varying", "note"):
+                continue
+            reach = [time_to_reach(r["curve"], c["curve"][-1][1] if c["curve"] else c["nll"]) for r, c in zip(rs, cnf)]
+            speedup = [c["train_seconds"] / t if t else None for t, c in zip(reach, cnf)]
+            steps = [c["step_seconds"] / r["step_seconds"] for r, c in zip(rs, cnf)]
+            wall = float(np.mean([r["train_seconds"] for r in rs]))
+            command = records.get((name, method, "test_spatial_nll_per_event"), {}).get("command", "")
+            for metric, values in zip(COMPARISONS, (reach, speedup, steps)):
+                v = [x for x in values if x is not None and math.isfinite(x)]
+                records[(name, method, metric)] = {
+                    "benchmark": "events", "dataset": name, "method": method, "metric": metric,
+                    "value": float(np.mean(v)) if v else None, "std": float(np.std(v)) if len(v) > 1 else 0.0,
+                    "seeds": len(v), "wall_seconds": wall, "command": command + " (merged: python benchmarks/bench_events.py --merge " + " ".join(files) + ")"}
+    write_json(out, list(records.values()))
+    write_json(out.with_name(out.stem + "_curves.json"), curves)
 
 
 def _cell(r: Optional[dict], fmt: str = "{:.3f}") -> str:
