@@ -38,6 +38,7 @@ bench: bench-deps
 	$(PY) benchmarks/bench_scale.py --parts gmm64 --seeds 3 --budget 60
 	$(PY) benchmarks/bench_scale.py --parts cite50 --seeds 3 --budget 30
 	$(PY) benchmarks/bench_events.py --seeds 3 --budget 30
+	$(PY) benchmarks/bench_control.py --seeds 3 --figures
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .hypothesis
