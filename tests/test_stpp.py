@@ -140,7 +140,7 @@ def test_poisson_mle_closed_form() -> None:
 def test_hawkes_log_likelihood_matches_direct_sum() -> None:
     seqs = pinwheel_hawkes(4, seed=2)
     h = HawkesProcess(mu=0.3, alpha=0.4, beta=2.0)
-    ll = h.log_likelihood(seqs)
+    ll = h.log_likelihood(seqs).detach()
     for k, s in enumerate(seqs.sequences):
         t = s[:, 0].numpy()
         lam = [0.3 + 0.4 * 2.0 * np.exp(-2.0 * (t[i] - t[:i])).sum() for i in range(len(t))]
