@@ -255,3 +255,28 @@ def test_event_data_loader_for_configs() -> None:
     z = norm.x_to_model(train.x)
     i = int(torch.nonzero(train.context[:, 2] == 1)[0, 0])  # first row with a history
     assert torch.allclose(train.context[i, 4:6], z[i - 1])
+
+
+def test_conditioned_flux_vanishes_far_away_and_sde_reproduces_marginals() -> None:
+    """DESIGN §8 for the conditioned density at a fixed history: j -> 0 far out, and Euler–Maruyama particles started
+    from rho_0 follow rho_1."""
+    from test_sde_marginals import energy_distance
+
+    model = _history_model(seed=4)
+    with torch.no_grad():
+        w = model.density.net.linears[-1].weight
+        w.add_(0.25 * torch.randn(w.shape, generator=torch.Generator().manual_seed(12), dtype=w.dtype))
+    P = model_points(pinwheel_hawkes(2, seed=3), history=3)
+    ctx1 = P.context[7]
+    far = torch.tensor([[50.0, 0.0], [0.0, -50.0], [-50.0, 50.0]], dtype=torch.float64)
+    j = model.flux(torch.full((3,), 0.5, dtype=torch.float64), far, ctx1.expand(3, -1))
+    assert float(j.detach().abs().max()) < 1e-12
+    n = 1500
+    ctx = ctx1.expand(n, -1)
+    torch.manual_seed(0)
+    x0 = model.sample(0.0, n, context=ctx)
+    path = pf.simulate(pf.Dynamics(model, diffusion=0.8), x0, steps=200, context=ctx, generator=torch.Generator().manual_seed(1))
+    ref1, ref2 = model.sample(1.0, n, context=ctx), model.sample(1.0, n, context=ctx)
+    noise, moved, got = energy_distance(ref1, ref2), energy_distance(x0, ref1), energy_distance(path[-1], ref1)
+    assert moved > 10 * noise, "the model hardly moves: the test would be vacuous"
+    assert got < 2.5 * noise, (got, noise, moved)
