@@ -61,23 +61,20 @@ def build_dynamics(cfg: ModelConfig, dim: int, context_dim: int = 0, history: Op
         encoder = HistoryEncoder(dim, events=history, hidden=HISTORY_FEATURES, out_features=HISTORY_FEATURES)
         if context_dim != encoder.in_features:
             raise ValueError(f"history={history} needs context_dim={encoder.in_features} for dim={dim}; got {context_dim}")
-        context_dim, outer_context_dim = HISTORY_FEATURES, context_dim
-    else:
-        outer_context_dim = context_dim
+    inner_context = context_dim if encoder is None else encoder.out_features  # the family sees the encoding
     if cfg.type == "factorized":
         density = FactorizedMixture(dim, components=cfg.components, hidden=cfg.hidden, family=cfg.family,
-                                    context_dim=context_dim, flux=cfg.flux, layers=cfg.layers, max_frequency=cfg.time_frequency)
+                                    context_dim=inner_context, flux=cfg.flux, layers=cfg.layers, max_frequency=cfg.time_frequency)
     elif cfg.type == "autoregressive":
         density = AutoregressiveMixture(dim, components=cfg.components, hidden=cfg.hidden, layers=cfg.layers,
-                                        flux=cfg.flux, context_dim=context_dim, max_frequency=cfg.time_frequency)
+                                        flux=cfg.flux, context_dim=inner_context, max_frequency=cfg.time_frequency)
     elif cfg.type == "flow":
-        density = FlowDensity(dim, transforms=cfg.transforms, hidden=cfg.hidden, context_dim=context_dim,
+        density = FlowDensity(dim, transforms=cfg.transforms, hidden=cfg.hidden, context_dim=inner_context,
                               coupling=cfg.coupling, layers=cfg.layers, max_frequency=cfg.time_frequency)
     else:
         raise ValueError(f"model.type must be factorized, autoregressive or flow; got {cfg.type!r}")
     if encoder is not None:
         density = Conditioned(density, encoder)
-    context_dim = outer_context_dim
     divfree = None
     if cfg.divergence_free:
         if dim < 2:

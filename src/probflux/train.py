@@ -108,14 +108,16 @@ def _check_points(points: Any, dim: int, context_dim: int, name: str) -> tuple[T
     return t, x, ctx
 
 
-def mean_nll(model: Dynamics, t: Tensor, x: Tensor, ctx: Optional[Tensor], limit: int, chunk: int = 8192) -> float:
-    """``-mean log rho_t(x)`` over the first ``limit`` points, in chunks, without a graph."""
+def mean_nll(model: Any, t: Tensor, x: Tensor, ctx: Optional[Tensor], limit: int, chunk: int = 8192) -> float:
+    """``-mean log rho_t(x)`` over the first ``limit`` points, in chunks, without a graph (sums in float64).
+
+    ``model``: a :class:`Dynamics` or a :class:`~probflux.TimeDensity` (anything with ``log_prob(t, x, ctx)``)."""
     n = min(limit, t.shape[0])
     total = 0.0
     with torch.no_grad():
         for i in range(0, n, chunk):
             c = None if ctx is None else ctx[i:i + chunk]
-            total += float(-model.log_prob(t[i:i + chunk], x[i:i + chunk], c).sum())
+            total += float(-model.log_prob(t[i:i + chunk], x[i:i + chunk], c).double().sum())
     return total / n
 
 

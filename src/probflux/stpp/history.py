@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from ..data.events import EventSequences
+from ..train import mean_nll
 
 __all__ = ["history_context", "history_at", "HistoryEncoder", "model_points", "spatial_log_likelihood"]
 
@@ -131,15 +132,12 @@ def model_points(seqs: EventSequences, history: Optional[int] = None) -> SimpleN
     return SimpleNamespace(t=t, x=e.x, context=ctx)
 
 
-@torch.no_grad()
 def spatial_log_likelihood(density, points: SimpleNamespace, *, chunk: int = 8192) -> float:
-    """Mean ``log rho(x_i | t_i, context_i)`` per event (nats), in chunks without a graph."""
+    """Mean ``log rho(x_i | t_i, context_i)`` per event (nats), in chunks without a graph (``train.mean_nll``)."""
     dtype = next(density.parameters()).dtype
-    total, n = 0.0, points.t.shape[0]
-    for a in range(0, n, chunk):
-        ctx = None if points.context is None else points.context[a:a + chunk].to(dtype)
-        lp = density.log_prob(points.t[a:a + chunk].to(dtype), points.x[a:a + chunk].to(dtype), ctx)
-        total += float(lp.double().sum())
+    ctx = None if points.context is None else points.context.to(dtype)
+    n = points.t.shape[0]
+    total = -mean_nll(density, points.t.to(dtype), points.x.to(dtype), ctx, n, chunk)
     if not math.isfinite(total):
         raise FloatingPointError("the log-likelihood of some events is not finite")
-    return total / n
+    return total
