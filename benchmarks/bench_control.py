@@ -32,7 +32,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 import torch
 import yaml
@@ -40,7 +40,7 @@ import yaml
 import probflux.control as pc
 from probflux.control import problems as cp
 from probflux.control.baseline import train_baseline
-from probflux.experiment import write_json
+from probflux.io import write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -45,15 +45,16 @@ import shlex
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Optional
 
 import torch
 from torch import Tensor
 from torch.profiler import ProfilerActivity, profile
 
 from probflux import AutoregressiveMixture, Dynamics, FactorizedMixture, TimeDensity
-from probflux.experiment import write_json
+from probflux.io import write_json
 
 MODELS: dict[str, Callable[[int], TimeDensity]] = {
     "factorized-logistic": lambda d: FactorizedMixture(d, family="logistic"),

@@ -47,12 +47,11 @@ import torch
 
 import probflux as pf
 from probflux.checkpoint import load_checkpoint
-from probflux.config import TrainConfig
 from probflux.data import events as ev
-from probflux.experiment import write_json
+from probflux.io import write_json
 from probflux.objectives import NegativeLogLikelihood
 from probflux.stpp import HawkesProcess, HistoryEncoder, PoissonProcess, model_points, spatial_log_likelihood
-from probflux.train import fit
+from probflux.train import TrainConfig, fit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "peers"))
 from cnf_stpp import cnf_mean_log_likelihood, fit_cnf  # noqa: E402

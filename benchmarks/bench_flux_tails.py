@@ -19,12 +19,12 @@ import shlex
 import statistics
 import sys
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
 from probflux import AutoregressiveMixture, FactorizedMixture, TimeDensity
-from probflux.experiment import write_json
+from probflux.io import write_json
 
 MODELS: dict[str, Callable[[int], TimeDensity]] = {
     "factorized-logistic-kr": lambda d: FactorizedMixture(d, components=4, hidden=32, family="logistic", flux="kr"),

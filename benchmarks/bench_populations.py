@@ -29,26 +29,25 @@ import shlex
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
-import numpy as np
 import torch
 from torch import Tensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import probflux as pf
-from probflux.config import TrainConfig
 from probflux.data import snapshots as snap
+from probflux.io import write_json
 from probflux.metrics import ot_cost, wasserstein
 from probflux.objectives import DriftEnergy, EndpointLikelihood, KineticEnergy
 from probflux.simulate import simulate
-from probflux.train import fit
-from probflux.experiment import write_json
+from probflux.train import TrainConfig, fit
 
-DATASETS: dict[str, Callable[[], "snap.Snapshots"]] = {
+DATASETS: dict[str, Callable[[], snap.Snapshots]] = {
     "cite5": lambda: snap.cite(pcs=5),
     "emt10": snap.emt_10d,
 }

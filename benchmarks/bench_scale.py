@@ -45,8 +45,9 @@ import shlex
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 import numpy as np
 import torch
@@ -56,13 +57,12 @@ from torch.profiler import ProfilerActivity, profile
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import probflux as pf
-from probflux.config import TrainConfig
-from probflux.experiment import write_json
-from probflux.flow import FlowDensity
+from probflux.densities.flow import FlowDensity
+from probflux.io import write_json
 from probflux.metrics import wasserstein
 from probflux.objectives import Batch, EndpointLikelihood, KineticEnergy, NegativeLogLikelihood
 from probflux.simulate import simulate
-from probflux.train import fit
+from probflux.train import TrainConfig, fit
 
 FAMILIES: dict[str, Callable[[int], pf.TimeDensity]] = {
     "probflux-factorized": lambda d: pf.FactorizedMixture(d, components=8, hidden=128, layers=3),

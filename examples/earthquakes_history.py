@@ -33,14 +33,16 @@ import torch  # noqa: E402
 
 import probflux as pf  # noqa: E402
 from probflux import plot  # noqa: E402
-from probflux.config import TrainConfig  # noqa: E402
 from probflux.data import earthquakes_jp  # noqa: E402
 from probflux.data.snapshots import _data_file  # noqa: E402
-from probflux.experiment import write_json  # noqa: E402
+from probflux.io import write_json  # noqa: E402
 from probflux.normalize import Normalizer  # noqa: E402
 from probflux.objectives import NegativeLogLikelihood  # noqa: E402
 from probflux.stpp import HistoryEncoder, history_at, model_points, spatial_log_likelihood  # noqa: E402
-from probflux.train import fit  # noqa: E402
+from probflux.train import (
+    TrainConfig,  # noqa: E402
+    fit,  # noqa: E402
+)
 
 HISTORY = 16
 

@@ -17,10 +17,9 @@ from types import SimpleNamespace
 import torch
 
 import probflux as pf
-from probflux.config import TrainConfig
 from probflux.data import earthquakes_jp
 from probflux.objectives import NegativeLogLikelihood
-from probflux.train import fit, mean_nll
+from probflux.train import TrainConfig, fit, mean_nll
 
 WINDOW = 30.0  # days
 

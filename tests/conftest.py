@@ -1,7 +1,7 @@
 """Shared builders: small float64 models with random, perturbed parameters (so time dependence is real)."""
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import pytest
 import torch

@@ -8,10 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
-from probflux.cli import DEMO_OVERRIDES, main
-from probflux.config import config_to_dict, load_config
+from probflux.app.cli import demo_config_path, main
+from probflux.app.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = str(ROOT / "configs" / "tiny.yaml")
@@ -65,7 +64,7 @@ def test_resume_extends_a_finished_run(run_dir, tmp_path):
 
 
 def test_demo_config_file_matches_the_demo_command():
-    assert config_to_dict(load_config(str(ROOT / "configs" / "demo.yaml"))) == config_to_dict(load_config(None, DEMO_OVERRIDES))
+    assert (ROOT / "configs" / "demo.yaml").resolve() == demo_config_path().resolve()
 
 
 def test_demo_end_to_end_tiny(tmp_path, capsys):
@@ -131,8 +130,8 @@ def test_console_entry_point_unknown_command():
 
 
 def test_build_objective_from_config():
-    from probflux.config import ObjectiveConfig
-    from probflux.experiment import build_objective
+    from probflux.app.builders import build_objective
+    from probflux.app.config import ObjectiveConfig
     from probflux.objectives import DriftEnergy, EndpointLikelihood, JacobianSymmetry, KineticEnergy, Staged, Sum
 
     obj = build_objective(ObjectiveConfig(likelihood="snapshots", kinetic=0.1, jacobian_symmetry=0.01, kinetic_start=5), [0.0, 0.5, 1.0])

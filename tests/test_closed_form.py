@@ -92,7 +92,7 @@ def test_constant_weights_mixture_velocity_is_posterior_average():
     t = torch.rand(100, generator=g, dtype=f64)
     x = 2 * torch.randn(100, D, generator=g, dtype=f64)
     mu = locs0 + vel * t[:, None, None]
-    post = torch.softmax(torch.log_softmax(logits, -1) + pf.mixture1d.Logistic.log_pdf((x[:, None] - mu) / math.exp(1) ** (-0.3 + 0.2 * t[:, None, None])).sum(-1), -1)
+    post = torch.softmax(torch.log_softmax(logits, -1) + pf.densities.mixture1d.Logistic.log_pdf((x[:, None] - mu) / math.exp(1) ** (-0.3 + 0.2 * t[:, None, None])).sum(-1), -1)
     u_k = vel + 0.2 * (x[:, None] - mu)  # each component translates and dilates
     torch.testing.assert_close(model.velocity(t, x), (post[..., None] * u_k).sum(1), rtol=1e-10, atol=1e-12)
     model.flux_name = "kr"

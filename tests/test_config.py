@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from probflux.config import (
+from probflux.app.config import (
     Config,
     ConfigError,
     DataConfig,

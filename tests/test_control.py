@@ -4,16 +4,33 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pytest
 import torch
 from scipy import integrate
 
 import probflux as pf
-from probflux.control import (ControlObjective, ControlProblem, Congestion, Disc, Entropy, Gaussian, GaussianMixture,
-                              InteractionKernel, Obstacle, PinnedMixture, default_density, lq_optimal_cost, lq_problem,
-                              model_drift, model_log_density, monte_carlo_cost, riccati, riccati_integral,
-                              simulation_free_cost, solve)
+from probflux.control import (
+    Congestion,
+    ControlObjective,
+    ControlProblem,
+    Disc,
+    Entropy,
+    Gaussian,
+    GaussianMixture,
+    InteractionKernel,
+    Obstacle,
+    PinnedMixture,
+    default_density,
+    lq_optimal_cost,
+    lq_problem,
+    model_drift,
+    model_log_density,
+    monte_carlo_cost,
+    riccati,
+    riccati_integral,
+    simulation_free_cost,
+    solve,
+)
 from probflux.objectives import Batch
 
 

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from probflux.config import DataConfig
-from probflux.data import BUILTIN, TemporalPoints, branching, builtin, load_data, load_points, pinwheel, split
+from probflux.app.builders import load_data
+from probflux.app.config import DataConfig
+from probflux.data import BUILTIN, TemporalPoints, branching, builtin, load_points, pinwheel, split
 from probflux.normalize import Normalizer
 
 

@@ -7,14 +7,15 @@ import torch
 from scipy import integrate
 
 import probflux as pf
-from probflux.config import load_config
-from probflux.experiment import build_dynamics
-from probflux.flow import FlowDensity
+from conftest import make_divfree
+from probflux.app.builders import build_dynamics
+from probflux.app.config import load_config
+from probflux.densities.flow import FlowDensity
 from probflux.objectives import Batch, KineticEnergy, NegativeLogLikelihood
 from probflux.train import fit
-from conftest import make_divfree
 from test_rsample import _directional_fd, phi
-from test_sde_marginals import N as N_SDE, energy_distance
+from test_sde_marginals import N as N_SDE
+from test_sde_marginals import energy_distance
 from test_train import moving_points, tiny_config
 
 COUPLINGS = ["spline", "affine"]

@@ -8,7 +8,7 @@ import pytest
 import torch
 from scipy import stats
 
-from probflux import mixture1d as m1
+from probflux.densities import mixture1d as m1
 
 FAMILIES = ["logistic", "gaussian"]
 SCIPY = {"logistic": stats.logistic, "gaussian": stats.norm}

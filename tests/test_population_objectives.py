@@ -9,12 +9,9 @@ import pytest
 import torch
 
 import probflux as pf
-from probflux.config import TrainConfig
-from probflux.objectives import (Batch, DriftEnergy, EndpointLikelihood, JacobianSymmetry, KineticEnergy, Staged,
-                                 sample_path_points)
-from probflux.train import fit
-
 from conftest import make_density
+from probflux.objectives import Batch, DriftEnergy, EndpointLikelihood, JacobianSymmetry, KineticEnergy, Staged, sample_path_points
+from probflux.train import TrainConfig, fit
 
 
 def two_snapshots(m0, s0, m1, s1, n=2000, seed=0) -> SimpleNamespace:

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 import probflux.data as pdata
-from probflux.config import SNAPSHOT_DATA_NAMES, ConfigError, DataConfig, load_config
+from probflux.app.builders import load_data
+from probflux.app.config import ConfigError, DataConfig, load_config
 from probflux.data import (
     SNAPSHOTS,
     Snapshots,
@@ -20,9 +21,9 @@ from probflux.data import (
     branching_tree,
     gaussian_to_8gaussians,
     gaussian_to_gaussian,
-    load_data,
     load_snapshots,
     moons,
+    registry,
     snapshot_set,
 )
 
@@ -52,13 +53,14 @@ def real(loader, *args, **kwargs) -> Snapshots:
 
 
 def test_package_keeps_old_imports_and_registry_matches_config() -> None:
-    from probflux.data import BUILTIN, TemporalPoints as TP, branching, builtin, load_points, pinwheel, split  # noqa: F401
-    from probflux.data.points import TemporalPoints as TP2, load_data as ld2
+    from probflux.data import BUILTIN, branching, builtin, load_points, pinwheel, split  # noqa: F401
+    from probflux.data import TemporalPoints as TP
+    from probflux.data.points import TemporalPoints as TP2
 
-    assert TP is TP2 is TemporalPoints and ld2 is load_data
-    assert set(pdata.__all__) >= {"TemporalPoints", "load_data", "Snapshots", "SNAPSHOTS", "load_snapshots", "snapshot_set"}
+    assert TP is TP2 is TemporalPoints
+    assert set(pdata.__all__) >= {"TemporalPoints", "Snapshots", "SNAPSHOTS", "load_snapshots", "snapshot_set"}
     assert all(hasattr(pdata, n) for n in pdata.__all__)
-    assert tuple(SNAPSHOTS) == SNAPSHOT_DATA_NAMES
+    assert registry.names("snapshots") == tuple(SNAPSHOTS)
 
 
 # --------------------------------------------------------------------------------- Snapshots
@@ -308,7 +310,7 @@ def test_config_fields_and_checks() -> None:
     assert d.pcs == 5 and d.leave_out is None and d.whiten is False
     cfg = load_config(None, ["data.name=cite", "data.pcs=10", "data.leave_out=2", "data.whiten=true"])
     assert (cfg.data.name, cfg.data.pcs, cfg.data.leave_out, cfg.data.whiten) == ("cite", 10, 2, True)
-    for name in SNAPSHOT_DATA_NAMES:
+    for name in registry.names("snapshots"):
         assert load_config(None, [f"data.name={name}"]).data.name == name
     for overrides, message in [
         (["data.name=mnist"], "data.name: must be one of 'pinwheel', 'branching', 'file', got 'mnist', or a population-snapshot data set: 'cite', 'emt'"),

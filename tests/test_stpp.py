@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import math
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
 import probflux as pf
-from probflux.config import TrainConfig
 from probflux.data import EventSequences, pinwheel_hawkes
 from probflux.objectives import NegativeLogLikelihood
 from probflux.stpp import HawkesProcess, HistoryEncoder, PoissonProcess, history_at, history_context, model_points, spatial_log_likelihood
-from probflux.train import fit
+from probflux.train import TrainConfig, fit
 
 
 def _seqs() -> EventSequences:
@@ -223,11 +221,11 @@ def test_history_conditioning_learns_what_time_alone_cannot() -> None:
 def test_event_data_through_configs(tmp_path) -> None:
     """data.name = an event set with data.history builds the Conditioned model the benchmark uses; bad combinations
     are rejected with the offending keys named."""
-    from probflux.config import EVENT_DATA_NAMES, load_config
-    from probflux.data import EVENT_DATASETS
-    from probflux.experiment import build_dynamics
+    from probflux.app.builders import build_dynamics
+    from probflux.app.config import load_config
+    from probflux.data import EVENT_DATASETS, registry
 
-    assert set(EVENT_DATA_NAMES) == set(EVENT_DATASETS)
+    assert set(registry.names("events")) == set(EVENT_DATASETS)
     cfg = load_config("configs/events_earthquakes.yaml")
     assert cfg.data.name == "earthquakes_jp" and cfg.data.history == 16
     dyn = build_dynamics(cfg.model, 2, 2 + 16 * 4, history=16)
@@ -241,8 +239,8 @@ def test_event_data_through_configs(tmp_path) -> None:
 
 
 def test_event_data_loader_for_configs() -> None:
-    from probflux.config import DataConfig
-    from probflux.data import load_data
+    from probflux.app.builders import load_data
+    from probflux.app.config import DataConfig
 
     try:
         train, val, test, norm = load_data(DataConfig(name="covid_nj", history=4), seed=0)

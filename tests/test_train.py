@@ -4,8 +4,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import textwrap
-from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -15,9 +13,8 @@ import torch.multiprocessing as mp
 
 import probflux as pf
 from probflux.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from probflux.config import TrainConfig
 from probflux.objectives import KineticEnergy, NegativeLogLikelihood
-from probflux.train import _ema_fn, fit, lr_factor
+from probflux.train import TrainConfig, _ema_fn, fit, lr_factor
 
 ROOT = Path(__file__).resolve().parents[1]
 

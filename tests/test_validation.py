@@ -22,7 +22,7 @@ T3 = torch.tensor([0.2, 0.5, 0.8], dtype=F64)  # a vector of three times (no glo
 
 
 # ---------------------------------------------------------------------------------------------- models
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def model(kind: str):
     """Small float64 models, built once. ``*_ctx`` variants have ``context_dim = C``."""
     with torch.random.fork_rng():  # leave the global RNG as other test files expect it

@@ -58,7 +58,8 @@ import contextlib
 import math
 import numbers
 import time
-from typing import Any, Iterator, Optional, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any, Optional
 
 import numpy as np
 import torch

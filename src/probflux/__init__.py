@@ -1,18 +1,32 @@
-"""probflux: simulation-free diffusion dynamics through exact density–flux pairs."""
-from ._validation import set_validation
-from .base import TimeDensity
-from .conditioned import Conditioned
-from .checks import Residual, continuity_residual
-from .factorized import FactorizedMixture
-from .autoregressive import AutoregressiveMixture
-from .flow import FlowDensity
-from .divfree import DivergenceFree
-from .dynamics import Dynamics, SDE
-from .simulate import simulate
-from . import mixture1d, stpp
-from . import control
+"""probflux: simulation-free diffusion dynamics through exact density–flux pairs.
 
-__version__ = "0.1.0"
+``import probflux`` loads the core only — the density families, :class:`Dynamics`, :func:`simulate` and the
+continuity check. The layers above it load on first use: :mod:`probflux.objectives`, :mod:`probflux.train`,
+:mod:`probflux.evaluation`, :mod:`probflux.metrics`, :mod:`probflux.data`, :mod:`probflux.stpp`,
+:mod:`probflux.control`, :mod:`probflux.plot` and the application layer :mod:`probflux.app` (configs, run
+directories, the CLI).
+
+>>> import probflux as pf
+>>> rho = pf.FactorizedMixture(2, components=4, hidden=16)
+>>> x = rho.sample(0.5, 3)
+>>> tuple(x.shape), tuple(rho.log_prob(0.5, x).shape)
+((3, 2), (3,))
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from ._validation import set_validation
+from ._version import __version__
+from .checks import Residual, continuity_residual
+from .densities import AutoregressiveMixture, Conditioned, FactorizedMixture, FlowDensity, TimeDensity
+from .divfree import DivergenceFree
+from .dynamics import SDE, Dynamics
+from .simulate import simulate
+
+_SUBMODULES = ("app", "checkpoint", "control", "data", "densities", "evaluation", "io", "metrics", "nn", "normalize", "objectives",
+               "plot", "stpp", "train")
 
 __all__ = [
     "TimeDensity",
@@ -24,10 +38,18 @@ __all__ = [
     "Dynamics",
     "SDE",
     "simulate",
-    "mixture1d",
-    "stpp",
     "continuity_residual",
     "Residual",
     "set_validation",
     "__version__",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'probflux' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*__all__, *_SUBMODULES])

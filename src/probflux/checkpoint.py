@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import os
 import subprocess
-import tempfile
 from pathlib import Path
 from typing import Any, Optional, Union
 
 import torch
 from torch import nn
+
+from .io import atomic_write
 
 FORMAT = "probflux-checkpoint"
 FORMAT_VERSION = 1
@@ -37,29 +38,9 @@ def git_sha() -> Optional[str]:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
-def atomic_write(path: PathLike, write: Any) -> None:
-    """Call ``write(file_object)`` on a temporary file next to ``path``, fsync, then ``os.replace``.
-
-    A crash at any point leaves either the old file or the new one, never a partial file.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def save_checkpoint(path: PathLike, state: dict[str, Any]) -> None:
     """Write ``state`` (plus format, library version and git SHA) atomically to ``path``."""
-    from . import __version__
+    from ._version import __version__
 
     payload = {"format": FORMAT, "format_version": FORMAT_VERSION, "library_version": __version__, "git_sha": git_sha(), **state}
     atomic_write(path, lambda f: torch.save(payload, f))
@@ -81,6 +62,17 @@ def load_checkpoint(path: PathLike, map_location: Union[str, torch.device, None]
             f"checkpoint {str(path)!r} has format_version {state.get('format_version')!r}; this probflux reads {FORMAT_VERSION}"
         )
     return state
+
+
+def model_weights(state: dict[str, Any], *, ema: bool = True) -> dict[str, Any]:
+    """The model ``state_dict`` of a checkpoint: its EMA weights when saved and ``ema``, else the trained ones.
+
+    The EMA is a ``torch.optim.swa_utils.AveragedModel`` whose keys carry a ``module.`` prefix; it is removed.
+    """
+    if ema and state.get("ema") is not None:
+        prefix = "module."
+        return {k[len(prefix):]: v for k, v in state["ema"].items() if k.startswith(prefix)}
+    return state["model"]
 
 
 def load_state(module: nn.Module, state: dict[str, Any], *, what: str, path: PathLike) -> None:

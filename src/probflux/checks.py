@@ -1,7 +1,7 @@
 """Self-checks a user can run on any model, including their own subclasses."""
 from __future__ import annotations
 
-from typing import NamedTuple, Optional, Union
+from typing import NamedTuple, Optional
 
 import torch
 from torch import Tensor

@@ -1,13 +1,14 @@
 """Dynamics with prescribed marginals: probability-flow ODE and SDEs for any diffusion schedule."""
 from __future__ import annotations
 
-from typing import Callable, Optional, Union
+from collections.abc import Callable
+from typing import Optional, Union
 
 import torch
 from torch import Tensor, nn
 
 from ._validation import TimeLike, validation_enabled
-from .base import TimeDensity
+from .densities.base import TimeDensity
 from .divfree import DivergenceFree
 
 __all__ = ["Dynamics"]
@@ -116,7 +117,7 @@ class Dynamics(nn.Module):
         """SDE drift ``b = u + (g_t^2/2) grad log rho``, ``(N, D)``."""
         return self._drift(*self.density._prepare(t, x, context))
 
-    def as_sde(self, context: Optional[Tensor] = None) -> "SDE":
+    def as_sde(self, context: Optional[Tensor] = None) -> SDE:
         """An object for ``torchsde.sdeint(sde, x0, ts)``: Itô, diagonal noise, drift ``b`` and ``g_t``."""
         return SDE(self, context)
 

@@ -29,7 +29,8 @@ from __future__ import annotations
 import math
 import numbers
 import warnings
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any, Optional
 
 import numpy as np
 import ot

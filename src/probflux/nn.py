@@ -10,11 +10,11 @@ autograd — and can re-use the linearisation of a forward pass for further tang
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence
+from typing import Optional
 
 import torch
-from torch import Tensor, nn
 import torch.nn.functional as F
+from torch import Tensor, nn
 
 __all__ = ["SinusoidalEmbedding", "MLP", "made_degrees"]
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Sequence, Union
+from typing import Any, Union
 
 import torch
 from torch import Tensor
@@ -48,11 +48,11 @@ class Normalizer:
             raise ValueError("Normalizer: shift must be finite and scale finite and > 0")
 
     @classmethod
-    def identity(cls, dim: int, t0: float = 0.0, t1: float = 1.0) -> "Normalizer":
+    def identity(cls, dim: int, t0: float = 0.0, t1: float = 1.0) -> Normalizer:
         return cls(t0, t1, torch.zeros(dim), torch.ones(dim))
 
     @classmethod
-    def fit(cls, t: Tensor, x: Tensor, *, t0: Union[float, None] = None, t1: Union[float, None] = None, standardize: bool = True) -> "Normalizer":
+    def fit(cls, t: Tensor, x: Tensor, *, t0: Union[float, None] = None, t1: Union[float, None] = None, standardize: bool = True) -> Normalizer:
         """Time interval from ``t`` (or the given ``t0``/``t1``); per-dimension mean/std of ``x: (N, D)``."""
         t = torch.as_tensor(t, dtype=torch.float64)
         x = torch.as_tensor(x, dtype=torch.float64)
@@ -105,7 +105,7 @@ class Normalizer:
         return {"t0": self.t0, "t1": self.t1, "shift": self.shift.tolist(), "scale": self.scale.tolist()}
 
     @classmethod
-    def from_state_dict(cls, state: dict[str, Any]) -> "Normalizer":
+    def from_state_dict(cls, state: dict[str, Any]) -> Normalizer:
         try:
             return cls(state["t0"], state["t1"], torch.tensor(state["shift"]), torch.tensor(state["scale"]))
         except KeyError as e:

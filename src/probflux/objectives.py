@@ -11,8 +11,9 @@ one process on the same global batch, and a resumed run repeats the same draws.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Optional, Protocol, Sequence
+from typing import Optional, Protocol
 
 import torch
 from torch import Tensor
@@ -59,7 +60,7 @@ class _Weighted:
             raise ValueError(f"{type(self).__name__}: weight must be a finite number >= 0; got {weight!r}")
         self.weight = weight
 
-    def __add__(self, other: "Objective") -> "Sum":
+    def __add__(self, other: Objective) -> Sum:
         return Sum(self, other)
 
     def _terms(self, value: Tensor) -> Terms:
@@ -77,7 +78,7 @@ class Sum:
             raise ValueError("Sum needs at least one objective")
         self.parts = flat
 
-    def __add__(self, other: Objective) -> "Sum":
+    def __add__(self, other: Objective) -> Sum:
         return Sum(self, other)
 
     def __call__(self, dynamics: Dynamics, batch: Batch) -> Terms:
@@ -257,7 +258,7 @@ class Staged:
             return 0.0
         return 1.0 if self.ramp == 0 else min(1.0, (step - self.start + 1) / self.ramp)
 
-    def __add__(self, other: Objective) -> "Sum":
+    def __add__(self, other: Objective) -> Sum:
         return Sum(self, other)
 
     def __call__(self, dynamics: Dynamics, batch: Batch) -> Terms:

@@ -19,13 +19,14 @@ import json
 import math
 import numbers
 import os
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Optional, Sequence, Union
+from typing import Any, Optional, Union
 
+import matplotlib
 import numpy as np
 import torch
-import matplotlib
 from matplotlib import animation, rcParams
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg

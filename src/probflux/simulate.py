@@ -7,7 +7,7 @@ import torch
 from torch import Tensor
 
 from ._validation import check_context, check_count, check_dtype, check_points, check_time_bound
-from .base import TimeDensity
+from .densities.base import TimeDensity
 from .dynamics import Dynamics
 
 __all__ = ["simulate", "SDE_METHODS", "ODE_METHODS"]

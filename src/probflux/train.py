@@ -17,9 +17,10 @@ import json
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional, Union
+from typing import Any, Optional, Union
 
 import torch
 import torch.distributed as dist
@@ -27,11 +28,35 @@ from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DistributedSampler
 
-from .checkpoint import CheckpointError, atomic_write, load_checkpoint, load_state, save_checkpoint
+from .checkpoint import CheckpointError, load_checkpoint, load_state, model_weights, save_checkpoint
 from .dynamics import Dynamics
+from .evaluation import mean_nll
+from .io import atomic_write
 from .objectives import Batch, Objective
 
 PathLike = Union[str, os.PathLike]
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation, schedule, numerics and bookkeeping of a training run."""
+
+    steps: int = 2000
+    batch_size: int = 512
+    optimizer: str = "adam"
+    lr: float = 2e-3
+    weight_decay: float = 0.0
+    warmup: int = 100
+    min_lr_ratio: float = 0.05
+    clip: Optional[float] = 1.0
+    ema: Optional[float] = 0.999
+    dtype: str = "float32"
+    device: str = "auto"
+    eval_every: int = 200
+    log_every: int = 20
+    checkpoint_every: int = 200
+    patience: Optional[int] = None
+    eval_points: int = 4096
 
 
 @dataclass
@@ -108,19 +133,6 @@ def _check_points(points: Any, dim: int, context_dim: int, name: str) -> tuple[T
     return t, x, ctx
 
 
-def mean_nll(model: Any, t: Tensor, x: Tensor, ctx: Optional[Tensor], limit: int, chunk: int = 8192) -> float:
-    """``-mean log rho_t(x)`` over the first ``limit`` points, in chunks, without a graph (sums in float64).
-
-    ``model``: a :class:`Dynamics` or a :class:`~probflux.TimeDensity` (anything with ``log_prob(t, x, ctx)``)."""
-    n = min(limit, t.shape[0])
-    total = 0.0
-    with torch.no_grad():
-        for i in range(0, n, chunk):
-            c = None if ctx is None else ctx[i:i + chunk]
-            total += float(-model.log_prob(t[i:i + chunk], x[i:i + chunk], c).double().sum())
-    return total / n
-
-
 def _dist_info() -> tuple[int, int]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
@@ -154,7 +166,7 @@ def fit(
         objective: ``objective(dynamics, batch) -> {"loss": ..., ...}`` (see :mod:`probflux.objectives`).
         train: points with ``.t: (N,)`` in ``[0, 1]``, ``.x: (N, D)``, ``.context: (N, C) | None``
             (e.g. :class:`probflux.data.TemporalPoints` in model coordinates).
-        config: a :class:`probflux.config.TrainConfig` (default: its defaults).
+        config: a :class:`TrainConfig` (default: its defaults).
         val: optional held-out points like ``train``; its NLL (EMA weights) drives ``best.pt`` and
             early stopping (``config.patience``).
         seed: seeds the initial batches and Monte-Carlo draws of every step.
@@ -173,8 +185,6 @@ def fit(
             ``time.process_time`` budgets this process's CPU time instead, which other load on a shared machine
             does not consume — fair equal-budget comparisons for single-threaded runs (``torch.set_num_threads(1)``).
     """
-    from .config import TrainConfig
-
     cfg = TrainConfig() if config is None else config
     if not isinstance(dynamics, Dynamics):
         raise TypeError(f"dynamics must be a probflux.Dynamics; got {type(dynamics).__name__}")
@@ -409,9 +419,5 @@ def _tensorboard(run_path: Path) -> Any:
 def load_model_weights(dynamics: Dynamics, path: PathLike, *, ema: bool = True) -> dict[str, Any]:
     """Load a checkpoint's (EMA, when present and ``ema``) weights into ``dynamics``; returns the checkpoint."""
     state = load_checkpoint(path)
-    weights = state["model"]
-    if ema and state.get("ema") is not None:
-        prefix = "module."
-        weights = {k[len(prefix):]: v for k, v in state["ema"].items() if k.startswith(prefix)}
-    load_state(dynamics, weights, what="model", path=path)
+    load_state(dynamics, model_weights(state, ema=ema), what="model", path=path)
     return state

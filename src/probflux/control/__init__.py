@@ -6,13 +6,13 @@
 * :mod:`~probflux.control.lq` (Riccati closed form), :mod:`~probflux.control.problems` (DeepGSB crowds, motion
   planning), :mod:`~probflux.control.baseline` (simulation-based neural policy).
 """
-from .laws import Gaussian, GaussianMixture, LogDensity, Samples, Law
 from .costs import Congestion, Disc, Ellipse, Entropy, InteractionKernel, MeanField, Obstacle, inverse_quadratic, kde_log_density
-from .problem import ControlProblem
-from .pinned import PinnedMixture
-from .objective import ControlObjective, endpoint_points
 from .evaluate import model_drift, model_log_density, monte_carlo_cost, simulation_free_cost
+from .laws import Gaussian, GaussianMixture, Law, LogDensity, Samples
 from .lq import lq_optimal_cost, lq_problem, riccati, riccati_integral
+from .objective import ControlObjective, endpoint_points
+from .pinned import PinnedMixture
+from .problem import ControlProblem
 from .solve import default_density, solve
 
 __all__ = [

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Optional, Sequence
+from collections.abc import Sequence
+from typing import Optional
 
 import torch
 from torch import Tensor, nn

@@ -15,7 +15,8 @@ Mean-field terms are functionals of the law ``rho_t`` of the state (exact for pr
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -75,7 +76,7 @@ class Obstacle:
             return self.weight * self.width * F.softplus(s / self.width)
         raise ValueError(f"penalty must be one of {PENALTIES}; got {kind!r}")
 
-    def with_penalty(self, penalty: str, weight: Optional[float] = None, width: Optional[float] = None) -> "Obstacle":
+    def with_penalty(self, penalty: str, weight: Optional[float] = None, width: Optional[float] = None) -> Obstacle:
         """The same region with another penalty (e.g. a smooth surrogate for training)."""
         return Obstacle(self.a, self.c, self.threshold, weight=self.weight if weight is None else weight,
                         penalty=penalty, width=self.width if width is None else width)

@@ -15,7 +15,8 @@ times, exact samples, no SDE): the two agree within Monte Carlo and time-step er
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional
+from collections.abc import Callable
+from typing import Optional
 
 import torch
 from torch import Tensor

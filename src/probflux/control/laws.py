@@ -1,7 +1,8 @@
 """Initial and target laws of a control problem: samples, a log-density, a Gaussian or a Gaussian mixture."""
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Sequence, Union
+from collections.abc import Callable, Sequence
+from typing import Any, Optional, Union
 
 import torch
 from torch import Tensor

@@ -17,10 +17,10 @@ ramped in linearly over ``ramp`` steps.
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from collections.abc import Sequence
+from typing import Optional
 
 import torch
-from torch import Tensor
 
 from ..dynamics import Dynamics
 from ..objectives import Batch, Terms, sample_path_points

@@ -9,13 +9,12 @@ This keeps the exact KR/mixture flux of :class:`~probflux.FactorizedMixture`; on
 """
 from __future__ import annotations
 
-import math
 from typing import Optional
 
 import torch
 from torch import Tensor
 
-from ..factorized import FactorizedMixture
+from ..densities.factorized import FactorizedMixture
 from .laws import Gaussian, GaussianMixture
 
 __all__ = ["PinnedMixture"]

@@ -17,7 +17,6 @@ Specifications follow DeepGSB exactly (covariances are covariance *matrices*; ob
 from __future__ import annotations
 
 import math
-from typing import Sequence
 
 import torch
 

@@ -12,9 +12,8 @@ from typing import Any, Optional
 
 import torch
 
-from ..config import TrainConfig
-from ..factorized import FactorizedMixture
-from ..train import FitResult, fit
+from ..densities.factorized import FactorizedMixture
+from ..train import FitResult, TrainConfig, fit
 from .laws import Gaussian, GaussianMixture
 from .objective import ControlObjective, endpoint_points
 from .pinned import PinnedMixture

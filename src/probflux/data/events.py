@@ -27,15 +27,17 @@ import datetime as _dt
 import json
 import math
 import zipfile
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, NamedTuple, Optional, Sequence, Union
+from typing import Any, NamedTuple, Optional, Union
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from .points import ArrayLike, TemporalPoints, _as_float64, _fmt
+from .registry import register
 from .snapshots import Standardization, _data_file, data_root_candidates  # noqa: F401 (re-exported lookup order)
 
 __all__ = [
@@ -198,7 +200,7 @@ class EventSequences:
             )
 
     @classmethod
-    def _trusted(cls, sequences: list[Tensor], keys: list[str], window: tuple[float, float], name: str, source: str) -> "EventSequences":
+    def _trusted(cls, sequences: list[Tensor], keys: list[str], window: tuple[float, float], name: str, source: str) -> EventSequences:
         """No validation: for results of methods on an already validated object."""
         obj = cls.__new__(cls)
         obj.sequences, obj.keys, obj.window, obj.name, obj.source = sequences, keys, window, name, source
@@ -263,7 +265,7 @@ class EventSequences:
         t, x, _ = self.events()
         return TemporalPoints._unchecked(t, x, None, self.name)
 
-    def subset(self, keys: Sequence[str]) -> "EventSequences":
+    def subset(self, keys: Sequence[str]) -> EventSequences:
         """The sequences with these keys, in the order given (``KeyError`` naming an unknown key)."""
         if isinstance(keys, str):
             keys = [keys]
@@ -279,7 +281,7 @@ class EventSequences:
             raise ValueError(f"duplicate key {dup!r} in subset ({self.name})")
         return EventSequences._trusted([self.sequences[pos[k]] for k in keys], keys, self.window, self.name, self.source)
 
-    def to(self, dtype: Optional[torch.dtype] = None, device: Union[str, torch.device, None] = None) -> "EventSequences":
+    def to(self, dtype: Optional[torch.dtype] = None, device: Union[str, torch.device, None] = None) -> EventSequences:
         """Copy with every sequence converted to ``dtype`` and/or moved to ``device``."""
         conv = lambda v: v.to(dtype=dtype or v.dtype, device=device if device is not None else v.device)  # noqa: E731
         return EventSequences._trusted([conv(s) for s in self.sequences], list(self.keys), self.window, self.name, self.source)
@@ -301,7 +303,7 @@ class EventSequences:
         """
         return Standardization.fit(self.events().x)
 
-    def standardize(self, stats: Optional[Union[Standardization, tuple[ArrayLike, ArrayLike]]] = None) -> "EventSequences":
+    def standardize(self, stats: Optional[Union[Standardization, tuple[ArrayLike, ArrayLike]]] = None) -> EventSequences:
         """New sequences with ``x -> (x - mean) / std``; ``t`` and the window are unchanged.
 
         ``stats`` is ``(mean, std)`` of shape ``(D,)`` each (typically ``train.spatial_stats()``);
@@ -755,6 +757,8 @@ EVENT_DATASETS: dict[str, EventDataset] = {
     "bh_conflicts": _E("bh_conflicts", ("all",), _bh, "BSTPP Boko Haram conflicts, one sequence, [lon, lat]"),
 }
 del _E
+for _ds in EVENT_DATASETS.values():
+    register(_ds.name, "events", _ds, _ds.description)
 
 
 def event_dataset(name: str, split: Optional[str] = None) -> EventSequences:

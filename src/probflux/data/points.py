@@ -3,8 +3,7 @@
 * :class:`TemporalPoints` — validated float64 tensors ``t: (N,)``, ``x: (N, D)``, ``context: (N, C)``.
 * :func:`load_points` — ``.npz`` / ``.npy`` / ``.csv`` files with columns ``[t, x_1..x_D, c_1..c_C]``.
 * :func:`pinwheel`, :func:`branching` — built-in data sets whose distribution moves over ``t in [0, 1]``.
-* :func:`split` and :func:`load_data` — seeded train/val/test split and the fitted :class:`Normalizer`
-  (:func:`load_data` also serves the population snapshots of :mod:`probflux.data.snapshots`).
+* :func:`split` — seeded train/val/test split.
 
 Row numbers in error messages are 0-based indices into the data rows (a CSV header is not counted).
 """
@@ -13,13 +12,14 @@ from __future__ import annotations
 import math
 import os
 import zipfile
-from typing import Any, Callable, Optional, Sequence, Union
+from collections.abc import Callable, Sequence
+from typing import Any, Optional, Union
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from ..normalize import Normalizer
+from .registry import register
 
 __all__ = [
     "TemporalPoints",
@@ -29,7 +29,6 @@ __all__ = [
     "BUILTIN",
     "builtin",
     "split",
-    "load_data",
 ]
 
 ArrayLike = Union[Tensor, np.ndarray, Sequence[Any]]
@@ -116,7 +115,7 @@ class TemporalPoints:
         self.t, self.x, self.context = t_, x_, c_
 
     @classmethod
-    def _unchecked(cls, t: Tensor, x: Tensor, context: Optional[Tensor], source: str) -> "TemporalPoints":
+    def _unchecked(cls, t: Tensor, x: Tensor, context: Optional[Tensor], source: str) -> TemporalPoints:
         obj = cls.__new__(cls)
         obj.t, obj.x, obj.context, obj.source = t, x, context, source
         return obj
@@ -134,7 +133,7 @@ class TemporalPoints:
         """``C`` (0 without context)."""
         return 0 if self.context is None else int(self.context.shape[1])
 
-    def subset(self, idx: Union[Tensor, np.ndarray, Sequence[int], slice]) -> "TemporalPoints":
+    def subset(self, idx: Union[Tensor, np.ndarray, Sequence[int], slice]) -> TemporalPoints:
         """Rows ``idx`` (indices, boolean mask or slice); may be empty."""
         if not isinstance(idx, slice):
             idx = torch.as_tensor(np.asarray(idx) if not isinstance(idx, Tensor) else idx, device=self.t.device)
@@ -143,7 +142,7 @@ class TemporalPoints:
         ctx = None if self.context is None else self.context[idx]
         return TemporalPoints._unchecked(self.t[idx], self.x[idx], ctx, self.source)
 
-    def to(self, dtype: Optional[torch.dtype] = None, device: Union[str, torch.device, None] = None) -> "TemporalPoints":
+    def to(self, dtype: Optional[torch.dtype] = None, device: Union[str, torch.device, None] = None) -> TemporalPoints:
         """Copy with every tensor converted to ``dtype`` and/or moved to ``device``."""
         conv = lambda v: v.to(dtype=dtype or v.dtype, device=device if device is not None else v.device)  # noqa: E731
         ctx = None if self.context is None else conv(self.context)
@@ -327,6 +326,9 @@ def branching(n: int, seed: int = 0) -> TemporalPoints:
 
 
 BUILTIN: dict[str, Callable[[int, int], TemporalPoints]] = {"pinwheel": pinwheel, "branching": branching}
+register("pinwheel", "points", pinwheel, "five arms rotating and stretching over t in [0, 1]")
+register("branching", "points", branching, "one cluster splitting into two branches")
+register("file", "file", load_points, "points from data.path (.npz, .npy, .csv)")
 
 
 def builtin(name: str, n: int, seed: int = 0) -> TemporalPoints:
@@ -357,76 +359,3 @@ def split(points: TemporalPoints, val_fraction: float, test_fraction: float, see
     perm = np.random.default_rng(seed).permutation(n)
     val_idx, test_idx, train_idx = np.split(perm, [n_val, n_val + n_test])
     return tuple(points.subset(np.sort(i)) for i in (train_idx, val_idx, test_idx))  # type: ignore[return-value]
-
-
-def _event_points(cfg: Any) -> tuple[TemporalPoints, TemporalPoints, TemporalPoints, Normalizer]:
-    """Pooled events of an event data set's own splits; context = history features when ``cfg.history``."""
-    from ..stpp.history import history_context  # lazy: probflux.stpp imports probflux.data
-    from .events import event_splits
-
-    splits = event_splits(cfg.name)
-    stats = splits.train.spatial_stats()
-    history = getattr(cfg, "history", None)
-
-    def points(seqs: Any) -> TemporalPoints:
-        e = seqs.events()
-        ctx = None if history is None else history_context(seqs.standardize(stats), history)
-        return TemporalPoints(e.t, e.x, ctx, source=f"{seqs.name} ({splits.note})")
-
-    t0, t1 = splits.train.window
-    normalizer = Normalizer(t0, t1, stats.shift, stats.scale) if cfg.standardize else Normalizer.identity(splits.train.dim, t0, t1)
-    return points(splits.train), points(splits.val), points(splits.test), normalizer
-
-
-def load_data(cfg: Any, seed: int) -> tuple[TemporalPoints, TemporalPoints, TemporalPoints, Normalizer]:
-    """Points for a :class:`~probflux.config.DataConfig`: ``(train, val, test, normalizer)``.
-
-    The normaliser's ``x`` shift/scale is fitted on the training split. Its time interval is
-    ``[data.t0, data.t1]``; a bound left unset is the min/max time over ALL points, so validation
-    and test times also map into the model's ``[0, 1]``. Raises ``ValueError`` naming the first
-    row whose time lies outside the given bounds.
-
-    Population-snapshot data sets (``data.name`` in :data:`~probflux.data.snapshots.SNAPSHOTS`) are
-    split per snapshot (seeded; ``round(n_k * fraction)`` cells of snapshot ``k`` go to val/test, so
-    every time point keeps training cells); every cell's ``t`` is its snapshot time. With
-    ``data.leave_out = k`` the test split is exactly snapshot ``k`` (``data.test_fraction`` is
-    ignored) and ``[t0, t1]`` still spans the full set. With ``data.whiten`` every split is returned
-    in the PCA-whitened coordinates of the training cells and the normaliser's ``x`` map is the
-    identity. Synthetic snapshot sets get ``data.n`` cells per snapshot; real ones use all cells.
-    See :func:`~probflux.data.snapshots.load_snapshots` for the same data as :class:`Snapshots`.
-    """
-    from .events import EVENT_DATASETS  # lazy: events and snapshots import this module
-    from .snapshots import SNAPSHOTS, split_snapshots
-
-    if cfg.name in EVENT_DATASETS:
-        return _event_points(cfg)
-    if getattr(cfg, "history", None) is not None:
-        raise ValueError(f"data.history is only available for event data sets ({', '.join(EVENT_DATASETS)}), not data.name={cfg.name!r}")
-    if cfg.name in SNAPSHOTS:
-        s = split_snapshots(cfg, seed)
-        return s.train.to_points(), s.val, s.test, s.normalizer
-    for key in ("leave_out", "whiten"):
-        if getattr(cfg, key, None) not in (None, False):
-            raise ValueError(f"data.{key} is only available for population-snapshot data sets ({', '.join(SNAPSHOTS)}), not data.name={cfg.name!r}")
-    if cfg.name == "file":
-        if not cfg.path:
-            raise ValueError("data.path is required when data.name is 'file'")
-        points = load_points(cfg.path)
-    else:
-        points = builtin(cfg.name, cfg.n, seed)
-    if cfg.t0 is not None and cfg.t1 is not None and not float(cfg.t0) < float(cfg.t1):
-        raise ValueError(f"data.t0 must be < data.t1, got [{_fmt(cfg.t0)}, {_fmt(cfg.t1)}]")
-    t = points.t
-    lo = float(t.min()) if cfg.t0 is None else float(cfg.t0)
-    hi = float(t.max()) if cfg.t1 is None else float(cfg.t1)
-    outside = (t < lo) | (t > hi)
-    if bool(outside.any()):
-        row = int(torch.nonzero(outside)[0, 0])
-        given = " and ".join(k for k, v in (("data.t0", cfg.t0), ("data.t1", cfg.t1)) if v is not None)
-        raise ValueError(
-            f"t = {_fmt(t[row])} at row {row} of {points.source} is outside the data interval "
-            f"[{_fmt(lo)}, {_fmt(hi)}] ({given.replace(' and ', ', ')})"
-        )
-    train, val, test = split(points, cfg.val_fraction, cfg.test_fraction, seed)
-    normalizer = Normalizer.fit(train.t, train.x, t0=lo, t1=hi, standardize=cfg.standardize)
-    return train, val, test, normalizer

@@ -12,7 +12,7 @@ only ``K`` clouds ``X_k: (n_k, D)`` at times ``t_0 < ... < t_{K-1}``.
 * Synthetic data, ``n`` cells per snapshot, deterministic per ``seed``: :func:`gaussian_to_gaussian`,
   :func:`gaussian_to_8gaussians`, :func:`moons`, :func:`branching_tree`.
 * :data:`SNAPSHOTS` / :func:`snapshots` — the registry behind ``data.name``; :func:`load_snapshots` —
-  the split, held-out snapshot and normaliser for a :class:`~probflux.config.DataConfig`, consistent
+  the split, held-out snapshot and normaliser for a :class:`~probflux.app.config.DataConfig`, consistent
   with :func:`~probflux.data.load_data`.
 
 Snapshot indices ``k`` and row numbers in error messages are 0-based.
@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, NamedTuple, Optional, Sequence, Union
+from typing import Any, NamedTuple, Optional, Union
 
 import numpy as np
 import torch
@@ -31,6 +32,7 @@ from torch import Tensor
 
 from ..normalize import Normalizer
 from .points import ArrayLike, TemporalPoints, _as_float64, _check_n_seed, _fmt
+from .registry import register
 
 __all__ = [
     "Snapshots",
@@ -75,7 +77,7 @@ class Standardization(NamedTuple):
         return z * self.scale.to(z) + self.shift.to(z)
 
     @classmethod
-    def fit(cls, x: Tensor) -> "Standardization":
+    def fit(cls, x: Tensor) -> Standardization:
         """Mean and standard deviation (divisor ``N - 1``) of ``x: (N, D)``; a zero or undefined (``N = 1``)
         deviation becomes 1."""
         shift = x.mean(0)
@@ -83,7 +85,7 @@ class Standardization(NamedTuple):
         return cls(shift, torch.where(scale > 0, scale, torch.ones_like(scale)))
 
     @classmethod
-    def coerce(cls, stats: Any, dim: int, source: str, names: tuple[str, str] = ("shift", "scale")) -> "Standardization":
+    def coerce(cls, stats: Any, dim: int, source: str, names: tuple[str, str] = ("shift", "scale")) -> Standardization:
         """Validate user-given ``stats = (shift, scale)`` of shape ``(dim,)`` each (finite, ``scale > 0``)."""
         a, b = names
         if len(stats) != 2:
@@ -223,7 +225,7 @@ class Snapshots:
         return (a, b)
 
     @classmethod
-    def _trusted(cls, times: Tensor, samples: list[Tensor], name: str, source: str, span: tuple[float, float]) -> "Snapshots":
+    def _trusted(cls, times: Tensor, samples: list[Tensor], name: str, source: str, span: tuple[float, float]) -> Snapshots:
         """No validation: for results of methods on an already validated object."""
         obj = cls.__new__(cls)
         obj.times, obj.samples, obj.name, obj.source, obj._span = times, samples, name, source, span
@@ -238,7 +240,7 @@ class Snapshots:
         *,
         name: str = "snapshots",
         source: str = "<arrays>",
-    ) -> "Snapshots":
+    ) -> Snapshots:
         """Group the rows of ``x: (N, D)`` by ``labels: (N,)`` (one snapshot per distinct label, sorted).
 
         ``times: (K,)`` gives the time of each sorted distinct label (default: the labels themselves).
@@ -298,12 +300,12 @@ class Snapshots:
         t = torch.cat([torch.full((n,), float(tk), dtype=torch.float64, device=s.device) for n, tk, s in zip(self.sizes, self.times.tolist(), self.samples)])
         return TemporalPoints._unchecked(t.to(self.samples[0].dtype), self.pooled(), None, self.name)
 
-    def to(self, dtype: Optional[torch.dtype] = None, device: Union[str, torch.device, None] = None) -> "Snapshots":
+    def to(self, dtype: Optional[torch.dtype] = None, device: Union[str, torch.device, None] = None) -> Snapshots:
         """Copy with every tensor converted to ``dtype`` and/or moved to ``device``."""
         conv = lambda v: v.to(dtype=dtype or v.dtype, device=device if device is not None else v.device)  # noqa: E731
         return Snapshots._trusted(conv(self.times), [conv(s) for s in self.samples], self.name, self.source, self._span)
 
-    def select(self, rows: Sequence[Union[Tensor, np.ndarray, Sequence[int]]]) -> "Snapshots":
+    def select(self, rows: Sequence[Union[Tensor, np.ndarray, Sequence[int]]]) -> Snapshots:
         """Keep rows ``rows[k]`` (integer indices) of snapshot ``k``; every snapshot must keep a row."""
         if len(rows) != len(self):
             raise ValueError(f"rows must give indices for each of the {len(self)} snapshots, got {len(rows)} ({self.name})")
@@ -321,7 +323,7 @@ class Snapshots:
 
     # ---------------------------------------------------------------- leave-one-out
 
-    def leave_out(self, k: int, *, allow_endpoints: bool = False) -> tuple["Snapshots", float, Tensor]:
+    def leave_out(self, k: int, *, allow_endpoints: bool = False) -> tuple[Snapshots, float, Tensor]:
         """Hold out snapshot ``k``: ``(the other K-1 snapshots, times[k], samples[k] (n_k, D))``.
 
         ``k`` must be an interior index ``1 .. K-2`` (interpolation); ``allow_endpoints=True`` also
@@ -345,10 +347,10 @@ class Snapshots:
 
     # ---------------------------------------------------------------- normalisation
 
-    def _mapped(self, fn: Callable[[Tensor], Tensor]) -> "Snapshots":
+    def _mapped(self, fn: Callable[[Tensor], Tensor]) -> Snapshots:
         return Snapshots._trusted(self.times, [fn(s) for s in self.samples], self.name, self.source, self._span)
 
-    def standardize(self, stats: Optional[Union[Standardization, tuple[ArrayLike, ArrayLike]]] = None) -> tuple["Snapshots", Standardization]:
+    def standardize(self, stats: Optional[Union[Standardization, tuple[ArrayLike, ArrayLike]]] = None) -> tuple[Snapshots, Standardization]:
         """Standardised copy ``(x - shift) / scale`` and its :class:`Standardization` ``(shift, scale)``.
 
         Without ``stats`` they are the mean and standard deviation (divisor ``N - 1``, as in
@@ -358,7 +360,7 @@ class Snapshots:
         st = Standardization.fit(self.pooled()) if stats is None else Standardization.coerce(stats, self.dim, self.name)
         return self._mapped(st.apply), st
 
-    def whiten(self, stats: Optional[Whitening] = None, *, eps: float = 1e-10) -> tuple["Snapshots", Whitening]:
+    def whiten(self, stats: Optional[Whitening] = None, *, eps: float = 1e-10) -> tuple[Snapshots, Whitening]:
         """PCA-whitened copy ``(x - mean) @ matrix`` and its :class:`Whitening`.
 
         Without ``stats`` the mean and covariance are those of all cells pooled; raises ``ValueError``
@@ -641,6 +643,9 @@ SNAPSHOTS: dict[str, Callable[..., Snapshots]] = {
 synthetic (``gaussians``, ``8gaussians``, ``moons``, ``tree``; these take ``n`` and ``seed``)."""
 
 SYNTHETIC = frozenset({"gaussians", "8gaussians", "moons", "tree"})
+
+for _name, _loader in SNAPSHOTS.items():
+    register(_name, "snapshots", _loader, "synthetic snapshots" if _name in SYNTHETIC else "single-cell snapshots")
 
 
 def snapshot_set(name: str, **kwargs: Any) -> Snapshots:

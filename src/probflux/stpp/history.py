@@ -9,14 +9,14 @@ density's continuity equation holds exactly between events (the density jumps wh
 from __future__ import annotations
 
 import math
-from types import SimpleNamespace
 from typing import Optional
 
 import torch
 from torch import Tensor, nn
 
 from ..data.events import EventSequences
-from ..train import mean_nll
+from ..data.points import TemporalPoints
+from ..evaluation import mean_nll
 
 __all__ = ["history_context", "history_at", "HistoryEncoder", "model_points", "spatial_log_likelihood"]
 
@@ -122,18 +122,18 @@ class HistoryEncoder(nn.Module):
         return f"dim={self.dim}, events={self.events}, out_features={self.out_features}"
 
 
-def model_points(seqs: EventSequences, history: Optional[int] = None) -> SimpleNamespace:
+def model_points(seqs: EventSequences, history: Optional[int] = None) -> TemporalPoints:
     """Pooled events in model coordinates: ``t: (N,)`` in ``[0, 1]`` (window mapped), ``x: (N, D)`` as in
     ``seqs``, ``context: (N, 2 + k (D + 2))`` history features (``history=k``) or None."""
     e = seqs.events()
     t0, t1 = seqs.window
     t = ((e.t - t0) / (t1 - t0)).clamp(0.0, 1.0)
     ctx = None if history is None else history_context(seqs, history)
-    return SimpleNamespace(t=t, x=e.x, context=ctx)
+    return TemporalPoints._unchecked(t, e.x, ctx, seqs.name)
 
 
-def spatial_log_likelihood(density, points: SimpleNamespace, *, chunk: int = 8192) -> float:
-    """Mean ``log rho(x_i | t_i, context_i)`` per event (nats), in chunks without a graph (``train.mean_nll``)."""
+def spatial_log_likelihood(density, points: TemporalPoints, *, chunk: int = 8192) -> float:
+    """Mean ``log rho(x_i | t_i, context_i)`` per event (nats), in chunks without a graph (:func:`probflux.evaluation.mean_nll`)."""
     dtype = next(density.parameters()).dtype
     ctx = None if points.context is None else points.context.to(dtype)
     n = points.t.shape[0]

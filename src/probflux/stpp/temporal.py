@@ -35,7 +35,7 @@ class PoissonProcess(nn.Module):
     def rate(self) -> float:
         return float(self.log_rate.detach().exp())
 
-    def fit(self, seqs: EventSequences) -> "PoissonProcess":
+    def fit(self, seqs: EventSequences) -> PoissonProcess:
         seqs = _check(seqs)
         span = seqs.window[1] - seqs.window[0]
         with torch.no_grad():
@@ -95,7 +95,7 @@ class HawkesProcess(nn.Module):
         compensator = mu * (t1 - t0) + alpha * ((1.0 - torch.exp(-beta * (t1 - T))) * M).sum(1)
         return (log_lam * M).sum(1) - compensator
 
-    def fit(self, seqs: EventSequences, *, steps: int = 200, lr: float = 0.05) -> "HawkesProcess":
+    def fit(self, seqs: EventSequences, *, steps: int = 200, lr: float = 0.05) -> HawkesProcess:
         """Maximum likelihood by Adam on the log-parameters (the problem is 3-dimensional and smooth).
 
         Starts from the Poisson rate with ``alpha = 0.5``, ``beta = 1 / (mean inter-event time)``."""

@@ -1,4 +1,4 @@
-"""``probflux`` command line: a thin layer over :mod:`probflux.experiment`.
+"""``probflux`` command line: a thin layer over :mod:`probflux.app.run`.
 
     probflux fit CONFIG [key=value ...]          train, evaluate and plot a run
     probflux resume RUN_DIR [key=value ...]      continue a run from its latest checkpoint
@@ -17,32 +17,16 @@ import json
 import os
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional
 
 import numpy as np
 
-DEMO_OVERRIDES = (
-    "out=runs/demo",
-    "data.name=pinwheel",
-    "data.n=20000",
-    "data.t0=0.0",
-    "data.t1=1.0",
-    "model.type=factorized",
-    "model.components=48",
-    "model.hidden=128",
-    "model.layers=3",
-    "model.diffusion=0.3",
-    "objective.kinetic=0.02",
-    "objective.kinetic_samples=256",
-    "train.steps=4000",
-    "train.batch_size=512",
-    "train.lr=3e-3",
-    "train.warmup=100",
-    "train.eval_every=500",
-    "train.checkpoint_every=500",
-    "train.device=cpu",
-)
+
+def demo_config_path() -> Path:
+    """The demo's config, shipped with the package (``configs/demo.yaml`` in the repository links to it)."""
+    return Path(__file__).with_name("demo.yaml")
 
 
 def _overrides(items: Sequence[str]) -> list[str]:
@@ -53,13 +37,13 @@ def _overrides(items: Sequence[str]) -> list[str]:
 
 
 def _load(args: argparse.Namespace):
-    from .experiment import load_run
+    from .run import load_run
 
     return load_run(args.run_dir, args.checkpoint)
 
 
 def _save(path: str, **arrays: np.ndarray) -> None:
-    from .checkpoint import atomic_write
+    from ..io import atomic_write
 
     out = Path(path)
     if out.suffix == ".npy":
@@ -89,13 +73,6 @@ def _context(run, n: int, path: Optional[str]):
     return c
 
 
-def _model_time(run, t: float, flag: str) -> float:
-    s = float(run.normalizer.t_to_model(t))
-    if not -1e-9 <= s <= 1 + 1e-9:
-        raise ValueError(f"{flag} {t:g} is outside the model's time interval [{run.normalizer.t0:g}, {run.normalizer.t1:g}]")
-    return min(max(s, 0.0), 1.0)
-
-
 def cmd_fit(args: argparse.Namespace) -> int:
     from .config import load_config
 
@@ -104,7 +81,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from .checkpoint import load_checkpoint
+    from ..checkpoint import load_checkpoint
     from .config import load_config
 
     ckpt = Path(args.run_dir) / "checkpoints" / "latest.pt"
@@ -121,7 +98,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 
 def _run_fit(cfg, *, resume: bool, plots: bool) -> int:
-    from .experiment import fit_config
+    from .run import fit_config
 
     start = time.perf_counter()
     result, metrics = fit_config(cfg, resume=resume, plots=plots, progress=None if sys.stderr.isatty() else False)
@@ -133,57 +110,37 @@ def _run_fit(cfg, *, resume: bool, plots: bool) -> int:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    import torch
-
     run = _load(args)
-    s = _model_time(run, args.t, "--t")
-    torch.manual_seed(args.seed)
-    ctx = _context(run, args.n, args.context)
-    dtype = next(run.dynamics.parameters()).dtype
-    z = run.dynamics.density.sample(torch.full((args.n,), s, dtype=dtype), context=ctx)
-    _save(args.output, samples=run.normalizer.x_to_data(z).double().numpy())
+    run.model_time(args.t, "--t")
+    x = run.sample(args.t, args.n, context=_context(run, args.n, args.context), seed=args.seed)
+    _save(args.output, samples=x.numpy())
     print(f"wrote {args.n} samples of rho at t={args.t:g} to {args.output}")
     return 0
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    import torch
-
-    from .dynamics import Dynamics
-    from .simulate import simulate
-
     run = _load(args)
     if args.diffusion is not None and not args.diffusion >= 0:
         raise ValueError(f"--diffusion must be >= 0; got {args.diffusion}")
-    t0 = run.normalizer.t0 if args.t0 is None else args.t0
-    t1 = run.normalizer.t1 if args.t1 is None else args.t1
-    s0, s1 = _model_time(run, t0, "--t0"), _model_time(run, t1, "--t1")
+    for flag, t in (("--t0", args.t0), ("--t1", args.t1)):
+        if t is not None:
+            run.model_time(t, flag)
     if args.steps < 1 or args.n < 1:
         raise ValueError("--steps and -n must be >= 1")
-    dyn = run.dynamics
-    if args.diffusion is not None:
-        dyn = Dynamics(dyn.density, diffusion=args.diffusion, divergence_free=dyn.divergence_free)
-    torch.manual_seed(args.seed)
-    ctx = _context(run, args.n, args.context)
-    dtype = next(dyn.parameters()).dtype
-    x0 = dyn.density.sample(torch.full((args.n,), s0, dtype=dtype), context=ctx)
-    method = args.method or ("euler_maruyama" if float(dyn.diffusion(torch.tensor([s0]))[0]) > 0 else "euler")
-    with torch.no_grad():
-        path = simulate(dyn, x0, s0, s1, steps=args.steps, method=method, context=ctx)
-    times = np.linspace(t0, t1, args.steps + 1)
-    _save(args.output, paths=run.normalizer.x_to_data(path).double().numpy(), times=times)
+    times, path, method = run.simulate(args.n, t0=args.t0, t1=args.t1, steps=args.steps, method=args.method, diffusion=args.diffusion,
+                                       context=_context(run, args.n, args.context), seed=args.seed)
+    _save(args.output, paths=path.numpy(), times=times)
     print(f"wrote paths of shape {tuple(path.shape)} (steps+1, n, D) with method={method} to {args.output}")
     return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .data import load_data
-    from .experiment import evaluate, write_json
+    from ..io import write_json
 
     run = _load(args)
-    train, val, test, _ = load_data(run.config.data, run.config.seed)
+    train, val, test = run.data()
     points = {"test": test, "val": val, "train": train}[args.split]
-    metrics = evaluate(run, points, particles=args.particles, steps=args.steps, seed=run.config.seed)
+    metrics = run.evaluate(points, particles=args.particles, steps=args.steps, heldout=False)
     metrics["split"] = args.split
     write_json(run.path / f"metrics_{args.split}.json", metrics)
     print(json.dumps(metrics, indent=2))
@@ -191,11 +148,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    from .data import load_data
-    from .experiment import make_plots
+    from .run import make_plots
 
     run = _load(args)
-    train, val, test, _ = load_data(run.config.data, run.config.seed)
+    train, val, test = run.data()
     files = make_plots(run, test if len(test) else val, gif=not args.no_gif, train=train)
     print("\n".join(str(f) for f in files))
     return 0
@@ -203,17 +159,17 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from .config import load_config
-    from .experiment import fit_config
+    from .run import fit_config
 
     out = args.out or os.environ.get("DEMO_OUT") or "runs/demo"
-    cfg = load_config(None, [*DEMO_OVERRIDES, f"out={out}", *_overrides(args.overrides)])
+    cfg = load_config(demo_config_path(), [f"out={out}", *_overrides(args.overrides)])
     start = time.perf_counter()
     print(f"probflux demo: a 2-D pinwheel that grows and rotates over t in [0, 1]; training {cfg.train.steps} steps "
           f"of a {cfg.model.type} mixture (K={cfg.model.components}) with NLL + {cfg.objective.kinetic} x kinetic energy")
     result, metrics = fit_config(cfg, progress=None if sys.stderr.isatty() else False)
     wall = time.perf_counter() - start
     metrics["demo_wall_seconds"] = wall
-    from .experiment import write_json
+    from ..io import write_json
 
     write_json(Path(out) / "metrics.json", metrics)
     print(json.dumps({k: metrics[k] for k in ("test_nll", "continuity_residual_max", "w1_sde_vs_model", "w1_model_vs_model") if k in metrics}, indent=2))
@@ -232,7 +188,7 @@ next (after `source .venv/bin/activate`, or prefix with .venv/bin/):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
+    from .._version import __version__
 
     p = argparse.ArgumentParser(prog="probflux", description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=__doc__.split("\n\n", 1)[1])
@@ -296,7 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    from .checkpoint import CheckpointError
+    from ..checkpoint import CheckpointError
 
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from typing import Optional
 
 import torch
-from torch import Tensor
 import torch.nn.functional as F
+from torch import Tensor
 
 __all__ = [
     "FAMILIES",

@@ -7,9 +7,9 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from ..nn import MLP, SinusoidalEmbedding
 from . import mixture1d as m1
 from .base import TimeDensity
-from .nn import MLP, SinusoidalEmbedding
 
 __all__ = ["FactorizedMixture", "FLUXES"]
 

@@ -5,13 +5,13 @@ import math
 from typing import Optional
 
 import torch
-from torch import Tensor
 import torch.nn.functional as F
+from torch import Tensor
 
+from ..nn import MLP, SinusoidalEmbedding, made_degrees
 from . import mixture1d as m1
 from .base import TimeDensity
 from .factorized import _exclusive_cumsum, _exclusive_reverse_cumsum
-from .nn import MLP, SinusoidalEmbedding, made_degrees
 
 __all__ = ["AutoregressiveMixture", "FLUXES"]
 

@@ -20,9 +20,9 @@ from zuko.flows import GeneralCouplingTransform
 from zuko.flows.gaussianization import ElementWiseTransform
 from zuko.transforms import CouplingTransform, MonotonicAffineTransform, MonotonicRQSTransform
 
-from ._validation import TimeLike
+from .._validation import TimeLike
+from ..nn import MLP, SinusoidalEmbedding
 from .base import TimeDensity
-from .nn import MLP, SinusoidalEmbedding
 
 __all__ = ["FlowDensity", "TimeAffine", "COUPLINGS"]
 

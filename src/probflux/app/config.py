@@ -19,12 +19,17 @@ import difflib
 import math
 import os
 import re
-import tempfile
 import types
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Optional, Sequence, Union, get_args, get_origin, get_type_hints
+from typing import Any, Optional, Union, get_args, get_origin, get_type_hints
 
 import yaml
+
+from ..data import registry as data_registry
+from ..densities import autoregressive, factorized
+from ..io import atomic_write
+from ..train import TrainConfig
 
 __all__ = [
     "Config",
@@ -79,13 +84,13 @@ class DataConfig:
     """Where the ``(t, x)`` points come from and how they are split and normalised.
 
     ``name``: a built-in point data set (``pinwheel``, ``branching``), ``file`` (read ``path``), or a
-    population-snapshot data set (``SNAPSHOT_DATA_NAMES``: real ``cite``, ``emt``, ``emt10``,
+    population-snapshot data set (kind ``snapshots`` in :mod:`probflux.data.registry`: real ``cite``, ``emt``, ``emt10``,
     ``weinreb``; synthetic ``gaussians``, ``8gaussians``, ``moons``, ``tree``). ``n``: number of points
     of a built-in point set, or cells *per snapshot* of a synthetic snapshot set (real sets use all
     cells). ``pcs``: principal components of ``cite`` (1..50; ignored otherwise). ``leave_out``: index of
     an interior snapshot held out as the test split (snapshot sets only; ``test_fraction`` is then
     ignored). ``whiten``: PCA-whiten with the training cells (snapshot sets only; all splits are then in
-    whitened coordinates and ``standardize`` is moot). Spatio-temporal event data sets (``EVENT_DATA_NAMES``:
+    whitened coordinates and ``standardize`` is moot). Spatio-temporal event data sets (kind ``events``:
     ``earthquakes_jp``, ``covid_nj``, ``citibike``, ``pinwheel_stpp``, ``pinwheel_hawkes``, ``earthquakenpp_japan_25``,
     ``earthquakenpp_comcat_25``, ``bh_conflicts``) use their own splits (:func:`probflux.data.events.event_splits`;
     ``val_fraction``/``test_fraction``/``t0``/``t1`` do not apply) and map the observation window to ``[0, 1]``;
@@ -126,28 +131,6 @@ class ObjectiveConfig:
     kinetic_samples: int = 256
     kinetic_start: int = 0
     kinetic_ramp: int = 0
-
-
-@dataclass
-class TrainConfig:
-    """Optimisation, schedule, numerics and bookkeeping of a training run."""
-
-    steps: int = 2000
-    batch_size: int = 512
-    optimizer: str = "adam"
-    lr: float = 2e-3
-    weight_decay: float = 0.0
-    warmup: int = 100
-    min_lr_ratio: float = 0.05
-    clip: Optional[float] = 1.0
-    ema: Optional[float] = 0.999
-    dtype: str = "float32"
-    device: str = "auto"
-    eval_every: int = 200
-    log_every: int = 20
-    checkpoint_every: int = 200
-    patience: Optional[int] = None
-    eval_points: int = 4096
 
 
 @dataclass
@@ -199,21 +182,14 @@ def _device(v: Any) -> Optional[str]:
 
 
 MODEL_TYPES = ("factorized", "autoregressive", "flow")
-FLUXES = {"factorized": ("kr", "mixture"), "autoregressive": ("kr", "sigmoid")}
-DATA_NAMES = ("pinwheel", "branching", "file")
-# population-snapshot data sets; must equal the keys of probflux.data.snapshots.SNAPSHOTS (kept here so
-# that reading a config does not import torch)
-SNAPSHOT_DATA_NAMES = ("cite", "emt", "emt10", "weinreb", "gaussians", "8gaussians", "moons", "tree")
-# spatio-temporal event data sets; must equal the keys of probflux.data.events.EVENT_DATASETS
-EVENT_DATA_NAMES = ("earthquakes_jp", "covid_nj", "citibike", "pinwheel_stpp", "pinwheel_hawkes", "earthquakenpp_japan_25",
-                    "earthquakenpp_comcat_25", "bh_conflicts")
+FLUXES = {"factorized": factorized.FLUXES, "autoregressive": autoregressive.FLUXES}  # the flow's flux is fixed by its map
 
 _CONSTRAINTS: dict[str, tuple[Check, ...]] = {
     "seed": (_at_least(0),),
     "out": (_nonempty,),
     "model.type": (_choices(*MODEL_TYPES),),
     "model.family": (_choices("logistic", "gaussian"),),
-    "model.flux": (_choices("kr", "mixture", "sigmoid"),),
+    "model.flux": (_choices(*dict.fromkeys(f for fl in FLUXES.values() for f in fl)),),
     "model.components": (_at_least(1),),
     "model.transforms": (_at_least(0),),
     "model.coupling": (_choices("spline", "affine"),),
@@ -265,16 +241,18 @@ def _cross_checks(cfg: Config) -> list[tuple[str, tuple[str, ...]]]:
         out.append((f"model.flux: {m.flux!r} is not available for model.type={m.type!r} (choose {' or '.join(map(repr, allowed))})", ("model.flux", "model.type")))
     if m.type == "autoregressive" and m.family != "logistic":
         out.append((f"model.family: {m.family!r} is only available for model.type='factorized' (the autoregressive model is logistic)", ("model.family", "model.type")))
-    if d.name not in DATA_NAMES + SNAPSHOT_DATA_NAMES + EVENT_DATA_NAMES:
-        snaps = ", ".join(repr(n) for n in SNAPSHOT_DATA_NAMES)
-        events = ", ".join(repr(n) for n in EVENT_DATA_NAMES)
-        out.append((f"data.name: must be one of {', '.join(repr(n) for n in DATA_NAMES)}, got {_show(d.name)}, or a population-snapshot data set: {snaps}, "
+    point_names = data_registry.names("points") + data_registry.names("file")
+    snapshot_names, event_names = data_registry.names("snapshots"), data_registry.names("events")
+    if d.name not in point_names + snapshot_names + event_names:
+        snaps = ", ".join(repr(n) for n in snapshot_names)
+        events = ", ".join(repr(n) for n in event_names)
+        out.append((f"data.name: must be one of {', '.join(repr(n) for n in point_names)}, got {_show(d.name)}, or a population-snapshot data set: {snaps}, "
                     f"or an event data set: {events}", ("data.name",)))
-    if d.history is not None and d.name not in EVENT_DATA_NAMES:
-        out.append((f"data.history: only available for event data sets ({', '.join(EVENT_DATA_NAMES)}), not data.name={d.name!r}", ("data.history", "data.name")))
+    if d.history is not None and d.name not in event_names:
+        out.append((f"data.history: only available for event data sets ({', '.join(event_names)}), not data.name={d.name!r}", ("data.history", "data.name")))
     for key, value in (("leave_out", d.leave_out), ("whiten", d.whiten)):
-        if value not in (None, False) and d.name not in SNAPSHOT_DATA_NAMES:
-            out.append((f"data.{key}: only available for population-snapshot data sets ({', '.join(SNAPSHOT_DATA_NAMES)}), not data.name={d.name!r}", (f"data.{key}", "data.name")))
+        if value not in (None, False) and d.name not in snapshot_names:
+            out.append((f"data.{key}: only available for population-snapshot data sets ({', '.join(snapshot_names)}), not data.name={d.name!r}", (f"data.{key}", "data.name")))
     if d.name == "file" and not d.path:
         out.append(("data.path: required when data.name is 'file' (a .npz, .npy or .csv file)", ("data.path", "data.name")))
     if d.name != "file" and d.path is not None:
@@ -582,22 +560,6 @@ def _locate(e: ConfigError, origin: dict[str, str], file_raw: Mapping[str, Any],
 
 
 def save_config(cfg: Config, path: Union[str, os.PathLike]) -> None:
-    """Write ``cfg`` as YAML atomically (temp file in the same folder, then ``os.replace``)."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
+    """Write ``cfg`` as YAML atomically (:func:`probflux.checkpoint.atomic_write`)."""
     text = yaml.safe_dump(config_to_dict(cfg), sort_keys=False, default_flow_style=False)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    atomic_write(path, lambda f: f.write(text.encode("utf-8")))

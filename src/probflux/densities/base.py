@@ -6,7 +6,7 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
-from ._validation import TimeLike, as_times, check_context, check_count, check_dtype, check_points, validation_enabled
+from .._validation import TimeLike, as_times, check_context, check_count, check_dtype, check_points, validation_enabled
 
 __all__ = ["TimeDensity"]
 
