@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
-.PHONY: venv install test demo bench bench-deps clean
+.PHONY: venv install lint test demo bench bench-deps clean
 
 venv: $(PY)
 
@@ -14,10 +14,14 @@ $(PY):
 install: $(STAMP)
 
 # torch is pinned to the local CPU wheel; a bare "torch" would pull a multi-GB CUDA build.
+# .[dev] = the library + the application extra (YAML configs, CLI, figures) + test and lint tools.
 $(STAMP): pyproject.toml | $(PY)
 	$(PY) -c "import torch" 2>/dev/null || $(PIP) install torch==2.13.0
 	$(PIP) install -e ".[dev]"
 	touch $@
+
+lint: install
+	$(VENV)/bin/ruff check src tests benchmarks examples
 
 test: install
 	$(PY) -m pytest
