@@ -98,10 +98,11 @@ def test_round_trip_npz_npy_csv(tmp_path: Path) -> None:
     np.save(tmp_path / "m.npy", a)
     assert_matches(load_points(tmp_path / "m.npy", context_columns=2), a, 3)
     assert_matches(load_points(str(tmp_path / "m.npy")), a, 5)  # no context: all columns are x
-    np.savetxt(tmp_path / "plain.csv", a, delimiter=",", fmt="%.17g")
-    assert_matches(load_points(tmp_path / "plain.csv", context_columns=2), a, 3)
     np.savetxt(tmp_path / "header.csv", a, delimiter=",", fmt="%.17g", header="t,x,y,z,c1,c2", comments="")
     assert_matches(load_points(tmp_path / "header.csv", context_columns=2), a, 3)
+    assert_matches(load_points(tmp_path / "header.csv"), a, 3)  # c1, c2 are context by name
+    np.savetxt(tmp_path / "tabs.tsv", a[:, :3], delimiter="\t", fmt="%.17g", header="time\tx1\tx2", comments="")
+    assert_matches(load_points(tmp_path / "tabs.tsv"), a[:, :3], 2)
     (tmp_path / "one.csv").write_text('"t","x"\n# a comment\n0.5,1.5\n')
     one = load_points(tmp_path / "one.csv")
     assert len(one) == 1 and one.x.tolist() == [[1.5]]
@@ -111,17 +112,20 @@ def test_load_points_errors(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match=r"data file not found: '.*missing\.npz'"):
         load_points(tmp_path / "missing.npz")
     (tmp_path / "a.txt").write_text("1,2\n")
-    with pytest.raises(ValueError, match=r"a\.txt: unsupported file type '\.txt'; use \.npz, \.npy or \.csv"):
+    with pytest.raises(ValueError, match=r"a\.txt: unsupported file type '\.txt'; use \.csv, \.tsv, \.npz or \.npy"):
         load_points(tmp_path / "a.txt")
     (tmp_path / "bad.csv").write_text("t,x\n1,2\n3,oops\n")
-    with pytest.raises(ValueError, match=r"bad\.csv: malformed CSV"):
+    with pytest.raises(ValueError, match=r"bad\.csv: line 3: column 'x' holds 'oops', not a number"):
         load_points(tmp_path / "bad.csv")
-    (tmp_path / "ragged.csv").write_text("1,2,3\n4,5\n")
-    with pytest.raises(ValueError, match=r"ragged\.csv: malformed CSV"):
+    (tmp_path / "ragged.csv").write_text("t,x,y\n1,2,3\n4,5\n")
+    with pytest.raises(ValueError, match=r"ragged\.csv: line 3 has 2 fields but the header has 3 \(t, x, y\)"):
         load_points(tmp_path / "ragged.csv")
     (tmp_path / "mixed.csv").write_text("1,x\n2,3\n")
-    with pytest.raises(ValueError, match=r"mixed\.csv: line 1 mixes numbers and text \('x'\)"):
+    with pytest.raises(ValueError, match=r"mixed\.csv: line 1 \(1,x\) is not a header"):
         load_points(tmp_path / "mixed.csv")
+    (tmp_path / "plain.csv").write_text("0.5,1,2\n0.7,3,4\n")
+    with pytest.raises(ValueError, match=r"plain\.csv: line 1 \(0\.5,1,2\) is not a header; the first line must name"):
+        load_points(tmp_path / "plain.csv")
     (tmp_path / "empty.csv").write_text("t,x\n")
     with pytest.raises(ValueError, match=r"empty\.csv contains no data rows"):
         load_points(tmp_path / "empty.csv")
@@ -144,13 +148,16 @@ def test_load_points_errors(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"garbage\.npz: cannot read the file"):
         load_points(tmp_path / "garbage.npz")
     np.savez(tmp_path / "two.npz", a=np.zeros((3, 2)), b=np.zeros((3, 2)))
-    with pytest.raises(ValueError, match=r"two\.npz: expected arrays 't' and 'x'.*found \['a', 'b'\]"):
+    with pytest.raises(ValueError, match=r"two\.npz: event sequences .*Neural STPP layout.* cannot be read as points"):
         load_points(tmp_path / "two.npz")
+    np.savez(tmp_path / "odd.npz", a=np.zeros((3, 2)), b=np.zeros(3))
+    with pytest.raises(ValueError, match=r"odd\.npz: cannot tell what the arrays are; found a \(3, 2\), b \(3,\); expected 't' and 'x'"):
+        load_points(tmp_path / "odd.npz")
     np.savez(tmp_path / "rows.npz", t=np.zeros(3), x=np.zeros((4, 2)))
     with pytest.raises(ValueError, match=r"x has 4 rows but t has 3 \(rows\.npz\)"):
         load_points(tmp_path / "rows.npz")
     np.savez(tmp_path / "noctx.npz", t=np.zeros(3), x=np.zeros((3, 2)))
-    with pytest.raises(ValueError, match=r"noctx\.npz: context_columns=1 but the file has no 'context' array"):
+    with pytest.raises(ValueError, match=r"noctx\.npz: context_columns=1 but the file has no context \(arrays t, x\)"):
         load_points(tmp_path / "noctx.npz", context_columns=1)
     with pytest.raises(ValueError, match="is a directory"):
         load_points(tmp_path)
@@ -278,3 +285,89 @@ def test_load_data_from_file_checks_the_time_interval(tmp_path: Path) -> None:
         load_data(DataConfig(name="file", path=str(tmp_path / "nope.csv")), seed=0)
     with pytest.raises(ValueError, match="data.path is required"):
         load_data(DataConfig(name="file"), seed=0)
+
+
+# ------------------------------------------------------------------------- columns by name
+
+
+def write_csv(path: Path, header: str, rows: np.ndarray) -> Path:
+    path.write_text(header + "\n" + "\n".join(",".join(f"{v:.17g}" for v in r) for r in rows) + "\n")
+    return path
+
+
+def test_header_x_y_t_reads_t_as_time_not_x(tmp_path: Path) -> None:
+    """The misread of issue 14: a catalog with header ``X,Y,T`` (lon, lat, day) made X the time. Now T is the time, by
+    name, through load_points and through a config (the normaliser's time interval is the T range)."""
+    rng = np.random.default_rng(3)
+    lon, lat, day = rng.uniform(-87.8, -87.5, 50), rng.uniform(41.6, 42.0, 50), np.sort(rng.uniform(0, 365, 50))
+    path = write_csv(tmp_path / "shootings.csv", "X,Y,T", np.column_stack([lon, lat, day]))
+    p = load_points(path)
+    np.testing.assert_array_equal(p.t.numpy(), day)
+    np.testing.assert_array_equal(p.x.numpy(), np.column_stack([lon, lat]))
+    _, _, _, norm = load_data(DataConfig(name="file", path=str(path)), seed=0)
+    assert (norm.t0, norm.t1) == (day.min(), day.max())
+    # the header order does not matter: coordinates are ordered x, y by name
+    path2 = write_csv(tmp_path / "yxt.csv", "t,Y,x", np.column_stack([day, lat, lon]))
+    np.testing.assert_array_equal(load_points(path2).x.numpy(), np.column_stack([lon, lat]))
+
+
+@pytest.mark.parametrize(
+    "header, columns, message",
+    [
+        ("lon,lat,t", None, r"cannot tell which columns are coordinates; found columns \['lon', 'lat', 't'\] \(time 't'\); the other columns "
+                            r"\['lon', 'lat'\] must be named x\[, y\[, z\]\] or x1\.\.xD, or list the coordinates in data\.columns\.x"),
+        ("x,y,depth,t", None, r"cannot tell which columns are coordinates.*\['x', 'y', 'depth'\]"),
+        ("t,time,x", None, r"ambiguous time column: columns \['t', 'time'\] could each be it; set data\.columns\.t"),
+        ("day,T,x", None, r"ambiguous time column: columns \['day', 'T'\]"),
+        ("lon,lat,when", None, r"no time column; found columns \['lon', 'lat', 'when'\]; expected one named t or time"),
+        ("x1,x3,t", None, r"coordinate columns \['x1', 'x3'\] are not x1\.\.xD"),
+        ("t,x,X", None, r"column 'x' appears twice in the header"),
+        ("t,lon,lat", {"x": ["lon", "height"]}, r"data\.columns\.x = 'height' is not a column; found columns \['t', 'lon', 'lat'\]"),
+        ("t,lon,lat", {"t": "lon", "x": ["lon", "lat"]}, r"data\.columns\.x lists \['lon'\], which is also the time"),
+        ("t,x,id", None, r"column 'id' gives every row its own sequence"),
+    ],
+)
+def test_unidentifiable_columns_are_rejected_with_the_columns_found(tmp_path: Path, header: str, columns, message: str) -> None:
+    width = header.count(",") + 1
+    path = write_csv(tmp_path / "f.csv", header, np.arange(4.0 * width).reshape(4, width))
+    with pytest.raises(ValueError, match=r"^f\.csv: " + message):
+        load_points(path, columns=columns)
+
+
+def test_columns_name_the_time_and_coordinates(tmp_path: Path) -> None:
+    from probflux.app.config import load_config
+
+    a = table(30, 2)
+    path = write_csv(tmp_path / "cat.csv", "when,lon,lat,depth", np.column_stack([a, np.ones(30)]))
+    p = load_points(path, columns={"t": "when", "x": ["lat", "lon"]})  # listed order wins; depth is ignored
+    np.testing.assert_array_equal(p.t.numpy(), a[:, 0])
+    np.testing.assert_array_equal(p.x.numpy(), a[:, [2, 1]])
+    cfg = load_config(None, ["data.name=file", f"data.path={path}", "data.columns.t=WHEN", "data.columns.x=[lon, lat]"])
+    assert cfg.data.columns.x == ["lon", "lat"]
+    tr, va, te, norm = load_data(cfg.data, seed=0)
+    assert len(tr) + len(va) + len(te) == 30 and (norm.t0, norm.t1) == (a[:, 0].min(), a[:, 0].max())
+    with pytest.raises(ValueError, match=r"data\.columns\.x\[1\]: expected str, got 3"):
+        load_config(None, ["data.name=file", f"data.path={path}", "data.columns.x=[lon, 3]"])
+    with pytest.raises(ValueError, match=r"data\.columns: names the columns of a file"):
+        load_config(None, ["data.columns.t=when"])
+
+
+def test_kind_is_inferred_only_from_the_layout_or_the_options(tmp_path: Path) -> None:
+    from probflux.data.files import read_file, resolve_kind
+
+    a = table(10, 2)
+    plain = read_file(write_csv(tmp_path / "p.csv", "t,x,y", a))
+    seq = read_file(write_csv(tmp_path / "s.csv", "t,x,y,sequence", np.column_stack([a, np.arange(10) % 2])))
+    mag = read_file(write_csv(tmp_path / "m.csv", "t,x,y,mag", np.column_stack([a, np.ones(10)])))
+    snap = read_file(write_csv(tmp_path / "d.csv", "day,x,y", np.column_stack([np.arange(10) % 3, a[:, 1:]])))
+    assert resolve_kind(plain) == "points" and resolve_kind(plain, event_options=True) == "events"
+    assert resolve_kind(plain, snapshot_options=True) == "snapshots" and resolve_kind(plain, "events") == "events"
+    assert resolve_kind(seq) == resolve_kind(mag) == "events" and resolve_kind(snap) == "snapshots"
+    with pytest.raises(ValueError, match=r"d\.csv: population snapshots .* cannot be read as data\.kind='points'"):
+        resolve_kind(snap, "points")
+    with pytest.raises(ValueError, match="are both set; set data.kind"):
+        resolve_kind(plain, event_options=True, snapshot_options=True)
+    np.savez(tmp_path / "seqs.npz", a=a[:4], b=a[4:])
+    assert resolve_kind(read_file(tmp_path / "seqs.npz")) == "events"
+    with pytest.raises(ValueError, match=r"seqs\.npz: event sequences .* cannot be read as points"):
+        load_points(tmp_path / "seqs.npz")

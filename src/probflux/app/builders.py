@@ -3,7 +3,8 @@
 :func:`build_dynamics` and :func:`build_objective` turn ``model`` / ``objective`` sections into a
 :class:`~probflux.Dynamics` and an objective; :func:`load_data` turns a ``data`` section into
 ``(train, val, test, normalizer)`` by the kind the data set is registered with in
-:mod:`probflux.data.registry` (points, file, population snapshots or events).
+:mod:`probflux.data.registry` (points, population snapshots or events; for ``data.name: file`` the kind of the
+file at ``data.path``: ``data.kind`` or the file's layout, :func:`probflux.data.files.resolve_kind`).
 """
 from __future__ import annotations
 
@@ -12,10 +13,11 @@ from typing import Any, Optional
 
 import torch
 
-from ..data.events import event_splits
-from ..data.points import TemporalPoints, _fmt, builtin, load_points, split
+from ..data.events import EventSplits, event_file_splits, event_splits
+from ..data.files import read_file, resolve_kind
+from ..data.points import TemporalPoints, _fmt, builtin, points_from_file, split
 from ..data.registry import dataset, names
-from ..data.snapshots import split_snapshots
+from ..data.snapshots import snapshots_from_file, split_snapshots
 from ..densities.autoregressive import AutoregressiveMixture
 from ..densities.conditioned import Conditioned
 from ..densities.factorized import FactorizedMixture
@@ -96,9 +98,9 @@ def build_objective(cfg: ObjectiveConfig, times: Optional[Sequence[float]] = Non
 
 
 
-def _event_points(cfg: Any) -> tuple[TemporalPoints, TemporalPoints, TemporalPoints, Normalizer]:
-    """Pooled events of an event data set's own splits; context = history features when ``cfg.history``."""
-    splits = event_splits(cfg.name)
+def _event_points(cfg: Any, splits: EventSplits) -> tuple[TemporalPoints, TemporalPoints, TemporalPoints, Normalizer]:
+    """Pooled events of event ``splits``; context = history features when ``cfg.history``. The time map spans the
+    windows of all three splits (for windows cut from a catalog: one window length)."""
     stats = splits.train.spatial_stats()
     history = getattr(cfg, "history", None)
 
@@ -107,7 +109,8 @@ def _event_points(cfg: Any) -> tuple[TemporalPoints, TemporalPoints, TemporalPoi
         ctx = None if history is None else history_context(seqs.standardize(stats), history)
         return TemporalPoints(e.t, e.x, ctx, source=f"{seqs.name} ({splits.note})")
 
-    t0, t1 = splits.train.window
+    t0 = min(p.window[0] for p in (splits.train, splits.val, splits.test))
+    t1 = max(p.window[1] for p in (splits.train, splits.val, splits.test))
     normalizer = Normalizer(t0, t1, stats.shift, stats.scale) if cfg.standardize else Normalizer.identity(splits.train.dim, t0, t1)
     return points(splits.train), points(splits.val), points(splits.test), normalizer
 
@@ -128,22 +131,41 @@ def load_data(cfg: Any, seed: int) -> tuple[TemporalPoints, TemporalPoints, Temp
     in the PCA-whitened coordinates of the training cells and the normaliser's ``x`` map is the
     identity. Synthetic snapshot sets get ``data.n`` cells per snapshot; real ones use all cells.
     See :func:`~probflux.data.snapshots.load_snapshots` for the same data as :class:`Snapshots`.
+
+    Event data (a built-in event set, or a file read as events) is pooled per split
+    (:func:`~probflux.data.events.event_splits`, :func:`~probflux.data.events.event_file_splits` with
+    ``data.val_fraction``/``test_fraction``/``cuts``/``window``/``stride``/``t0``/``t1``); with ``data.history`` the
+    context is the history features of each event in its own sequence.
     """
     kind = dataset(cfg.name).kind
-    if kind == "events":
-        return _event_points(cfg)
-    if getattr(cfg, "history", None) is not None:
-        raise ValueError(f"data.history is only available for event data sets ({', '.join(names('events'))}), not data.name={cfg.name!r}")
-    if kind == "snapshots":
-        s = split_snapshots(cfg, seed)
-        return s.train.to_points(), s.val, s.test, s.normalizer
-    for key in ("leave_out", "whiten"):
-        if getattr(cfg, key, None) not in (None, False):
-            raise ValueError(f"data.{key} is only available for population-snapshot data sets ({', '.join(names('snapshots'))}), not data.name={cfg.name!r}")
+    file = None
     if kind == "file":
         if not cfg.path:
             raise ValueError("data.path is required when data.name is 'file'")
-        points = load_points(cfg.path)
+        file = read_file(cfg.path, getattr(cfg, "columns", None))
+        event_options = any(getattr(cfg, k, None) is not None for k in ("history", "window", "stride", "cuts"))
+        snapshot_options = any(getattr(cfg, k, None) not in (None, False) for k in ("leave_out", "whiten"))
+        kind = resolve_kind(file, getattr(cfg, "kind", None), event_options=event_options, snapshot_options=snapshot_options)
+    if kind == "events":
+        if file is None:
+            return _event_points(cfg, event_splits(cfg.name))
+        return _event_points(cfg, event_file_splits(file, val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction, cuts=cfg.cuts,
+                                                    window=cfg.window, stride=cfg.stride, seed=seed, t0=cfg.t0, t1=cfg.t1))
+    where = f"data.name={cfg.name!r}" if file is None else f"{file.name} read as data.kind={kind!r}"
+    if getattr(cfg, "history", None) is not None:
+        raise ValueError(f"data.history is only available for event data sets ({', '.join(names('events'))}, or event files), not {where}")
+    for key in ("window", "stride", "cuts"):
+        if getattr(cfg, key, None) is not None:
+            raise ValueError(f"data.{key} is only available for event files, not {where}")
+    if kind == "snapshots":
+        s = split_snapshots(cfg, seed, data=None if file is None else snapshots_from_file(file))
+        return s.train.to_points(), s.val, s.test, s.normalizer
+    for key in ("leave_out", "whiten"):
+        if getattr(cfg, key, None) not in (None, False):
+            raise ValueError(f"data.{key} is only available for population-snapshot data sets ({', '.join(names('snapshots'))}, "
+                             f"or snapshot files), not {where}")
+    if file is not None:
+        points = points_from_file(file)
     else:
         points = builtin(cfg.name, cfg.n, seed)
     if cfg.t0 is not None and cfg.t1 is not None and not float(cfg.t0) < float(cfg.t1):

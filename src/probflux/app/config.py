@@ -35,6 +35,8 @@ __all__ = [
     "Config",
     "ModelConfig",
     "DataConfig",
+    "ColumnsConfig",
+    "EvaluateConfig",
     "ObjectiveConfig",
     "TrainConfig",
     "ConfigError",
@@ -80,6 +82,20 @@ class ModelConfig:
 
 
 @dataclass
+class ColumnsConfig:
+    """Column names of a CSV/TSV at ``data.path`` (``null``: found by the standard names, :mod:`probflux.data.files`).
+
+    ``t``: the time column; ``x``: the coordinate columns, in order (e.g. ``[lon, lat]``; other columns are then
+    ignored); ``sequence``: the event-sequence column; ``context``: per-point context columns (points only).
+    """
+
+    t: Optional[str] = None
+    x: Optional[list[str]] = None
+    sequence: Optional[str] = None
+    context: Optional[list[str]] = None
+
+
+@dataclass
 class DataConfig:
     """Where the ``(t, x)`` points come from and how they are split and normalised.
 
@@ -96,6 +112,14 @@ class DataConfig:
     ``val_fraction``/``test_fraction``/``t0``/``t1`` do not apply) and map the observation window to ``[0, 1]``;
     ``history: k`` conditions the model on the ``k`` newest earlier events of the sequence
     (:func:`probflux.stpp.history_context`, encoded by :class:`probflux.stpp.HistoryEncoder`).
+
+    ``name: file`` reads ``path`` (``.csv``/``.tsv`` with a header, ``.npz``, ``.npy``; docs/data.md): ``kind``
+    (``points``, ``events``, ``snapshots``; ``null``: from the file's layout, or ``events`` when ``history``,
+    ``window`` or ``cuts`` is set, ``snapshots`` when ``leave_out``/``whiten`` is, else ``points``), ``columns`` (CSV
+    column names). Events from a file: one long sequence is split in time at ``cuts: [val_start, test_start]`` or
+    by ``val_fraction``/``test_fraction`` of its window ``[t0, t1]``; several sequences are split at random by the
+    fractions; an EarthquakeNPP ``train``/``val``/``test`` file keeps its own split. ``window`` (a length) cuts every
+    part into windows, training windows every ``stride`` (default ``window``); without it the parts stay continuous.
     """
 
     name: str = "pinwheel"
@@ -110,6 +134,27 @@ class DataConfig:
     leave_out: Optional[int] = None
     whiten: bool = False
     history: Optional[int] = None
+    kind: Optional[str] = None
+    columns: ColumnsConfig = field(default_factory=ColumnsConfig)
+    cuts: Optional[list[float]] = None
+    window: Optional[float] = None
+    stride: Optional[float] = None
+
+
+@dataclass
+class EvaluateConfig:
+    """Size of the evaluation ``probflux fit`` runs after training and ``probflux evaluate`` runs by default
+    (:func:`probflux.evaluation.evaluate`); 0 switches a part off.
+
+    ``particles``/``steps``: SDE and ODE particles and Euler steps of the simulation distances (``w1_*``; off when
+    either is 0); ``residual_points``: model samples of the continuity check; ``heldout_cells``: cells per side of the
+    held-out snapshot scores (``data.leave_out`` runs). The held-out NLL is always computed.
+    """
+
+    particles: int = 500
+    steps: int = 100
+    residual_points: int = 256
+    heldout_cells: int = 2000
 
 
 @dataclass
@@ -143,6 +188,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
 
 
 # ------------------------------------------------------------------------------------ constraints
@@ -204,6 +250,14 @@ _CONSTRAINTS: dict[str, tuple[Check, ...]] = {
     "data.leave_out": (lambda v: None if v is None or v >= 1 else "must be an interior snapshot index >= 1 (0 is the first snapshot) or null",),
     "data.val_fraction": (_interval(0, 1, hi_open=True),),
     "data.test_fraction": (_interval(0, 1, hi_open=True),),
+    "data.kind": (lambda v: None if v in (None, "points", "events", "snapshots") else "must be 'points', 'events', 'snapshots' or null",),
+    "data.window": (lambda v: None if v is None or v > 0 else "must be a window length > 0 or null",),
+    "data.stride": (lambda v: None if v is None or v > 0 else "must be a stride > 0 or null",),
+    "data.cuts": (lambda v: None if v is None or (len(v) == 2 and v[0] < v[1]) else "must be two increasing times [val_start, test_start] or null",),
+    "evaluate.particles": (_at_least(0),),
+    "evaluate.steps": (_at_least(0),),
+    "evaluate.residual_points": (_at_least(0),),
+    "evaluate.heldout_cells": (_at_least(0),),
     "objective.nll": (_at_least(0),),
     "objective.kinetic": (_at_least(0),),
     "objective.kinetic_samples": (_at_least(1),),
@@ -248,13 +302,29 @@ def _cross_checks(cfg: Config) -> list[tuple[str, tuple[str, ...]]]:
         events = ", ".join(repr(n) for n in event_names)
         out.append((f"data.name: must be one of {', '.join(repr(n) for n in point_names)}, got {_show(d.name)}, or a population-snapshot data set: {snaps}, "
                     f"or an event data set: {events}", ("data.name",)))
-    if d.history is not None and d.name not in event_names:
-        out.append((f"data.history: only available for event data sets ({', '.join(event_names)}), not data.name={d.name!r}", ("data.history", "data.name")))
+    is_file = d.name in data_registry.names("file")
+    if d.kind is not None and not is_file and d.name in point_names + snapshot_names + event_names:
+        own = data_registry.dataset(d.name).kind
+        if d.kind != own:
+            out.append((f"data.kind: {d.name!r} is a built-in {own} data set, not {d.kind!r} (data.kind is for data.name=file)", ("data.kind", "data.name")))
+    file_events = is_file and d.kind in (None, "events")
+    if d.history is not None and d.name not in event_names and not file_events:
+        out.append((f"data.history: only available for event data sets ({', '.join(event_names)}, or data.name=file with events), "
+                    f"not data.name={d.name!r}{'' if not is_file else f' with data.kind={d.kind!r}'}", ("data.history", "data.name", "data.kind")))
     for key, value in (("leave_out", d.leave_out), ("whiten", d.whiten)):
-        if value not in (None, False) and d.name not in snapshot_names:
-            out.append((f"data.{key}: only available for population-snapshot data sets ({', '.join(snapshot_names)}), not data.name={d.name!r}", (f"data.{key}", "data.name")))
-    if d.name == "file" and not d.path:
-        out.append(("data.path: required when data.name is 'file' (a .npz, .npy or .csv file)", ("data.path", "data.name")))
+        if value not in (None, False) and d.name not in snapshot_names and not (is_file and d.kind in (None, "snapshots")):
+            out.append((f"data.{key}: only available for population-snapshot data sets ({', '.join(snapshot_names)}, or data.name=file with "
+                        f"snapshots), not data.name={d.name!r}{'' if not is_file else f' with data.kind={d.kind!r}'}", (f"data.{key}", "data.name", "data.kind")))
+    for key, value in (("cuts", d.cuts), ("window", d.window), ("stride", d.stride)):
+        if value is not None and not file_events:
+            out.append((f"data.{key}: only for event files (data.name=file, data.kind events or null); the built-in event sets have "
+                        f"their own protocol; got data.name={d.name!r}{'' if not is_file else f', data.kind={d.kind!r}'}", (f"data.{key}", "data.name", "data.kind")))
+    if d.stride is not None and d.window is None:
+        out.append(("data.stride: needs data.window (the window length)", ("data.stride", "data.window")))
+    if not is_file and any(getattr(d.columns, f.name) is not None for f in dataclasses.fields(d.columns)):
+        out.append((f"data.columns: names the columns of a file at data.path; data.name is {d.name!r}", ("data.columns", "data.name")))
+    if is_file and not d.path:
+        out.append(("data.path: required when data.name is 'file' (a .csv, .tsv, .npz or .npy file)", ("data.path", "data.name")))
     if d.name != "file" and d.path is not None:
         out.append((f"data.path: is set but data.name is {d.name!r}; set data.name=file to load it", ("data.path", "data.name")))
     if d.t0 is not None and d.t1 is not None and not d.t0 < d.t1:
@@ -283,7 +353,10 @@ def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
 
 def _type_name(tp: Any) -> str:
     base, optional = _unwrap_optional(tp)
-    name = "a mapping" if dataclasses.is_dataclass(base) else getattr(base, "__name__", str(base))
+    if get_origin(base) is list:
+        name = f"a list of {_type_name(get_args(base)[0])}"
+    else:
+        name = "a mapping" if dataclasses.is_dataclass(base) else getattr(base, "__name__", str(base))
     return f"{name} or null" if optional else name
 
 
@@ -312,6 +385,10 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     elif base is str:
         if isinstance(value, str):
             return value
+    elif get_origin(base) is list:
+        if isinstance(value, (list, tuple)):
+            (item,) = get_args(base)
+            return [_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
     else:  # pragma: no cover - schema error
         raise TypeError(f"config schema: unsupported type {tp!r} for {key}")
     raise ConfigError(f"{key}: expected {_type_name(tp)}, got {_show(value)}", [key])

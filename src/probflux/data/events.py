@@ -26,6 +26,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import math
+import os
 import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .files import DataFile, read_file
 from .points import ArrayLike, TemporalPoints, _as_float64, _fmt
 from .registry import register
 from .snapshots import Standardization, _data_file, data_root_candidates  # noqa: F401 (re-exported lookup order)
@@ -59,6 +61,9 @@ __all__ = [
     "EventSplits",
     "event_splits",
     "split_in_time",
+    "events_from_file",
+    "read_events",
+    "event_file_splits",
 ]
 
 
@@ -551,7 +556,7 @@ def earthquakenpp_window(catalog: str, split: str) -> tuple[float, float]:
     return (0.0, float((d[j + 1] - d[j]).days))
 
 
-def earthquakenpp(catalog: str = "Japan_25", split: str = "train") -> EventSequences:
+def earthquakenpp(catalog: str = "Japan_25", split: str = "train", *, path: Union[str, Path, None] = None) -> EventSequences:
     """An EarthquakeNPP catalog split as ONE long sequence ``[t (days), x (km), y (km)]``.
 
     ``catalog`` in ``Japan_25`` (train/val/test 16,230 / 4,976 / 15,368 events; splits start
@@ -562,16 +567,25 @@ def earthquakenpp(catalog: str = "Japan_25", split: str = "train") -> EventSeque
     ``(0, split duration in days)`` — e.g. Japan_25 train ``(0, 5479)`` — which overstates the true end
     by the first event's delay after the split start (unknown from the file; typically < 1 day).
     Cut it into Neural STPP-style sequences with :func:`windows` (default 30-day windows every 7 days).
+
+    ``path``: any ``.npz`` in this layout (arrays ``train``, ``val``, ``test`` of shape ``(1, N, 1 + D)``); then
+    ``catalog`` is only a name and the window is ``(min(0, first t), last t)`` of the split.
     """
-    window = earthquakenpp_window(catalog, split)
-    path = _stpp_file(f"stpp/earthquakenpp/{catalog}.npz")
-    _, (arr,) = _read_npz(path, [split])
-    if arr.ndim != 3 or arr.shape[0] != 1:
-        raise ValueError(f"{path}: array {split!r} must have shape (1, N, 1 + D); got {arr.shape}")
-    return _build([arr[0]], [f"{catalog}/{split}"], window, f"earthquakenpp/{catalog}/{split}", path)
+    if path is None:
+        window = earthquakenpp_window(catalog, split)
+        path = _stpp_file(f"stpp/earthquakenpp/{catalog}.npz")
+        _, (arr,) = _read_npz(path, [split])
+        if arr.ndim != 3 or arr.shape[0] != 1:
+            raise ValueError(f"{path}: array {split!r} must have shape (1, N, 1 + D); got {arr.shape}")
+        return _build([arr[0]], [f"{catalog}/{split}"], window, f"earthquakenpp/{catalog}/{split}", path)
+    split = _check_split(split, _PART_NAMES, f"earthquakenpp file {str(path)!r}")
+    data = read_file(path)
+    if data.layout != "splits" or len(data.splits[split]) != 1:
+        raise ValueError(f"{data.name}: expected the EarthquakeNPP layout (arrays train, val, test of shape (1, N, 1 + D)); got {data.describe()}")
+    return _file_sequences(data.splits[split], None, f"{catalog}/{split}", str(path), keys=[f"{catalog}/{split}"])
 
 
-def bh_conflicts() -> EventSequences:
+def bh_conflicts(path: Union[str, Path, None] = None) -> EventSequences:
     """Boko Haram conflict events (BSTPP 0.1.4 ``BH_conflicts.csv``): ONE sequence ``[T, X, Y]``.
 
     2,470 events, ``T`` in whole days 0..4574 (974 ties: several events share a day), ``X`` longitude
@@ -579,21 +593,139 @@ def bh_conflicts() -> EventSequences:
     The file has no event between days 2100 and 2623 (a 523-day gap; the next largest is 186 days),
     probably missing records rather than calm — mind it when fitting one stationary model.
     Cut it into shorter sequences with :func:`windows`.
+
+    ``path``: another CSV with the same header (``X,Y,T``: columns by name, :mod:`probflux.data.files`).
     """
-    path = _stpp_file("stpp/bstpp_pypi/BH_conflicts.csv")
+    path = _stpp_file("stpp/bstpp_pypi/BH_conflicts.csv") if path is None else Path(path)
+    data = read_file(path)
+    if data.layout != "table" or data.sequence is not None:
+        raise ValueError(f"{data.name}: expected one event sequence with columns T, X, Y; got {data.describe()}")
+    tmax = float(np.nanmax(data.t)) if np.isfinite(data.t).any() else 1.0
+    return events_from_file(data, window=(0.0, float(max(math.ceil(tmax), 1))), name="bh_conflicts", keys=["BH_conflicts"])
+
+
+# ------------------------------------------------------------------------------------- user files
+
+
+def _span(arrays: Sequence[np.ndarray], t0: Optional[float], t1: Optional[float]) -> tuple[float, float]:
+    """``(t0, t1)``: the given bounds, else the min/max time over ``arrays`` (a window of length 1 if they coincide)."""
+    ts = np.concatenate([np.asarray(a[:, 0], dtype=np.float64) for a in arrays]) if arrays else np.zeros(1)
+    finite = ts[np.isfinite(ts)]
+    lo = float(finite.min()) if t0 is None and finite.size else float(t0 or 0.0)
+    hi = float(finite.max()) if t1 is None and finite.size else float(t1 if t1 is not None else lo + 1.0)
+    return (lo, hi if hi > lo else lo + 1.0)
+
+
+def _file_sequences(items: Sequence[tuple[str, np.ndarray]], window: Optional[tuple[Optional[float], Optional[float]]], name: str,
+                    source: str, keys: Optional[Sequence[str]] = None) -> EventSequences:
+    arrays = [a for _, a in items]
+    bad = [k for k, a in items if a.ndim != 2 or a.shape[1] < 2]
+    if bad:
+        raise ValueError(f"{name}: sequence {bad[0]!r} must have shape (n, 1 + D) with columns [t, x_1..x_D]")
+    lo, hi = window if window is not None else (None, None)
     try:
-        with open(path, encoding="utf-8-sig") as fh:
-            header = [h.strip().strip('"') for h in fh.readline().split(",")]
-        arr = np.loadtxt(path, delimiter=",", skiprows=1, dtype=np.float64, ndmin=2)
-    except (OSError, ValueError) as e:
-        raise ValueError(f"{path}: cannot read the file ({e})") from None
-    if any(c not in header for c in ("X", "Y", "T")) or arr.shape[1] != len(header):
-        raise ValueError(f"{path}: expected a header with columns X, Y, T; got {header}")
-    if arr.shape[0] == 0:
-        raise ValueError(f"{path} contains no data rows")
-    seq = arr[:, [header.index("T"), header.index("X"), header.index("Y")]]
-    tmax = float(np.nanmax(seq[:, 0])) if np.isfinite(seq[:, 0]).any() else 1.0
-    return _build([seq], ["BH_conflicts"], (0.0, float(max(math.ceil(tmax), 1))), "bh_conflicts", path)
+        return EventSequences(arrays, list(keys) if keys is not None else [k for k, _ in items], window=_span(arrays, lo, hi), name=name, source=source)
+    except (ValueError, TypeError) as e:
+        raise type(e)(f"{source}: {e}") from None
+
+
+def events_from_file(data: DataFile, *, window: Optional[tuple[Optional[float], Optional[float]]] = None, name: Optional[str] = None,
+                     keys: Optional[Sequence[str]] = None) -> EventSequences:
+    """The :class:`EventSequences` of a :class:`~probflux.data.files.DataFile`: a table (one sequence, or one per value
+    of its sequence column, in order of first appearance; rows sorted by time within each sequence, ties kept in file
+    order) or a ``sequences`` layout (one per array, as stored). ``window = (t0, t1)``: the observation window; a bound
+    left ``None`` is the min/max time over the file."""
+    name = name or os.path.splitext(data.name)[0]
+    if data.layout == "sequences":
+        return _file_sequences(data.sequences, window, name, data.path, keys)
+    if data.layout != "table":
+        raise ValueError(f"{data.describe()} cannot be read as one set of event sequences; "
+                         + ("use event_file_splits (its train/val/test arrays are the split)" if data.layout == "splits" else "it holds population snapshots"))
+    if data.context is not None:
+        raise ValueError(f"{data.name}: event sequences take no context columns ({data.columns})")
+    table = np.concatenate([np.asarray(data.t, dtype=np.float64).reshape(-1, 1), np.asarray(data.x, dtype=np.float64)], 1)
+    if data.sequence is None:
+        groups = [(keys[0] if keys else name, table[np.argsort(table[:, 0], kind="stable")])]
+    else:
+        uniq, first = np.unique(data.sequence, return_index=True)
+        groups = []
+        for k in uniq[np.argsort(first)]:
+            rows = table[data.sequence == k]
+            groups.append((str(k), rows[np.argsort(rows[:, 0], kind="stable")]))
+    return _file_sequences(groups, window, name, data.path, keys)
+
+
+def read_events(path: Union[str, Path], columns: Any = None, *, window: Optional[tuple[Optional[float], Optional[float]]] = None) -> EventSequences:
+    """Event sequences from a file (:func:`probflux.data.files.read_file`, then :func:`events_from_file`): a CSV/TSV
+    with ``t``/``time``, coordinate and optionally ``sequence`` columns, an ``.npz`` with one array per sequence
+    (Neural STPP) or ``t``/``x``[/``sequence``] arrays, or an ``.npy`` ``(n, 1 + D)`` / ``(S, n, 1 + D)``."""
+    return events_from_file(read_file(path, columns), window=window)
+
+
+def event_file_splits(data: Union[DataFile, str, Path], *, val_fraction: float = 0.1, test_fraction: float = 0.1,
+                      cuts: Optional[Sequence[float]] = None, window: Optional[float] = None, stride: Optional[float] = None,
+                      seed: int = 0, t0: Optional[float] = None, t1: Optional[float] = None, columns: Any = None) -> EventSplits:
+    """Train/val/test :class:`EventSequences` of an event file — the protocol options of the built-in event sets:
+
+    * a ``splits`` layout (EarthquakeNPP ``train``/``val``/``test``, or ``train_*``/``val_*``/``test_*``): the file's own
+      split (each part's window is ``(min(0, first t), last t)``; fractions, ``cuts``, ``t0``/``t1`` do not apply);
+    * several sequences: a seeded split of whole sequences (``round(S * val_fraction)`` to val, ``round(S * test_fraction)``
+      to test, :func:`split_sequences`);
+    * ONE sequence (a catalog): split in time at ``cuts = (val_start, test_start)``, or by default at the fractions
+      ``1 - val - test`` and ``1 - test`` of the window ``[t0, t1]`` (default: first/last event), train first.
+
+    ``window`` (a length): cut every part into windows of that length with times re-based (:func:`windows`): training
+    windows start every ``stride`` (default ``window``), val/test windows are disjoint. Without ``window`` the parts keep
+    their absolute times (the continuous protocol: one long sequence per part).
+    """
+    if not isinstance(data, DataFile):
+        data = read_file(data, columns)
+    for key, v in (("data.window", window), ("data.stride", stride)):
+        if v is not None and not (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0):
+            raise ValueError(f"{key} must be a number > 0, got {v!r}")
+    if stride is not None and window is None:
+        raise ValueError("data.stride needs data.window (the window length)")
+    name = os.path.splitext(data.name)[0]
+    if data.layout == "splits":
+        given = [k for k, v in (("data.cuts", cuts), ("data.t0", t0), ("data.t1", t1)) if v is not None]
+        if given:
+            raise ValueError(f"{data.name} has its own train/val/test split ({data.columns}); {', '.join(given)} do(es) not apply")
+        parts = [_file_sequences(data.splits[s], (min(0.0, float(np.min([a[:, 0].min() for _, a in data.splits[s]]))), None),
+                                 f"{name}/{s}", data.path) for s in _PART_NAMES]
+        note = f"the file's own train/val/test arrays ({data.columns})"
+    else:
+        seqs = events_from_file(data, window=(t0, t1), name=name)
+        if len(seqs) > 1:
+            if cuts is not None:
+                raise ValueError(f"data.cuts splits ONE long sequence in time; {data.name} has {len(seqs)} sequences (they are split by "
+                                 "data.val_fraction / data.test_fraction)")
+            if not (val_fraction > 0 and test_fraction > 0):
+                raise ValueError(f"{data.name}: splitting {len(seqs)} sequences needs data.val_fraction > 0 and data.test_fraction > 0")
+            parts = list(split_sequences(seqs, (1.0 - val_fraction - test_fraction, val_fraction, test_fraction), seed=seed))
+            note = f"{len(seqs)} sequences split at random (seed {seed}) {1 - val_fraction - test_fraction:g}/{val_fraction:g}/{test_fraction:g}"
+        else:
+            lo, hi = seqs.window
+            if cuts is None:
+                if not (val_fraction > 0 and test_fraction > 0):
+                    raise ValueError(f"{data.name}: splitting one sequence in time needs data.val_fraction > 0 and data.test_fraction > 0, or data.cuts")
+                cuts = (lo + (1.0 - val_fraction - test_fraction) * (hi - lo), lo + (1.0 - test_fraction) * (hi - lo))
+            cuts = [float(c) for c in cuts]
+            if len(cuts) != 2:
+                raise ValueError(f"data.cuts must be two times (val start, test start), got {cuts}")
+            if not lo < cuts[0] < cuts[1] < hi:
+                raise ValueError(f"data.cuts must satisfy t0 < val start < test start < t1 for the window [{_fmt(lo)}, {_fmt(hi)}] of {data.name}; got {cuts}")
+            parts = split_in_time(seqs, cuts, rebase=window is not None)
+            note = f"one sequence split in time at {_fmt(cuts[0])} / {_fmt(cuts[1])}"
+    if window is not None:
+        strides = (stride or window, window, window)
+        try:
+            parts = [windows(p, window, s) for p, s in zip(parts, strides)]
+        except ValueError as e:
+            raise ValueError(f"data.window={_fmt(window)}: {e}") from None
+        note += f"; {_fmt(window)}-long windows (train every {_fmt(strides[0])}, val/test disjoint)"
+    else:
+        note += "; continuous (no windows)"
+    return EventSplits(parts[0], parts[1], parts[2], note)
 
 
 # ------------------------------------------------------------------------- Pinwheel–Hawkes generator
@@ -785,9 +917,10 @@ class EventSplits(NamedTuple):
     note: str
 
 
-def split_in_time(seqs: EventSequences, cuts: Sequence[float]) -> list[EventSequences]:
+def split_in_time(seqs: EventSequences, cuts: Sequence[float], *, rebase: bool = True) -> list[EventSequences]:
     """Cut ONE long sequence at the increasing times ``cuts`` into consecutive parts ``[c_k, c_{k+1})``,
-    each re-based to start at time 0 with window ``(0, c_{k+1} - c_k)`` (the last part keeps ``t = t1``)."""
+    each re-based to start at time 0 with window ``(0, c_{k+1} - c_k)`` (the last part keeps ``t = t1``);
+    ``rebase=False`` keeps the times, with window ``(c_k, c_{k+1})``."""
     if len(seqs) != 1:
         raise ValueError(f"split_in_time needs one long sequence; {seqs.name} has {len(seqs)}")
     t0, t1 = seqs.window
@@ -800,8 +933,9 @@ def split_in_time(seqs: EventSequences, cuts: Sequence[float]) -> list[EventSequ
         if not bool(keep.any()):
             raise ValueError(f"{seqs.name} has no event in [{_fmt(a)}, {_fmt(b)})")
         part = s[keep].clone()
-        part[:, 0] -= a
-        out.append(EventSequences._trusted([part], [f"{seqs.keys[0]}[{_fmt(a)},{_fmt(b)})"], (0.0, b - a),
+        if rebase:
+            part[:, 0] -= a
+        out.append(EventSequences._trusted([part], [f"{seqs.keys[0]}[{_fmt(a)},{_fmt(b)})"], (0.0, b - a) if rebase else (a, b),
                                            f"{seqs.name}[{_fmt(a)},{_fmt(b)})", seqs.source))
     return out
 

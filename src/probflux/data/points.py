@@ -1,7 +1,8 @@
 """Spatio-temporal point data: ``(t_i, x_i[, c_i])`` samples of a time-dependent density.
 
 * :class:`TemporalPoints` — validated float64 tensors ``t: (N,)``, ``x: (N, D)``, ``context: (N, C)``.
-* :func:`load_points` — ``.npz`` / ``.npy`` / ``.csv`` files with columns ``[t, x_1..x_D, c_1..c_C]``.
+* :func:`load_points` — ``.csv`` / ``.tsv`` (header required, columns by name), ``.npz`` / ``.npy`` files
+  (the rules of :mod:`probflux.data.files`).
 * :func:`pinwheel`, :func:`branching` — built-in data sets whose distribution moves over ``t in [0, 1]``.
 * :func:`split` — seeded train/val/test split.
 
@@ -11,7 +12,6 @@ from __future__ import annotations
 
 import math
 import os
-import zipfile
 from collections.abc import Callable, Sequence
 from typing import Any, Optional, Union
 
@@ -19,11 +19,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .files import DataFile, read_file
 from .registry import register
 
 __all__ = [
     "TemporalPoints",
     "load_points",
+    "points_from_file",
     "pinwheel",
     "branching",
     "BUILTIN",
@@ -169,109 +171,39 @@ def _from_matrix(a: np.ndarray, context_columns: int, name: str) -> TemporalPoin
     return TemporalPoints(a[:, 0], a[:, 1:1 + d], ctx, source=name)
 
 
-def _is_number(s: str) -> bool:
+def points_from_file(data: DataFile, context_columns: int = 0) -> TemporalPoints:
+    """The :class:`TemporalPoints` of a :class:`~probflux.data.files.DataFile` table (a sequence column is dropped:
+    the events pooled). ``context_columns = C`` splits a positional matrix ``[t, x.., c_1..c_C]``; for named columns it
+    must equal the number of context columns found."""
+    name = data.name
+    if data.layout != "table":
+        raise ValueError(f"{data.describe()} cannot be read as points (data.kind: points); "
+                         f"read it as data.kind: {data.implied_kind}")
+    if data.matrix is not None:
+        return _from_matrix(data.matrix, context_columns, name)
+    found = 0 if data.context is None else data.context.shape[1]
+    if context_columns and found != context_columns:
+        raise ValueError(f"{name}: context_columns={context_columns} but the file has "
+                         f"{'no context' if not found else f'{found} context column(s)'} ({data.columns})")
     try:
-        float(s)
-        return True
-    except ValueError:
-        return False
-
-
-def _read_csv(path: str, name: str) -> np.ndarray:
-    """Comma-separated numbers with an optional header row (a first row with no numeric field)."""
-    try:
-        with open(path, encoding="utf-8-sig") as fh:
-            lines = fh.read().splitlines()
-    except UnicodeDecodeError as e:
-        raise ValueError(f"{name}: not a text CSV file ({e})") from None
-    skip = 0
-    for i, line in enumerate(lines):
-        body = line.split("#", 1)[0].strip()
-        if not body:
-            continue
-        fields = [f.strip().strip('"').strip("'") for f in body.split(",")]
-        numeric = [_is_number(f) for f in fields]
-        if not any(numeric):
-            skip = i + 1  # header row
-        elif not all(numeric):
-            bad = fields[numeric.index(False)]
-            raise ValueError(f"{name}: line {i + 1} mixes numbers and text ({bad!r}); expected numbers or a header row")
-        break
-    if not any(line.split("#", 1)[0].strip() for line in lines[skip:]):
-        raise ValueError(f"{name} contains no data rows")
-    try:
-        arr = np.loadtxt(lines[skip:], delimiter=",", dtype=np.float64, ndmin=2, comments="#")
-    except ValueError as e:
-        raise ValueError(f"{name}: malformed CSV{' (after the header row)' if skip else ''}: {e}") from None
-    if arr.size == 0:
-        raise ValueError(f"{name} contains no data rows")
-    return arr
-
-
-def _from_npz(path: str, name: str, context_columns: int) -> TemporalPoints:
-    with np.load(path, allow_pickle=False) as z:
-        keys = list(z.files)
-        if "t" in keys and "x" in keys:
-            t, x = z["t"], z["x"]
-            ctx = z["context"] if "context" in keys else None
-        elif len(keys) == 1:
-            return _from_matrix(z[keys[0]], context_columns, name)
-        else:
-            raise ValueError(f"{name}: expected arrays 't' and 'x' (and optionally 'context'), or a single (N, 1 + D) array; found {keys}")
-    for arr, key in ((t, "t"), (x, "x"), (ctx, "context")):
-        if arr is not None and arr.dtype.kind not in "biuf":
-            raise ValueError(f"{name}: array {key!r} must be numeric, got dtype {arr.dtype}")
-    if t.ndim == 2 and t.shape[1] == 1:
-        t = t[:, 0]
-    if x.ndim == 1:
-        x = x[:, None]
-    if ctx is not None and ctx.ndim == 1:
-        ctx = ctx[:, None]
-    if context_columns:
-        if ctx is None:
-            raise ValueError(f"{name}: context_columns={context_columns} but the file has no 'context' array")
-        if ctx.ndim == 2 and ctx.shape[1] != context_columns:
-            raise ValueError(f"{name}: context_columns={context_columns} but 'context' has shape {ctx.shape}")
-    if t.ndim == 1 and t.shape[0] == 0:
-        raise ValueError(f"{name} contains no data rows")
-    try:
-        return TemporalPoints(t, x, ctx, source=name)
+        return TemporalPoints(data.t, data.x, data.context, source=name)
     except ValueError as e:
         msg = str(e)
         raise ValueError(msg if name in msg else f"{name}: {msg}") from None
 
 
-def load_points(path: PathLike, *, context_columns: int = 0) -> TemporalPoints:
-    """Read points from ``.npz`` (arrays ``t``, ``x``[, ``context``] or one matrix), ``.npy`` or ``.csv``.
+def load_points(path: PathLike, *, context_columns: int = 0, columns: Any = None) -> TemporalPoints:
+    """Read time-stamped points from ``.csv``/``.tsv`` (header required, columns by name), ``.npz`` (arrays ``t``,
+    ``x``[, ``context``], or one matrix) or ``.npy`` (a matrix) — the rules of :mod:`probflux.data.files`.
 
-    Matrices have shape ``(N, 1 + D + C)`` with columns ``[t, x_1..x_D, c_1..c_C]`` where
-    ``C = context_columns``; a CSV file may start with a header row. Raises ``FileNotFoundError``
-    for a missing file and ``ValueError`` (naming the file) for anything else.
+    Matrices have shape ``(N, 1 + D + C)`` with columns ``[t, x_1..x_D, c_1..c_C]`` where ``C = context_columns``.
+    ``columns``: :class:`~probflux.data.files.Columns` (or a mapping ``{"t": ..., "x": [...]}``) naming CSV columns.
+    Raises ``FileNotFoundError`` for a missing file and ``ValueError`` (naming the file) for anything else, e.g. a CSV
+    whose columns cannot be identified by name.
     """
     if isinstance(context_columns, bool) or not isinstance(context_columns, int) or context_columns < 0:
         raise ValueError(f"context_columns must be an int >= 0, got {context_columns!r}")
-    path = os.fspath(path)
-    name = os.path.basename(path) or path
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"data file not found: {path!r}")
-    if os.path.isdir(path):
-        raise ValueError(f"data path {path!r} is a directory, not a .npz, .npy or .csv file")
-    ext = os.path.splitext(path)[1].lower()
-    if ext not in (".npz", ".npy", ".csv"):
-        raise ValueError(f"{name}: unsupported file type {ext or '(no extension)'!r}; use .npz, .npy or .csv")
-    try:
-        if ext == ".npz":
-            return _from_npz(path, name, context_columns)
-        if ext == ".npy":
-            arr = np.load(path, allow_pickle=False)
-        else:
-            arr = _read_csv(path, name)
-    except ValueError as e:
-        msg = str(e)
-        raise ValueError(msg if name in msg else f"{name}: cannot read the file ({msg})") from None
-    except (OSError, EOFError, zipfile.BadZipFile) as e:  # truncated / corrupt archives
-        raise ValueError(f"{name}: cannot read the file ({e})") from None
-    return _from_matrix(arr, context_columns, name)
+    return points_from_file(read_file(path, columns), context_columns)
 
 
 # ---------------------------------------------------------------------------------- built-in data
@@ -328,7 +260,8 @@ def branching(n: int, seed: int = 0) -> TemporalPoints:
 BUILTIN: dict[str, Callable[[int, int], TemporalPoints]] = {"pinwheel": pinwheel, "branching": branching}
 register("pinwheel", "points", pinwheel, "five arms rotating and stretching over t in [0, 1]")
 register("branching", "points", branching, "one cluster splitting into two branches")
-register("file", "file", load_points, "points from data.path (.npz, .npy, .csv)")
+register("file", "file", read_file, "a data file at data.path (.csv, .tsv, .npz, .npy): points, events or snapshots "
+         "by data.kind or the file's layout (probflux.data.files)")
 
 
 def builtin(name: str, n: int, seed: int = 0) -> TemporalPoints:

@@ -3,7 +3,10 @@
 A data set has a ``name`` (what ``data.name`` says), a ``kind`` and a ``loader``:
 
 * ``"points"`` — time-stamped points, ``loader(n, seed) -> TemporalPoints`` (built-in generators);
-* ``"file"`` — points read from ``data.path`` (``loader(path) -> TemporalPoints``);
+* ``"file"`` — a file at ``data.path`` holding any of the three data kinds (:data:`FILE_KINDS`):
+  ``loader(path, columns) -> DataFile`` (:func:`probflux.data.files.read_file`); ``data.kind`` or the file's layout
+  decides which (:func:`probflux.data.files.resolve_kind`), and :func:`probflux.app.builders.load_data` applies the
+  same protocol options as for the built-in sets of that kind;
 * ``"snapshots"`` — population snapshots, ``loader(**options) -> Snapshots``;
 * ``"events"`` — spatio-temporal event sequences, ``loader`` is an
   :class:`~probflux.data.events.EventDataset` (its splits and protocol).
@@ -18,9 +21,10 @@ import importlib
 from dataclasses import dataclass
 from typing import Any, Optional
 
-__all__ = ["Dataset", "KINDS", "register", "datasets", "dataset", "names"]
+__all__ = ["Dataset", "KINDS", "FILE_KINDS", "register", "datasets", "dataset", "names"]
 
 KINDS = ("points", "file", "snapshots", "events")
+FILE_KINDS = ("points", "events", "snapshots")  # what a "file" data set can hold
 _LOADER_MODULES = ("probflux.data.points", "probflux.data.snapshots", "probflux.data.events")
 _REGISTRY: dict[str, Dataset] = {}
 
@@ -33,6 +37,11 @@ class Dataset:
     kind: str
     loader: Any
     description: str = ""
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        """The data kinds this set can yield: its ``kind``, or all of :data:`FILE_KINDS` for a ``"file"`` set."""
+        return FILE_KINDS if self.kind == "file" else (self.kind,)
 
 
 def register(name: str, kind: str, loader: Any, description: str = "") -> Dataset:

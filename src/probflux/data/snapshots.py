@@ -31,6 +31,7 @@ import torch
 from torch import Tensor
 
 from ..normalize import Normalizer
+from .files import DataFile, read_file
 from .points import ArrayLike, TemporalPoints, _as_float64, _check_n_seed, _fmt
 from .registry import register
 
@@ -53,6 +54,8 @@ __all__ = [
     "SnapshotSplit",
     "split_snapshots",
     "load_snapshots",
+    "snapshots_from_file",
+    "read_snapshots",
 ]
 
 
@@ -507,6 +510,35 @@ def emt_10d() -> Snapshots:
     return Snapshots.from_labels(a[:, 1:], labels, name="emt10", source=str(path))
 
 
+# ------------------------------------------------------------------------------------ user files
+
+
+def snapshots_from_file(data: DataFile) -> Snapshots:
+    """The :class:`Snapshots` of a :class:`~probflux.data.files.DataFile`: one snapshot per distinct label of a
+    ``snapshots`` layout (``X`` + ``time_index`` [+ ``times``], or a CSV ``time_index``/``day`` column), or per
+    distinct time of a table read as ``data.kind: snapshots``. Times are ``times[k]`` for the ``k``-th sorted label
+    when the file has ``times``, else the labels themselves."""
+    if data.layout not in ("snapshots", "table"):
+        raise ValueError(f"{data.describe()} cannot be read as population snapshots (data.kind: snapshots); read it as data.kind: events")
+    if data.context is not None or data.sequence is not None:
+        raise ValueError(f"{data.name}: population snapshots take no context or sequence column ({data.columns})")
+    labels = np.asarray(data.t)
+    if labels.dtype.kind == "f" and not np.isfinite(labels).all():
+        row = int(np.nonzero(~np.isfinite(labels))[0][0])
+        raise ValueError(f"{data.name}: the snapshot time/label of row {row} is {labels[row]} ({data.columns})")
+    try:
+        return Snapshots.from_labels(data.x, labels, data.times, name=os.path.splitext(data.name)[0], source=data.path)
+    except (ValueError, TypeError) as e:
+        raise type(e)(f"{data.name}: {e}") from None
+
+
+def read_snapshots(path: Union[str, os.PathLike], columns: Any = None) -> Snapshots:
+    """Population snapshots from a file (:func:`probflux.data.files.read_file`, then :func:`snapshots_from_file`):
+    an ``.npz`` with ``X (N, D)``, ``time_index (N,)`` [, ``times (K,)``], a CSV/TSV with a ``time_index``/``day``
+    (or ``t``) column and coordinate columns, or an ``(N, 1 + D)`` array ``[t, x..]`` grouped by ``t``."""
+    return snapshots_from_file(read_file(path, columns))
+
+
 # ------------------------------------------------------------------------------- synthetic data
 
 
@@ -704,6 +736,10 @@ def _points(times: Sequence[float], cells: Sequence[Tensor], source: str, dim: i
 
 def _build(cfg: Any, seed: int) -> Snapshots:
     name = cfg.name
+    if name == "file":
+        if not getattr(cfg, "path", None):
+            raise ValueError("data.path is required when data.name is 'file'")
+        return read_snapshots(cfg.path, getattr(cfg, "columns", None))
     if name not in SNAPSHOTS:
         raise ValueError(f"unknown snapshot data set {name!r}; valid names: {', '.join(SNAPSHOTS)}")
     if name == "cite":
@@ -713,9 +749,10 @@ def _build(cfg: Any, seed: int) -> Snapshots:
     return SNAPSHOTS[name]()
 
 
-def split_snapshots(cfg: Any, seed: int) -> SnapshotSplit:
-    """Build, split and normalise the snapshot data set of a ``DataConfig`` (see :func:`load_snapshots`)."""
-    full = _build(cfg, seed)
+def split_snapshots(cfg: Any, seed: int, data: Optional[Snapshots] = None) -> SnapshotSplit:
+    """Build, split and normalise the snapshot data set of a ``DataConfig`` (see :func:`load_snapshots`);
+    ``data``: the snapshots to use instead of building ``cfg.name`` (e.g. read from ``data.path``)."""
+    full = _build(cfg, seed) if data is None else data
     if cfg.t0 is not None and cfg.t1 is not None and not float(cfg.t0) < float(cfg.t1):
         raise ValueError(f"data.t0 must be < data.t1, got [{_fmt(cfg.t0)}, {_fmt(cfg.t1)}]")
     span0, span1 = full.time_map()
