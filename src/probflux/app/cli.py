@@ -140,7 +140,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     run = _load(args)
     train, val, test = run.data()
     points = {"test": test, "val": val, "train": train}[args.split]
-    metrics = run.evaluate(points, particles=args.particles, steps=args.steps, heldout=False)
+    ev = run.config.evaluate  # defaults: the run's evaluate section
+    steps = ev.steps if args.steps is None else args.steps
+    particles = (ev.particles if args.particles is None else args.particles) if steps else 0
+    metrics = run.evaluate(points, particles=particles, steps=steps, heldout=False)
     metrics["split"] = args.split
     write_json(run.path / f"metrics_{args.split}.json", metrics)
     print(json.dumps(metrics, indent=2))
@@ -235,8 +238,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     q = run_parser("evaluate", "held-out NLL, continuity residual and SDE-vs-model W1")
     q.add_argument("--split", default="test", choices=["test", "val", "train"])
-    q.add_argument("--particles", type=int, default=1000)
-    q.add_argument("--steps", type=int, default=200)
+    q.add_argument("--particles", type=int, help="simulation particles (default: the run's evaluate.particles; 0: no simulation)")
+    q.add_argument("--steps", type=int, help="simulation steps (default: the run's evaluate.steps; 0: no simulation)")
     q.set_defaults(func=cmd_evaluate)
 
     q = run_parser("plot", "density snapshots, trajectories, loss curves and a GIF")

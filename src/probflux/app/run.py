@@ -141,9 +141,12 @@ def fit_config(cfg: Config, *, resume: bool = False, progress: Optional[bool] = 
         return result, metrics
     run = load_run(out)
     held = test if len(test) else val
-    metrics = {"diffusion": cfg.model.diffusion, **evaluation.evaluate(run.dynamics, normalizer, held, seed=cfg.seed), **metrics}
-    if getattr(cfg.data, "leave_out", None) is not None and len(test):
-        metrics.update(evaluation.heldout_snapshot_scores(run.dynamics, normalizer, train, test, seed=cfg.seed))
+    ev = cfg.evaluate  # evaluation size; 0 switches a part off
+    scores = evaluation.evaluate(run.dynamics, normalizer, held, seed=cfg.seed, particles=ev.particles if ev.steps else 0,
+                                 steps=ev.steps, residual_points=ev.residual_points)
+    metrics = {"diffusion": cfg.model.diffusion, **scores, **metrics}
+    if getattr(cfg.data, "leave_out", None) is not None and len(test) and ev.heldout_cells:
+        metrics.update(evaluation.heldout_snapshot_scores(run.dynamics, normalizer, train, test, seed=cfg.seed, cells=ev.heldout_cells))
     write_json(out / "metrics.json", metrics)
     if plots:
         make_plots(run, data=test if len(test) else val, train=train)
