@@ -371,3 +371,28 @@ def test_kind_is_inferred_only_from_the_layout_or_the_options(tmp_path: Path) ->
     assert resolve_kind(read_file(tmp_path / "seqs.npz")) == "events"
     with pytest.raises(ValueError, match=r"seqs\.npz: event sequences .* cannot be read as points"):
         load_points(tmp_path / "seqs.npz")
+
+
+def test_points_csv_through_the_cli_with_the_evaluation_sized_or_off(tmp_path: Path) -> None:
+    """evaluate.* sizes what ``probflux fit`` evaluates; 0 switches a part off (here: simulation and residual)."""
+    import json
+
+    from probflux.app.cli import main
+    from probflux.app.config import EvaluateConfig, load_config
+
+    assert load_config(None).evaluate == EvaluateConfig()
+    path = write_csv(tmp_path / "pts.csv", "t,x,y", table(200, 2))
+    out = tmp_path / "run"
+    base = ["fit", "configs/tiny.yaml", "data.name=file", f"data.path={path}", "data.t0=null", "data.t1=null", "model.components=2",
+            "model.hidden=8", "train.steps=5", f"out={out}"]
+    assert main([*base, "evaluate.particles=0", "evaluate.residual_points=0", "--no-plots"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert np.isfinite(metrics["test_nll"]) and metrics["test_points"] == 20
+    assert not any(k.startswith(("w1_", "continuity_")) for k in metrics)
+    assert main([*base, "out=" + str(tmp_path / "run2"), "evaluate.particles=30", "evaluate.steps=4", "--no-plots"]) == 0
+    metrics = json.loads((tmp_path / "run2" / "metrics.json").read_text())
+    assert (metrics["particles"], metrics["simulation_steps"]) == (30, 4) and "continuity_residual_max" in metrics
+    assert main(["evaluate", str(tmp_path / "run2"), "--steps", "0"]) == 0
+    assert "w1_sde_vs_model" not in json.loads((tmp_path / "run2" / "metrics_test.json").read_text())
+    with pytest.raises(ValueError, match=r"evaluate\.particles: must be >= 0"):
+        load_config(None, ["evaluate.particles=-1"])

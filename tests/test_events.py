@@ -348,3 +348,94 @@ def test_missing_data_names_every_path(monkeypatch, tmp_path) -> None:
     if not any((r / "stpp/pinwheel/pinwheel_dstpp_1000.npz").is_file() for r in roots):
         with pytest.raises(FileNotFoundError, match="pinwheel_dstpp_1000.npz not found; tried"):
             ev.pinwheel_stpp()
+
+
+# ------------------------------------------------------------------------------------- user files
+
+TINY = ["model.components=2", "model.hidden=8", "model.layers=1", "train.steps=5", "train.batch_size=32", "evaluate.particles=20",
+        "evaluate.steps=5", "evaluate.residual_points=16", "data.t0=null", "data.t1=null"]
+
+
+def fit_cli(tmp_path, *overrides: str) -> dict:
+    """``probflux fit configs/tiny.yaml data.name=file ...`` then ``probflux evaluate``; returns metrics.json."""
+    import json
+
+    from probflux.app.cli import main
+
+    out = tmp_path / "run"
+    assert main(["fit", "configs/tiny.yaml", "data.name=file", f"out={out}", *TINY, *overrides, "--no-plots"]) == 0
+    assert main(["evaluate", str(out)]) == 0
+    assert json.loads((out / "metrics_test.json").read_text())["particles"] == 20  # the run's evaluate section is the default
+    return json.loads((out / "metrics.json").read_text())
+
+
+def catalog(n: int, seed: int, t1: float = 50.0) -> np.ndarray:
+    """``(n, 3)`` events ``[t, x, y]`` sorted by time, the first at ``t = 0`` (as EarthquakeNPP stores a split)."""
+    rng = np.random.default_rng(seed)
+    t = np.sort(rng.uniform(0, t1, n))
+    return np.column_stack([t - t[0], rng.normal(size=(n, 2))])
+
+
+def test_earthquakenpp_layout_file_trains_and_evaluates_from_the_cli(tmp_path) -> None:
+    parts = {"train": catalog(120, 0), "val": catalog(30, 1), "test": catalog(40, 2)}
+    np.savez(tmp_path / "quakes.npz", **{k: v[None] for k, v in parts.items()})
+    test = ev.earthquakenpp("quakes", "test", path=tmp_path / "quakes.npz")
+    assert test.n_events == 40 and test.window == (0.0, parts["test"][-1, 0]) and test.keys == ["quakes/test"]
+    splits = ev.event_file_splits(tmp_path / "quakes.npz")
+    assert [s.n_events for s in splits[:3]] == [120, 30, 40] and "own train/val/test" in splits.note
+    metrics = fit_cli(tmp_path, f"data.path={tmp_path / 'quakes.npz'}", "data.history=4")
+    assert metrics["test_points"] == 40 and np.isfinite(metrics["test_nll"]) and metrics["particles"] == 20
+    windowed = ev.event_file_splits(tmp_path / "quakes.npz", window=10.0, stride=5.0)
+    assert all(s.window == (0.0, 10.0) for s in windowed[:3]) and len(windowed.train) == 8  # starts 0, 5, .., 35 fit in 49.x
+    with pytest.raises(ValueError, match=r"quakes\.npz has its own train/val/test split .*data\.cuts do\(es\) not apply"):
+        ev.event_file_splits(tmp_path / "quakes.npz", cuts=(1.0, 2.0))
+    with pytest.raises(ValueError, match="expected the EarthquakeNPP layout"):
+        np.savez(tmp_path / "flat.npz", t=np.arange(3.0), x=np.zeros((3, 2)))
+        ev.earthquakenpp("flat", "train", path=tmp_path / "flat.npz")
+
+
+def test_event_csv_with_a_sequence_column_trains_and_evaluates_from_the_cli(tmp_path) -> None:
+    rng = np.random.default_rng(4)
+    lines = ["sequence,time,x,y,magnitude"]
+    for s in range(10):
+        for row in catalog(int(rng.integers(4, 12)), 10 + s, t1=7.0)[::-1]:  # newest first, as catalogs often are
+            lines.append(f"week{s},{row[0]:.17g},{row[1]:.17g},{row[2]:.17g},3.1")
+    path = tmp_path / "weeks.csv"
+    path.write_text("\n".join(lines) + "\n")
+    seqs = ev.read_events(path)
+    assert len(seqs) == 10 and seqs.keys[0] == "week0" and all(bool((s[1:, 0] >= s[:-1, 0]).all()) for s in seqs)
+    splits = ev.event_file_splits(path, seed=0)
+    assert (len(splits.train), len(splits.val), len(splits.test)) == (8, 1, 1)
+    metrics = fit_cli(tmp_path, f"data.path={path}", "data.history=3")
+    assert metrics["test_points"] == splits.test.n_events and np.isfinite(metrics["test_nll"])
+    with pytest.raises(ValueError, match="data.cuts splits ONE long sequence in time; weeks.csv has 10 sequences"):
+        ev.event_file_splits(path, cuts=(2.0, 3.0))
+
+
+def test_one_long_sequence_splits_in_time_by_fractions_or_cuts(tmp_path) -> None:
+    a = catalog(200, 5, t1=100.0)
+    path = tmp_path / "one.csv"
+    path.write_text("T,X,Y\n" + "\n".join(",".join(f"{v:.17g}" for v in r) for r in a) + "\n")
+    lo, hi = a[0, 0], a[-1, 0]
+    tr, va, te, note = ev.event_file_splits(path, val_fraction=0.2, test_fraction=0.1)
+    c1, c2 = lo + 0.7 * (hi - lo), lo + 0.9 * (hi - lo)
+    assert tr.window == (lo, c1) and va.window == (c1, c2) and te.window == (c2, hi) and "continuous" in note
+    assert tr.n_events == int((a[:, 0] < c1).sum()) and te.n_events == int((a[:, 0] >= c2).sum())
+    assert tr.n_events + va.n_events + te.n_events == 200
+    tr, va, te, _ = ev.event_file_splits(path, cuts=(60.0, 80.0), window=10.0)
+    assert va.window == (0.0, 10.0) and len(va) == 2 and va.n_events == int(((a[:, 0] >= 60) & (a[:, 0] < 80)).sum())
+    with pytest.raises(ValueError, match=r"data\.cuts must satisfy t0 < val start < test start < t1"):
+        ev.event_file_splits(path, cuts=(60.0, 200.0))
+    with pytest.raises(ValueError, match=r"data\.window=50: window length 50 is longer than the observation window"):
+        ev.event_file_splits(path, cuts=(60.0, 80.0), window=50.0)
+
+
+def test_bh_conflicts_reads_any_x_y_t_csv(tmp_path) -> None:
+    a = catalog(30, 6, t1=400.0)
+    path = tmp_path / "conflicts.csv"
+    path.write_text("X,Y,T\n" + "\n".join(f"{r[1]:.17g},{r[2]:.17g},{r[0]:.17g}" for r in a) + "\n")
+    seqs = ev.bh_conflicts(path)
+    torch.testing.assert_close(seqs.sequences[0], torch.from_numpy(a))  # T is the time, (X, Y) the location
+    assert seqs.window == (0.0, float(math.ceil(a[-1, 0]))) and seqs.keys == ["BH_conflicts"]
+    shared = real(ev.bh_conflicts)
+    assert shared.n_events == 2470 and shared.window == (0.0, 4574.0)

@@ -278,3 +278,26 @@ def test_conditioned_flux_vanishes_far_away_and_sde_reproduces_marginals() -> No
     noise, moved, got = energy_distance(ref1, ref2), energy_distance(x0, ref1), energy_distance(path[-1], ref1)
     assert moved > 10 * noise, "the model hardly moves: the test would be vacuous"
     assert got < 2.5 * noise, (got, noise, moved)
+
+
+def test_event_config_on_an_x_y_t_csv_reads_t_as_time(tmp_path) -> None:
+    """Issue 14's silent misread: ``configs/events_earthquakes.yaml data.name=file data.path=events.csv`` on a CSV with
+    header ``X,Y,T`` (lon, lat, day) made the longitude the time. Now T is the time: without history the events are
+    points on the T range, with data.kind=events (or data.history) the catalog is split in time."""
+    from probflux.app.builders import load_data
+    from probflux.app.config import load_config
+
+    rng = np.random.default_rng(0)
+    day = np.sort(rng.uniform(0, 365, 300))
+    lon, lat = rng.uniform(-87.80, -87.53, 300), rng.uniform(41.65, 42.0, 300)
+    path = tmp_path / "events.csv"
+    path.write_text("X,Y,T\n" + "\n".join(f"{a:.17g},{b:.17g},{c:.17g}" for a, b, c in zip(lon, lat, day)) + "\n")
+    cfg = load_config("configs/events_earthquakes.yaml", ["data.name=file", f"data.path={path}", "data.history=null"])
+    train, val, test, norm = load_data(cfg.data, cfg.seed)
+    assert (norm.t0, norm.t1) == (day.min(), day.max()) and len(train) + len(val) + len(test) == 300
+    assert float(train.x[:, 0].min()) >= -87.80 and float(train.x[:, 1].min()) >= 41.65
+    cfg = load_config("configs/events_earthquakes.yaml", ["data.name=file", f"data.path={path}", "data.history=4"])
+    train, val, test, norm = load_data(cfg.data, cfg.seed)
+    cut = day.min() + 0.8 * (day.max() - day.min())
+    assert (norm.t0, norm.t1) == (day.min(), day.max()) and bool((train.t < cut).all()) and bool((test.t >= cut).all())
+    assert train.context.shape[1] == 2 + 4 * 4 and len(train) == int((day < cut).sum())
