@@ -3,7 +3,7 @@
 Fits ``rho(x | t)`` (t = time in the 30-day window, mapped to [0, 1]) by maximum likelihood on the pooled
 training events, with coordinates standardised by the training-event mean/std as in Neural STPP, and prints
 the test spatial NLL per event in that standardised space — the quantity of Neural STPP's Table 1 (whose
-time-varying CNF has 1.459, Attentive CNF 1.237, Jump CNF 1.007; DESIGN §9). This is the plain
+time-varying CNF has 1.459, Attentive CNF 1.237, Jump CNF 1.007; docs/mathematics.md §9). This is the plain
 time-varying model (no history conditioning yet), a preliminary for issue #4.
 
     .venv/bin/python examples/earthquakes_time_varying.py --model factorized --steps 3000
