@@ -314,8 +314,9 @@ def test_header_x_y_t_reads_t_as_time_not_x(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "header, columns, message",
     [
-        ("lon,lat,t", None, r"cannot tell which columns are coordinates; found columns \['lon', 'lat', 't'\] \(time 't'\); the other columns "
-                            r"\['lon', 'lat'\] must be named x\[, y\[, z\]\] or x1\.\.xD, or list the coordinates in data\.columns\.x"),
+        ("lon,lat,t", None, r"cannot tell which columns are coordinates; found columns \['lon', 'lat', 't'\] \(time 't'\); "
+                            r"the other columns \['lon', 'lat'\] must be named x\[, y\[, z\]\] or x1\.\.xD, "
+                            r"or list the coordinates in data\.columns\.x"),
         ("x,y,depth,t", None, r"cannot tell which columns are coordinates.*\['x', 'y', 'depth'\]"),
         ("t,time,x", None, r"ambiguous time column: columns \['t', 'time'\] could each be it; set data\.columns\.t"),
         ("day,T,x", None, r"ambiguous time column: columns \['day', 'T'\]"),

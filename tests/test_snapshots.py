@@ -422,8 +422,8 @@ def test_snapshot_npz_trains_and_evaluates_from_the_cli(tmp_path: Path) -> None:
     assert sorted(set(tr.t.tolist())) == [0.0, 2.0] and len(tr) + len(va) == 100
     out = tmp_path / "run"
     rc = main(["fit", "configs/tiny.yaml", "data.name=file", f"data.path={tmp_path / 'course.npz'}", "data.leave_out=1", "data.t0=null",
-               "data.t1=null", "objective.likelihood=snapshots", "model.components=2", "model.hidden=8", "train.steps=5", "evaluate.particles=20",
-               "evaluate.steps=5", "evaluate.heldout_cells=30", f"out={out}", "--no-plots"])
+               "data.t1=null", "objective.likelihood=snapshots", "model.components=2", "model.hidden=8", "train.steps=5",
+               "evaluate.particles=20", "evaluate.steps=5", "evaluate.heldout_cells=30", f"out={out}", "--no-plots"])
     assert rc == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["heldout_time"] == 0.5 and metrics["heldout_cells"] == 50 and np.isfinite(metrics["heldout_w1_transport"])
@@ -434,7 +434,8 @@ def test_snapshot_csv_with_a_day_column_and_errors(tmp_path: Path) -> None:
     rng = np.random.default_rng(1)
     day = np.repeat([2.0, 4.0, 7.0], 5)
     x = rng.normal(size=(15, 3))
-    (tmp_path / "cells.csv").write_text("day,x1,x2,x3\n" + "\n".join(f"{d:g},{a:.17g},{b:.17g},{c:.17g}" for d, (a, b, c) in zip(day, x)) + "\n")
+    rows = (f"{d:g},{a:.17g},{b:.17g},{c:.17g}" for d, (a, b, c) in zip(day, x))
+    (tmp_path / "cells.csv").write_text("day,x1,x2,x3\n" + "\n".join(rows) + "\n")
     s = pdata.read_snapshots(tmp_path / "cells.csv")
     assert s.times.tolist() == [2.0, 4.0, 7.0] and s.dim == 3
     np.testing.assert_array_equal(s.samples[2].numpy(), x[10:])

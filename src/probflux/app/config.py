@@ -253,7 +253,8 @@ _CONSTRAINTS: dict[str, tuple[Check, ...]] = {
     "data.kind": (lambda v: None if v in (None, "points", "events", "snapshots") else "must be 'points', 'events', 'snapshots' or null",),
     "data.window": (lambda v: None if v is None or v > 0 else "must be a window length > 0 or null",),
     "data.stride": (lambda v: None if v is None or v > 0 else "must be a stride > 0 or null",),
-    "data.cuts": (lambda v: None if v is None or (len(v) == 2 and v[0] < v[1]) else "must be two increasing times [val_start, test_start] or null",),
+    "data.cuts": (lambda v: None if v is None or (len(v) == 2 and v[0] < v[1]) else "must be two increasing times [val_start, test_start] "
+                  "or null",),
     "evaluate.particles": (_at_least(0),),
     "evaluate.steps": (_at_least(0),),
     "evaluate.residual_points": (_at_least(0),),
@@ -306,19 +307,21 @@ def _cross_checks(cfg: Config) -> list[tuple[str, tuple[str, ...]]]:
     if d.kind is not None and not is_file and d.name in point_names + snapshot_names + event_names:
         own = data_registry.dataset(d.name).kind
         if d.kind != own:
-            out.append((f"data.kind: {d.name!r} is a built-in {own} data set, not {d.kind!r} (data.kind is for data.name=file)", ("data.kind", "data.name")))
+            out.append((f"data.kind: {d.name!r} is a built-in {own} data set, not {d.kind!r} (data.kind is for data.name=file)",
+                        ("data.kind", "data.name")))
     file_events = is_file and d.kind in (None, "events")
+    which = f"data.name={d.name!r}" + (f" with data.kind={d.kind!r}" if is_file else "")
     if d.history is not None and d.name not in event_names and not file_events:
         out.append((f"data.history: only available for event data sets ({', '.join(event_names)}, or data.name=file with events), "
-                    f"not data.name={d.name!r}{'' if not is_file else f' with data.kind={d.kind!r}'}", ("data.history", "data.name", "data.kind")))
+                    f"not {which}", ("data.history", "data.name", "data.kind")))
     for key, value in (("leave_out", d.leave_out), ("whiten", d.whiten)):
         if value not in (None, False) and d.name not in snapshot_names and not (is_file and d.kind in (None, "snapshots")):
-            out.append((f"data.{key}: only available for population-snapshot data sets ({', '.join(snapshot_names)}, or data.name=file with "
-                        f"snapshots), not data.name={d.name!r}{'' if not is_file else f' with data.kind={d.kind!r}'}", (f"data.{key}", "data.name", "data.kind")))
+            out.append((f"data.{key}: only available for population-snapshot data sets ({', '.join(snapshot_names)}, "
+                        f"or data.name=file with snapshots), not {which}", (f"data.{key}", "data.name", "data.kind")))
     for key, value in (("cuts", d.cuts), ("window", d.window), ("stride", d.stride)):
         if value is not None and not file_events:
             out.append((f"data.{key}: only for event files (data.name=file, data.kind events or null); the built-in event sets have "
-                        f"their own protocol; got data.name={d.name!r}{'' if not is_file else f', data.kind={d.kind!r}'}", (f"data.{key}", "data.name", "data.kind")))
+                        f"their own protocol; got {which}", (f"data.{key}", "data.name", "data.kind")))
     if d.stride is not None and d.window is None:
         out.append(("data.stride: needs data.window (the window length)", ("data.stride", "data.window")))
     if not is_file and any(getattr(d.columns, f.name) is not None for f in dataclasses.fields(d.columns)):

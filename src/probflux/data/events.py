@@ -581,7 +581,8 @@ def earthquakenpp(catalog: str = "Japan_25", split: str = "train", *, path: Unio
     split = _check_split(split, _PART_NAMES, f"earthquakenpp file {str(path)!r}")
     data = read_file(path)
     if data.layout != "splits" or len(data.splits[split]) != 1:
-        raise ValueError(f"{data.name}: expected the EarthquakeNPP layout (arrays train, val, test of shape (1, N, 1 + D)); got {data.describe()}")
+        raise ValueError(f"{data.name}: expected the EarthquakeNPP layout (arrays train, val, test of shape (1, N, 1 + D)); "
+                         f"got {data.describe()}")
     return _file_sequences(data.splits[split], None, f"{catalog}/{split}", str(path), keys=[f"{catalog}/{split}"])
 
 
@@ -624,7 +625,8 @@ def _file_sequences(items: Sequence[tuple[str, np.ndarray]], window: Optional[tu
         raise ValueError(f"{name}: sequence {bad[0]!r} must have shape (n, 1 + D) with columns [t, x_1..x_D]")
     lo, hi = window if window is not None else (None, None)
     try:
-        return EventSequences(arrays, list(keys) if keys is not None else [k for k, _ in items], window=_span(arrays, lo, hi), name=name, source=source)
+        keys = list(keys) if keys is not None else [k for k, _ in items]
+        return EventSequences(arrays, keys, window=_span(arrays, lo, hi), name=name, source=source)
     except (ValueError, TypeError) as e:
         raise type(e)(f"{source}: {e}") from None
 
@@ -639,8 +641,10 @@ def events_from_file(data: DataFile, *, window: Optional[tuple[Optional[float], 
     if data.layout == "sequences":
         return _file_sequences(data.sequences, window, name, data.path, keys)
     if data.layout != "table":
-        raise ValueError(f"{data.describe()} cannot be read as one set of event sequences; "
-                         + ("use event_file_splits (its train/val/test arrays are the split)" if data.layout == "splits" else "it holds population snapshots"))
+        why = "it holds population snapshots"
+        if data.layout == "splits":
+            why = "use event_file_splits (its train/val/test arrays are the split)"
+        raise ValueError(f"{data.describe()} cannot be read as one set of event sequences; {why}")
     if data.context is not None:
         raise ValueError(f"{data.name}: event sequences take no context columns ({data.columns})")
     table = np.concatenate([np.asarray(data.t, dtype=np.float64).reshape(-1, 1), np.asarray(data.x, dtype=np.float64)], 1)
@@ -655,7 +659,8 @@ def events_from_file(data: DataFile, *, window: Optional[tuple[Optional[float], 
     return _file_sequences(groups, window, name, data.path, keys)
 
 
-def read_events(path: Union[str, Path], columns: Any = None, *, window: Optional[tuple[Optional[float], Optional[float]]] = None) -> EventSequences:
+def read_events(path: Union[str, Path], columns: Any = None, *,
+                window: Optional[tuple[Optional[float], Optional[float]]] = None) -> EventSequences:
     """Event sequences from a file (:func:`probflux.data.files.read_file`, then :func:`events_from_file`): a CSV/TSV
     with ``t``/``time``, coordinate and optionally ``sequence`` columns, an ``.npz`` with one array per sequence
     (Neural STPP) or ``t``/``x``[/``sequence``] arrays, or an ``.npy`` ``(n, 1 + D)`` / ``(S, n, 1 + D)``."""
@@ -702,18 +707,21 @@ def event_file_splits(data: Union[DataFile, str, Path], *, val_fraction: float =
             if not (val_fraction > 0 and test_fraction > 0):
                 raise ValueError(f"{data.name}: splitting {len(seqs)} sequences needs data.val_fraction > 0 and data.test_fraction > 0")
             parts = list(split_sequences(seqs, (1.0 - val_fraction - test_fraction, val_fraction, test_fraction), seed=seed))
-            note = f"{len(seqs)} sequences split at random (seed {seed}) {1 - val_fraction - test_fraction:g}/{val_fraction:g}/{test_fraction:g}"
+            fr = f"{1 - val_fraction - test_fraction:g}/{val_fraction:g}/{test_fraction:g}"
+            note = f"{len(seqs)} sequences split at random (seed {seed}) {fr}"
         else:
             lo, hi = seqs.window
             if cuts is None:
                 if not (val_fraction > 0 and test_fraction > 0):
-                    raise ValueError(f"{data.name}: splitting one sequence in time needs data.val_fraction > 0 and data.test_fraction > 0, or data.cuts")
+                    raise ValueError(f"{data.name}: splitting one sequence in time needs data.val_fraction > 0 and data.test_fraction > 0, "
+                                     "or data.cuts")
                 cuts = (lo + (1.0 - val_fraction - test_fraction) * (hi - lo), lo + (1.0 - test_fraction) * (hi - lo))
             cuts = [float(c) for c in cuts]
             if len(cuts) != 2:
                 raise ValueError(f"data.cuts must be two times (val start, test start), got {cuts}")
             if not lo < cuts[0] < cuts[1] < hi:
-                raise ValueError(f"data.cuts must satisfy t0 < val start < test start < t1 for the window [{_fmt(lo)}, {_fmt(hi)}] of {data.name}; got {cuts}")
+                raise ValueError(f"data.cuts must satisfy t0 < val start < test start < t1 for the window [{_fmt(lo)}, {_fmt(hi)}] "
+                                 f"of {data.name}; got {cuts}")
             parts = split_in_time(seqs, cuts, rebase=window is not None)
             note = f"one sequence split in time at {_fmt(cuts[0])} / {_fmt(cuts[1])}"
     if window is not None:

@@ -154,7 +154,8 @@ def resolve_kind(data: DataFile, kind: Optional[str] = None, *, event_options: b
         if data.layout in ("sequences", "splits") and kind != "events":
             raise ValueError(f"{data.describe()} cannot be read as data.kind={kind!r}; it holds event sequences (data.kind: events)")
         if data.layout == "snapshots" and kind != "snapshots":
-            raise ValueError(f"{data.describe()} cannot be read as data.kind={kind!r}; it holds population snapshots (data.kind: snapshots)")
+            raise ValueError(f"{data.describe()} cannot be read as data.kind={kind!r}; it holds population snapshots "
+                             "(data.kind: snapshots)")
         return kind
     if event_options and snapshot_options:
         raise ValueError(f"{data.name}: event options (data.history, data.window, data.cuts) and snapshot options "
@@ -219,7 +220,8 @@ def _from_array(arr: np.ndarray, path: str, name: str, key: Optional[str]) -> Da
         raise ValueError(f"{name}: expected an array of shape (N, 1 + D) with columns [t, x_1..x_D] and D >= 1; got shape {arr.shape}")
     if arr.shape[0] == 0:
         raise ValueError(f"{name} contains no data rows")
-    return DataFile(path, name, "table", t=arr[:, 0], x=arr[:, 1:], matrix=arr, columns=f"columns [t, x_1..x_{arr.shape[1] - 1}] by position")
+    return DataFile(path, name, "table", t=arr[:, 0], x=arr[:, 1:], matrix=arr,
+                    columns=f"columns [t, x_1..x_{arr.shape[1] - 1}] by position")
 
 
 def _shapes(z: Mapping[str, np.ndarray]) -> str:
@@ -255,7 +257,8 @@ def _read_npz(path: str, name: str) -> DataFile:
         splits = {s: [(k, _numeric(arrays[k], f"array {k!r}", name)) for k in keys if k.startswith(s + "_")] for s in SPLITS}
         missing = [s for s in SPLITS if not splits[s]]
         if missing:
-            raise ValueError(f"{name}: arrays train_*, val_* and test_* expected (one sequence each); none for {', '.join(missing)}; {found}")
+            raise ValueError(f"{name}: arrays train_*, val_* and test_* expected (one sequence each); "
+                             f"none for {', '.join(missing)}; {found}")
         return DataFile(path, name, "splits", splits=splits, columns="arrays <split>_<key>: one sequence [t, x_1..x_D] each")
     low = {k.lower(): k for k in keys}
     if len(low) != len(keys):
@@ -268,7 +271,8 @@ def _read_npz(path: str, name: str) -> DataFile:
         x, lab = _numeric(arrays[xk], f"array {xk!r}", name), _numeric(arrays[label_key], f"array {label_key!r}", name)
         extra = [k for k in keys if k not in (xk, label_key, low.get("times"))]
         if extra:
-            raise ValueError(f"{name}: unexpected arrays {extra} next to {xk!r} and {label_key!r} (snapshots: X, time_index and optionally times); {found}")
+            raise ValueError(f"{name}: unexpected arrays {extra} next to {xk!r} and {label_key!r} "
+                             f"(snapshots: X, time_index and optionally times); {found}")
         if x.ndim != 2 or lab.shape != (x.shape[0],):
             raise ValueError(f"{name}: expected {xk!r} of shape (N, D) and {label_key!r} of shape (N,); {found}")
         times = None
@@ -280,7 +284,8 @@ def _read_npz(path: str, name: str) -> DataFile:
         allowed = {"t", "x", "context", "sequence"}
         extra = [k for k in keys if k.lower() not in allowed]
         if extra:
-            raise ValueError(f"{name}: unexpected arrays {extra} next to 't' and 'x' (expected t, x and optionally context, sequence); {found}")
+            raise ValueError(f"{name}: unexpected arrays {extra} next to 't' and 'x' "
+                             f"(expected t, x and optionally context, sequence); {found}")
         t, x = _numeric(arrays[low["t"]], "array 't'", name), _numeric(arrays[low["x"]], "array 'x'", name)
         if t.ndim == 2 and t.shape[1] == 1:
             t = t[:, 0]
