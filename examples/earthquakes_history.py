@@ -49,7 +49,8 @@ HISTORY = 16
 
 def train(density: pf.TimeDensity, points, seconds: float, steps: int, seed: int):
     # the schedule (2% warm-up, cosine) runs over the wall-clock budget; `steps` only caps the step count
-    cfg = TrainConfig(steps=steps, batch_size=1024, lr=3e-3, warmup=steps // 50, ema=0.999, device="cpu", eval_every=10**9, checkpoint_every=10**9)
+    cfg = TrainConfig(steps=steps, batch_size=1024, lr=3e-3, warmup=steps // 50, ema=0.999, device="cpu", eval_every=10**9,
+                      checkpoint_every=10**9)
     start = time.perf_counter()
     res = fit(pf.Dynamics(density), NegativeLogLikelihood(), points, config=cfg, seed=seed, progress=None, max_seconds=seconds,
               time_schedule=True)
@@ -65,7 +66,7 @@ def largest_test_event(test) -> tuple[str, int, float]:
     for key in test.keys:
         start = dt.datetime.strptime(key, "%Y%m%d").replace(tzinfo=None).timestamp() / 86400.0
         s = test[key].numpy()
-        for i, (t, lon, lat) in enumerate(s):
+        for i, (t, lon, _lat) in enumerate(s):
             j = int(np.argmin(np.abs(epoch - (start + t))))
             if abs(epoch[j] - (start + t)) < 1e-3 and abs(cat["longitude"][j] - lon) < 1e-3 and cat["magnitude"][j] > best[2]:
                 best = (key, i, float(cat["magnitude"][j]))
@@ -128,12 +129,16 @@ def main() -> None:
     metrics = {}
 
     torch.manual_seed(args.seed)
-    plain, steps, secs = train(pf.FactorizedMixture(2, components=64, hidden=256), model_points(std["train"]), args.seconds, args.steps, args.seed)
-    metrics["time_varying"] = {"test_nll": -spatial_log_likelihood(plain.density, model_points(std["test"])), "steps": steps, "seconds": secs}
+    plain, steps, secs = train(pf.FactorizedMixture(2, components=64, hidden=256), model_points(std["train"]), args.seconds, args.steps,
+                               args.seed)
+    metrics["time_varying"] = {"test_nll": -spatial_log_likelihood(plain.density, model_points(std["test"])), "steps": steps,
+                               "seconds": secs}
     torch.manual_seed(args.seed)
-    hist_density = pf.Conditioned(pf.FactorizedMixture(2, components=64, hidden=256, context_dim=64), HistoryEncoder(2, HISTORY, 64, 64))
+    hist_density = pf.Conditioned(pf.FactorizedMixture(2, components=64, hidden=256, context_dim=64),
+                                  HistoryEncoder(2, events=HISTORY, hidden=64, out_features=64))
     hist, steps, secs = train(hist_density, model_points(std["train"], HISTORY), args.seconds, args.steps, args.seed)
-    metrics["history"] = {"test_nll": -spatial_log_likelihood(hist.density, model_points(std["test"], HISTORY)), "steps": steps, "seconds": secs}
+    metrics["history"] = {"test_nll": -spatial_log_likelihood(hist.density, model_points(std["test"], HISTORY)), "steps": steps,
+                          "seconds": secs}
     for k, v in metrics.items():
         print(f"{k:13s} test spatial NLL per event {v['test_nll']:.3f} ({v['steps']} steps, {v['seconds']:.0f} s)")
 
