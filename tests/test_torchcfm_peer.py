@@ -78,6 +78,36 @@ def test_wall_seconds_budget_is_respected(problem):
     assert peer.fit([0.0, 1.0], [src, tgt], steps=10**9, wall_seconds=0.0)["steps"] == 0
 
 
+class _FakeClock:
+    """A clock that advances ``tick`` seconds per reading: the budget then depends on readings, not on the machine."""
+
+    def __init__(self, tick: float) -> None:
+        self.now, self.tick, self.reads = 0.0, tick, 0
+
+    def __call__(self) -> float:
+        self.reads += 1
+        self.now += self.tick
+        return self.now
+
+
+def test_clock_budget_counts_steps_on_the_given_clock(problem):
+    """With a clock that advances 1 s per reading, fit reads it once at the start, once before every step and
+    once at the end: a budget of 5 s allows exactly 4 steps (readings 2..5 see 1..4 s elapsed, the 6th sees 5 s)
+    and reports the final reading minus the first, 7 - 1 = 6 s. The real time taken is irrelevant, so the test cannot be flaky."""
+    src, tgt, *_ = problem
+    clock = _FakeClock(1.0)
+    info = CFMPeer("otcfm", 2, batch_size=64, seed=0).fit([0.0, 1.0], [src, tgt], wall_seconds=5.0, clock=clock)
+    assert info["steps"] == 4 and info["wall_seconds"] == 6.0 and clock.reads == 7
+    # a finer clock allows proportionally more steps: 0.25 s per reading, 5 s budget -> 19 steps
+    info = CFMPeer("otcfm", 2, batch_size=64, seed=0).fit([0.0, 1.0], [src, tgt], wall_seconds=5.0, clock=_FakeClock(0.25))
+    assert info["steps"] == 19
+    # the CPU clock works as a budget too, and a non-callable clock is refused by name
+    info = CFMPeer("otcfm", 2, batch_size=64, seed=0).fit([0.0, 1.0], [src, tgt], wall_seconds=0.2, clock=time.process_time)
+    assert info["steps"] > 0 and 0.2 <= info["wall_seconds"] < 0.45, info
+    with pytest.raises(TypeError, match="clock must be a callable"):
+        CFMPeer("otcfm", 2, seed=0).fit([0.0, 1.0], [src, tgt], wall_seconds=1.0, clock=1.0)
+
+
 def test_sf2m_runs_and_is_reproducible(problem):
     """SF2M, 200 steps, batch 64: both samplers give finite cells near the target (measured W1 on 200 test
     cells: ODE 0.145, SDE with 50 Euler-Maruyama steps 0.146, from 3.2; asserted < 0.5), and the SDE

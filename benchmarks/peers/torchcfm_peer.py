@@ -58,7 +58,7 @@ import contextlib
 import math
 import numbers
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Optional
 
 import numpy as np
@@ -221,6 +221,7 @@ class CFMPeer:
         *,
         steps: Optional[int] = None,
         wall_seconds: Optional[float] = None,
+        clock: Callable[[], float] = time.perf_counter,
     ) -> dict:
         """Train from scratch on consecutive snapshot pairs.
 
@@ -229,16 +230,23 @@ class CFMPeer:
             samples: ``K`` tensors (or arrays) of shape ``(n_k, D)``; sizes may differ. For leave-one-out,
                 simply omit the held-out snapshot: its neighbours become one (longer) pair.
             steps: stop after this many optimiser steps.
-            wall_seconds: stop once this much wall-clock time has passed (checked before every step, so
+            wall_seconds: stop once this many seconds of ``clock`` have passed (checked before every step, so
                 the overrun is at most one step). At least one of ``steps`` / ``wall_seconds`` is required;
                 with both, whichever comes first.
+            clock: the clock of ``wall_seconds`` and of the returned ``wall_seconds`` (default: wall time,
+                ``time.perf_counter``). ``time.process_time`` budgets this process's CPU time instead, as
+                ``probflux.train.fit(clock=...)`` does, so a peer and a probflux model given the same budget on a
+                shared machine get the same CPU time. The budget counts the optimiser steps only (batch
+                drawing, coupling, forward, backward, update); there are no validation passes.
 
         Returns:
-            ``{"steps": int, "wall_seconds": float, "loss": float}`` — the last step's loss (flow loss,
-            plus the score loss for SF2M).
+            ``{"steps": int, "wall_seconds": float, "loss": float}`` — seconds of ``clock`` spent in the
+            training loop and the last step's loss (flow loss, plus the score loss for SF2M).
         """
         if steps is None and wall_seconds is None:
             raise ValueError("give steps, wall_seconds or both")
+        if not callable(clock):
+            raise TypeError(f"clock must be a callable returning seconds (e.g. time.process_time); got {clock!r}")
         if steps is not None and (isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 0):
             raise ValueError(f"steps must be a non-negative integer; got {steps!r}")
         if wall_seconds is not None:
@@ -273,12 +281,12 @@ class CFMPeer:
             opt = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
             self.flow.train()
 
-            start = time.perf_counter()
+            start = clock()
             done, last = 0, float("nan")
             while True:
                 if steps is not None and done >= steps:
                     break
-                if wall_seconds is not None and time.perf_counter() - start >= wall_seconds:
+                if wall_seconds is not None and clock() - start >= wall_seconds:
                     break
                 tau_l, x_l, u_l, eps_l, lam_l = [], [], [], [], []
                 for k, (fm, d) in enumerate(zip(matchers, deltas)):
@@ -306,7 +314,7 @@ class CFMPeer:
                 opt.step()
                 done += 1
                 last = float(loss.detach())
-            elapsed = time.perf_counter() - start
+            elapsed = clock() - start
         self.flow.eval()
         if self.score is not None:
             self.score.eval()

@@ -10,13 +10,17 @@ standardised ``x``), the :class:`~probflux.normalize.Normalizer` that maps data 
 * :func:`simulation_distances` — ``W_1`` between SDE/ODE particles and exact ``rho_1`` samples, with the
   sampling floor;
 * :func:`heldout_snapshot_scores` — leave-one-time-out ``W_1``/``W_2`` of the exact density and of transport;
+  its parts :func:`snapshot_pair` (the cells compared) and :func:`sample_distances` (``W_1``/``W_2`` of any predicted
+  cells, e.g. a baseline's transported cells, against held-out ones), and :func:`sampling_floor` (what a perfect
+  model scores with finite samples);
+* :func:`kinetic_over_ot` — a snapshot model's path energy over the discrete optimal-transport lower bound;
 * :func:`evaluate` — all of the first four, as ``probflux fit`` writes them into ``metrics.json``.
 """
 from __future__ import annotations
 
 import copy
 import time
-from typing import Any, Optional
+from typing import Any, NamedTuple, Optional
 
 import torch
 from torch import Tensor
@@ -24,7 +28,7 @@ from torch import Tensor
 from .checks import continuity_residual
 from .data.points import TemporalPoints
 from .dynamics import Dynamics
-from .metrics import wasserstein
+from .metrics import ot_cost, wasserstein
 from .normalize import Normalizer
 from .simulate import simulate
 
@@ -34,7 +38,13 @@ __all__ = [
     "heldout_nll",
     "continuity_check",
     "simulation_distances",
+    "subsample",
+    "SnapshotPair",
+    "snapshot_pair",
+    "sample_distances",
+    "sampling_floor",
     "heldout_snapshot_scores",
+    "kinetic_over_ot",
     "evaluate",
 ]
 
@@ -138,6 +148,65 @@ def evaluate(dynamics: Dynamics, normalizer: Normalizer, test: Optional[Temporal
     return out
 
 
+def subsample(x: Tensor, cells: int, seed: int = 0) -> Tensor:
+    """At most ``cells`` rows of ``x: (N, D)``: all of them (in order) when ``N <= cells``, else the first
+    ``cells`` of a random permutation drawn from a fresh generator seeded with ``seed`` (the same rows for the
+    same ``N`` and ``seed``)."""
+    if isinstance(cells, bool) or not isinstance(cells, int) or cells < 1:
+        raise ValueError(f"cells must be a positive integer, got {cells!r}")
+    if len(x) <= cells:
+        return x
+    return x[torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:cells]]
+
+
+class SnapshotPair(NamedTuple):
+    """The cells a held-out snapshot score compares, in data units.
+
+    ``t_prev``: the last training snapshot time before ``t_held``; ``start: (m, D)`` training cells at
+    ``t_prev``; ``target: (n, D)`` held-out cells at ``t_held`` (each side at most ``cells`` rows).
+    """
+
+    t_prev: float
+    t_held: float
+    start: Tensor
+    target: Tensor
+
+
+def snapshot_pair(train: TemporalPoints, held: TemporalPoints, *, cells: int = 2000, seed: int = 0) -> SnapshotPair:
+    """The start cells (training snapshot just before the held-out time) and the target (held-out) cells of a
+    leave-one-time-out score, each side subsampled by :func:`subsample` with ``seed``.
+
+    ``train``/``held``: :class:`~probflux.data.TemporalPoints` in data units; ``held`` must share one time.
+    """
+    if not len(held):
+        raise ValueError("snapshot_pair: no held-out points")
+    t_k = float(held.t[0])
+    if not bool((held.t == t_k).all()):
+        raise ValueError("snapshot_pair: the held-out points must share one time")
+    earlier = train.t[train.t < t_k]
+    if not len(earlier):
+        raise ValueError(f"snapshot_pair: no training snapshot before t = {t_k:g}")
+    t_prev = float(earlier.max())
+    return SnapshotPair(t_prev, t_k, subsample(train.x[train.t == t_prev], cells, seed), subsample(held.x, cells, seed))
+
+
+def sample_distances(predicted: Tensor, target: Tensor) -> dict[str, float]:
+    """``{"w1", "w2"}``: exact (EMD) ``W_1`` and ``W_2`` between the uniform measures on ``predicted: (N, D)``
+    (a model's samples or transported cells, any method's) and ``target: (M, D)``, in their common units."""
+    predicted, target = predicted.detach().double(), target.detach().double()
+    return {"w1": wasserstein(predicted, target, p=1), "w2": wasserstein(predicted, target, p=2)}
+
+
+def sampling_floor(cells: Tensor, *, size: int = 2000, seed: int = 0) -> dict[str, float]:
+    """:func:`sample_distances` between two disjoint random halves of ``cells: (N, D)`` (``min(size, N // 2)``
+    rows each, permutation seeded with ``seed``): what a perfect model scores against ``size`` finite samples."""
+    m = min(size, len(cells) // 2)
+    if m < 1:
+        raise ValueError(f"sampling_floor: needs at least 2 cells, got {len(cells)}")
+    perm = torch.randperm(len(cells), generator=torch.Generator().manual_seed(seed))
+    return sample_distances(cells[perm[:m]], cells[perm[m:2 * m]])
+
+
 def heldout_snapshot_scores(dynamics: Dynamics, normalizer: Normalizer, train: TemporalPoints, held: TemporalPoints, *,
                             cells: int = 2000, steps: int = 100, seed: int = 0, method: Optional[str] = None) -> dict[str, float]:
     """Leave-one-time-out scores at the held-out snapshot time ``t_k`` (data units, exact EMD on at most
@@ -148,28 +217,48 @@ def heldout_snapshot_scores(dynamics: Dynamics, normalizer: Normalizer, train: T
       pushed to ``t_k`` by ``method`` (default: the SDE when the model's diffusion is > 0, else the
       probability-flow ODE by Euler) in ``steps`` steps — TorchCFM's metric.
     """
-    t_k = float(held.t[0])
-    if not bool((held.t == t_k).all()):
-        raise ValueError("heldout_snapshot_scores: the held-out points must share one time")
-    earlier = train.t[train.t < t_k]
-    if not len(earlier):
-        raise ValueError(f"heldout_snapshot_scores: no training snapshot before t = {t_k:g}")
-    t_prev = float(earlier.max())
-    g = torch.Generator().manual_seed(seed)
-    pick = lambda x: x[torch.randperm(len(x), generator=g)[:cells]]  # noqa: E731
+    pair = snapshot_pair(train, held, cells=cells, seed=seed)
     dtype = _dtype(dynamics)
-    target = pick(held.x)
-    start = pick(train.x[train.t == t_prev])
-    s_prev, s_k = float(normalizer.t_to_model(t_prev)), float(normalizer.t_to_model(t_k))
+    s_prev, s_k = float(normalizer.t_to_model(pair.t_prev)), float(normalizer.t_to_model(pair.t_held))
     if method is None:
         g_k = dynamics.diffusion(torch.tensor([s_prev, s_k], dtype=dtype))
         method = "euler_maruyama" if bool((g_k > 0).any()) else "euler"
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         with torch.no_grad():
-            direct = dynamics.density.sample(torch.full((len(target),), s_k, dtype=dtype))
-        moved = simulate(dynamics, normalizer.x_to_model(start.to(dtype)), s_prev, s_k, steps=steps, method=method)[-1]
-    direct, moved = normalizer.x_to_data(direct.double()), normalizer.x_to_data(moved.double())
-    return {"heldout_time": t_k, "heldout_cells": len(held),
-            "heldout_w1_density": wasserstein(direct, target, p=1), "heldout_w2_density": wasserstein(direct, target, p=2),
-            "heldout_w1_transport": wasserstein(moved, target, p=1), "heldout_w2_transport": wasserstein(moved, target, p=2)}
+            direct = dynamics.density.sample(torch.full((len(pair.target),), s_k, dtype=dtype))
+        moved = simulate(dynamics, normalizer.x_to_model(pair.start.to(dtype)), s_prev, s_k, steps=steps, method=method)[-1]
+    density = sample_distances(normalizer.x_to_data(direct.double()), pair.target)
+    transport = sample_distances(normalizer.x_to_data(moved.double()), pair.target)
+    return {"heldout_time": pair.t_held, "heldout_cells": len(held),
+            "heldout_w1_density": density["w1"], "heldout_w2_density": density["w2"],
+            "heldout_w1_transport": transport["w1"], "heldout_w2_transport": transport["w2"]}
+
+
+def kinetic_over_ot(dynamics: Dynamics, train: TemporalPoints, *, samples: int = 8192, cells: int = 2000,
+                    seed: int = 0) -> dict[str, float]:
+    """The learned path's kinetic energy over its optimal-transport lower bound, in model coordinates.
+
+    ``train``: the training snapshots in MODEL coordinates (``t`` in ``[0, 1]``, standardised ``x``; e.g.
+    :func:`to_model_coordinates`). Returns
+
+    * ``kinetic_energy``: ``int_0^1 E_{rho_t}|u_t|^2 dt`` by Monte Carlo (``samples`` uniform times, one exact
+      sample each, seeded with ``seed``);
+    * ``ot_bound``: ``sum_k W_2^2(rho_k, rho_{k+1}) / (t_{k+1} - t_k)`` (:func:`~probflux.metrics.ot_cost`, exact
+      discrete OT between consecutive snapshots, at most ``cells`` cells each by :func:`subsample`) — Benamou–Brenier;
+    * ``kinetic_over_ot``: their ratio. The discrete cost between finite samples overestimates ``W_2^2`` (its
+      bias grows with ``D``), so the ratio can fall below 1.
+    """
+    times = torch.unique(train.t).tolist()
+    if len(times) < 2:
+        raise ValueError(f"kinetic_over_ot: needs at least 2 training snapshot times, got {len(times)}")
+    snaps = [subsample(train.x[train.t == tk], cells, seed) for tk in times]
+    bound = sum(ot_cost(snaps[i], snaps[i + 1]) / (times[i + 1] - times[i]) for i in range(len(times) - 1))
+    dtype = _dtype(dynamics)
+    t = torch.rand(samples, generator=torch.Generator().manual_seed(seed), dtype=torch.float64).to(dtype)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        x = dynamics.density.sample(t)
+    with torch.no_grad():
+        energy = float(dynamics.velocity(t, x).double().pow(2).sum(-1).mean())
+    return {"kinetic_energy": energy, "ot_bound": bound, "kinetic_over_ot": energy / bound}
