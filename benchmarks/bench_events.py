@@ -2,7 +2,7 @@
 
 Same data, same CPU-time budget per run (one thread), one process; every model is trained on the pooled training events of
 its data set with coordinates standardised by the training-event mean/std (Neural STPP protocol) and scored by
-``-mean log p(x_i | t_i [, history_i])`` over all test events, in that standardised space (DESIGN §9).
+``-mean log p(x_i | t_i [, history_i])`` over all test events, in that standardised space (docs/mathematics.md §9).
 
 Rows (``method`` in ``benchmarks/results/events.json``):
 
@@ -62,7 +62,7 @@ HISTORY = 16
 CLOCK = time.process_time
 CURVE_EVENTS = 2000
 
-# DESIGN §9 (Neural STPP Table; the paper). Only for the data sets the published tables have.
+# docs/mathematics.md §9 (Neural STPP Table; the paper). Only for the data sets the published tables have.
 PUBLISHED = {
     "earthquakes_jp": {"time-varying CNF": 1.459, "Jump CNF": 1.007, "Attentive CNF": 1.237, "paper factorized": 1.217, "paper autoregressive": 1.184},
     "covid_nj": {"time-varying CNF": 2.002, "Jump CNF": 1.904, "Attentive CNF": 1.864, "paper factorized": 1.846, "paper autoregressive": 1.732},

@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import Optional
 
 import torch
+from torch import Tensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -56,7 +57,14 @@ import probflux as pf
 from probflux.app.config import DataConfig
 from probflux.data import TemporalPoints
 from probflux.data import snapshots as snap
-from probflux.evaluation import heldout_snapshot_scores, kinetic_over_ot, sample_distances, snapshot_pair, to_model_coordinates
+from probflux.evaluation import (
+    SnapshotPair,
+    heldout_snapshot_scores,
+    kinetic_over_ot,
+    sample_distances,
+    snapshot_pair,
+    to_model_coordinates,
+)
 from probflux.io import write_json
 from probflux.objectives import DriftEnergy, EndpointLikelihood, KineticEnergy
 from probflux.train import TrainConfig, fit
@@ -87,6 +95,41 @@ OURS = {
 }
 PEERS = ("otcfm", "sf2m")
 BASELINES = ("no-motion",)  # cells of snapshot k-1 compared with snapshot k as they are
+
+
+@dataclass
+class Holdout:
+    """One leave-one-time-out problem, split and normalised by the library (the same for every method)."""
+
+    dataset: str  # record name, e.g. "cite5-holdout-t3"
+    split: snap.SnapshotSplit  # split.test: the held-out cells (data units); split.normalizer
+    train_data: TemporalPoints  # training snapshots, data units
+    train_model: TemporalPoints  # the same in model coordinates: what every method trains on
+    times: list[float]  # model times of the training snapshots
+    cells: list[Tensor]  # float32 model-coordinate training cells per snapshot (the peers' input)
+    pair: SnapshotPair  # the scored cells: start (snapshot before t_k) and target (held out), data units
+    s_prev: float
+    s_held: float
+
+
+def holdout(prefix: str, full: snap.Snapshots, data_cfg: dict, k: int, eval_cells: int) -> Holdout:
+    """Hold out snapshot ``k`` of ``full`` (:func:`probflux.data.snapshots.split_snapshots` with
+    ``data.leave_out = k`` and no validation cells) and fix the scored cells (:func:`probflux.evaluation.snapshot_pair`)."""
+    split = snap.split_snapshots(DataConfig(**data_cfg, leave_out=k, val_fraction=0.0), seed=0, data=full)
+    norm = split.normalizer
+    train_data = split.train.to_points()
+    pair = snapshot_pair(train_data, split.test, cells=eval_cells, seed=EVAL_SEED)
+    return Holdout(f"{prefix}-holdout-t{pair.t_held:g}", split, train_data, to_model_coordinates(train_data, norm),
+                   [float(norm.t_to_model(float(t))) for t in split.train.times], [norm.x_to_model(c).float() for c in split.train.samples],
+                   pair, float(norm.t_to_model(pair.t_prev)), float(norm.t_to_model(pair.t_held)))
+
+
+def peer_transport_scores(peer, h: Holdout, *, sde: bool, steps: int) -> dict[str, float]:
+    """``{"w1", "w2"}`` of a fitted peer: the start cells pushed from ``t_prev`` to ``t_k`` in model coordinates,
+    mapped back to data units and scored by :func:`probflux.evaluation.sample_distances`."""
+    norm = h.split.normalizer
+    moved = peer.transport(norm.x_to_model(h.pair.start).float(), h.s_prev, h.s_held, sde=sde, steps=steps)
+    return sample_distances(norm.x_to_data(moved.double()), h.pair.target)
 
 
 def build(spec: Ours, dim: int) -> pf.Dynamics:
@@ -146,39 +189,31 @@ def main() -> None:
         load, data_cfg = DATASETS[name]
         full = load()
         for k in range(1, len(full) - 1):
-            split = snap.split_snapshots(DataConfig(**data_cfg, leave_out=k, val_fraction=0.0), seed=0, data=full)
-            norm = split.normalizer
-            train_data = split.train.to_points()  # data units
-            train_model = to_model_coordinates(train_data, norm)  # what every method trains on
-            times = [float(norm.t_to_model(float(t))) for t in split.train.times]
-            cells = [norm.x_to_model(c).float() for c in split.train.samples]
-            pair = snapshot_pair(train_data, split.test, cells=args.eval_cells, seed=EVAL_SEED)
-            s_prev, s_held = float(norm.t_to_model(pair.t_prev)), float(norm.t_to_model(pair.t_held))
-            ds = f"{name}-holdout-t{pair.t_held:g}"
+            h = holdout(name, full, data_cfg, k, args.eval_cells)
+            ds = h.dataset
             for seed in range(args.seeds):
                 for method in args.methods:
                     tic = time.perf_counter()
                     if method in OURS:
-                        dyn, info = train_ours(OURS[method], train_model, args.budget, seed)
-                        sc = heldout_snapshot_scores(dyn, norm, train_data, split.test, cells=args.eval_cells, steps=args.steps,
-                                                     seed=EVAL_SEED)
+                        dyn, info = train_ours(OURS[method], h.train_model, args.budget, seed)
+                        sc = heldout_snapshot_scores(dyn, h.split.normalizer, h.train_data, h.split.test, cells=args.eval_cells,
+                                                     steps=args.steps, seed=EVAL_SEED)
                         transport = {"w1": sc["heldout_w1_transport"], "w2": sc["heldout_w2_transport"]}
                         put(ds, method, "w1_density", sc["heldout_w1_density"])
                         put(ds, method, "w2_density", sc["heldout_w2_density"])
-                        ratio = kinetic_over_ot(dyn, train_model, cells=args.eval_cells, seed=EVAL_SEED)["kinetic_over_ot"]
+                        ratio = kinetic_over_ot(dyn, h.train_model, cells=args.eval_cells, seed=EVAL_SEED)["kinetic_over_ot"]
                         put(ds, method, "kinetic_over_ot", ratio)
                     elif method in BASELINES:
                         if seed:
                             continue
-                        transport, info = sample_distances(pair.start, pair.target), {"steps": 0, "train_seconds": 0.0}
+                        transport, info = sample_distances(h.pair.start, h.pair.target), {"steps": 0, "train_seconds": 0.0}
                     else:
                         from peers.torchcfm_peer import CFMPeer
 
                         peer = CFMPeer(method, full.dim, seed=seed)
-                        fitted = peer.fit(times, cells, wall_seconds=args.budget, clock=CLOCK)
+                        fitted = peer.fit(h.times, h.cells, wall_seconds=args.budget, clock=CLOCK)
                         info = {"steps": fitted["steps"], "train_seconds": fitted["wall_seconds"]}
-                        moved = peer.transport(norm.x_to_model(pair.start).float(), s_prev, s_held, sde=method == "sf2m", steps=args.steps)
-                        transport = sample_distances(norm.x_to_data(moved.double()), pair.target)
+                        transport = peer_transport_scores(peer, h, sde=method == "sf2m", steps=args.steps)
                     put(ds, method, "w1_transport", transport["w1"])
                     put(ds, method, "w2_transport", transport["w2"])
                     put(ds, method, "train_seconds", float(info["train_seconds"]))

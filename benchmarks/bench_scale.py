@@ -15,23 +15,32 @@ Parts (``--parts``, all by default):
   weights, each ``X_t = R(t) Y + t v_k``, ``Y ~ N(c_k, diag s_k^2)``, ``R(t) = exp(t Omega)`` a rotation by
   32 planar blocks (angular speeds 0.5..2 rad per unit time). Component velocity
   ``u_k = Omega (x - t v_k) + v_k``; the mixture's exact velocity is the posterior average
-  ``u = sum_k pi_k(x) u_k`` (constant weights, DESIGN §3). Each model trains by NLL on ``(t, x)`` samples
-  for ``--budget`` seconds; reported: test NLL minus the true entropy ``E[-log rho_true]`` on the same test
-  points (a KL estimate, >= 0 up to noise), and the relative velocity error
-  ``E|u_model - u_true|^2 / E|u_true|^2`` on test points. Only the marginals are fitted, and different
+  ``u = sum_k pi_k(x) u_k`` (constant weights: the flux is the weighted sum of the component fluxes,
+  docs/mathematics.md §2). Each model trains by NLL on ``(t, x)`` samples for ``--budget`` CPU seconds;
+  reported: test NLL minus the true entropy ``E[-log rho_true]`` on the same test points (a KL estimate, >= 0
+  up to noise), and the relative velocity error ``E|u_model - u_true|^2 / E|u_true|^2`` on test points
+  (:func:`probflux.metrics.relative_squared_error`). Only the marginals are fitted, and different
   velocity fields can share them, so the velocity error measures which of them the model picked.
 * ``lq`` — linear-quadratic control from the control issue (``probflux.control.lq_problem``: ``g = 1``, ``q = 1``,
   ``r = 3``, ``X_0 ~ N(0, I)``) at ``D in --lq-dims``: the flow family (``rho_0`` learned through the objective's
-  initial-law term) and issue #6's pinned mixture, each trained ``--budget`` seconds; Monte Carlo cost of the
+  initial-law term) and issue #6's pinned mixture, each trained ``--budget`` wall-clock seconds
+  (``probflux.control.solve`` has no ``clock``; no peer runs in this part, both methods use the same clock); Monte Carlo cost of the
   learned SDE drift (Euler–Maruyama) and its relative gap to the Riccati optimum, the simulation-free cost from
   the model's own marginals, and ``KL(q_0 || rho_0)`` (how far the learned initial law is from the true one).
 * ``cite50_floor`` — the finite-sample floor of that metric: W1/W2 between two disjoint random halves of the
   held-out day's cells (``held-out-split``).
 * ``cite50`` — CITE-seq, 50 principal components, leave-one-day-out (days 3 and 4 of 2, 3, 4, 7),
   ``probflux-flow`` (endpoint NLL + 0.05 x kinetic energy) against TorchCFM's OT-CFM at the same training
-  wall time (``--budget``), scored as in ``bench_populations.py``: W1/W2 (exact EMD, PC units) between
-  held-out cells and cells of the previous day pushed through the learned ODE (transport), and, for
-  probflux, exact samples of ``rho_t`` (density).
+  CPU time (``--budget``), split, standardised and scored as in ``bench_populations.py`` (its ``holdout``:
+  :func:`probflux.data.snapshots.split_snapshots`, :func:`probflux.evaluation.heldout_snapshot_scores`,
+  :func:`probflux.evaluation.sample_distances`): W1/W2 (exact EMD, PC units) between held-out cells and cells of
+  the previous day pushed through the learned ODE (transport), and, for probflux, exact samples of ``rho_t``
+  (density).
+
+Budgets (gmm64, cite50): ``--budget`` seconds of this process's CPU time (``time.process_time``) for every
+method, ours through ``probflux.train.fit(clock=...)`` with the schedule over the budget (``time_schedule``),
+TorchCFM's through ``CFMPeer.fit(clock=...)``; only optimiser steps count — no method runs validation passes
+(no ``val`` points; the peer has none). Scoring afterwards counts for no one.
 
 Writes ``benchmarks/results/scale.json`` (records: benchmark, dataset, method, metric, value, std, seeds,
 wall_seconds, command) and prints markdown tables.
@@ -57,12 +66,15 @@ from torch.profiler import ProfilerActivity, profile
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import probflux as pf
+from probflux.data import TemporalPoints
 from probflux.densities.flow import FlowDensity
+from probflux.evaluation import heldout_snapshot_scores, mean_nll, sample_distances, sampling_floor
 from probflux.io import write_json
-from probflux.metrics import wasserstein
+from probflux.metrics import relative_squared_error
 from probflux.objectives import Batch, EndpointLikelihood, KineticEnergy, NegativeLogLikelihood
-from probflux.simulate import simulate
 from probflux.train import TrainConfig, fit
+
+CLOCK = time.process_time  # every budgeted method's clock (gmm64, cite50), as in bench_populations.py: this process's CPU time
 
 FAMILIES: dict[str, Callable[[int], pf.TimeDensity]] = {
     "probflux-factorized": lambda d: pf.FactorizedMixture(d, components=8, hidden=128, layers=3),
@@ -191,7 +203,7 @@ class RotatingMixture:
             out.append(-0.5 * (z * z).sum(-1) - self.s[k].log().sum() - 0.5 * self.dim * math.log(2 * math.pi))
         return torch.stack(out, -1) + self.log_w
 
-    def log_prob(self, t: Tensor, x: Tensor) -> Tensor:
+    def log_prob(self, t: Tensor, x: Tensor, context: None = None) -> Tensor:
         return torch.logsumexp(self._component_log_pdf(t, x), -1)
 
     def velocity(self, t: Tensor, x: Tensor) -> Tensor:
@@ -211,14 +223,13 @@ def run_gmm(args, put) -> None:
     g = torch.Generator().manual_seed(100)
     t_test = torch.rand(4000, generator=g, dtype=torch.float64)
     x_test = truth.sample(t_test, g)
-    entropy = float(-truth.log_prob(t_test, x_test).mean())
+    entropy = mean_nll(truth, t_test, x_test)  # E[-log rho_true] on the test points
     u_true = truth.velocity(t_test, x_test)
-    u_norm = float(u_true.pow(2).sum(-1).mean())
     put("gmm64", "rotating-mixture-64d", "truth", "entropy", entropy)
     for seed in range(args.seeds):
         gs = torch.Generator().manual_seed(seed)
         t_train = torch.rand(50_000, generator=gs, dtype=torch.float64)
-        data = type("Points", (), {"t": t_train.float(), "x": truth.sample(t_train, gs).float(), "context": None})()
+        data = TemporalPoints(t_train.float(), truth.sample(t_train, gs).float())
         for name, make in GMM_MODELS.items():
             if name not in args.families:
                 continue
@@ -227,84 +238,73 @@ def run_gmm(args, put) -> None:
             cfg = TrainConfig(steps=100_000, batch_size=512, lr=2e-3, warmup=100, ema=0.999, device="cpu",
                               eval_every=10**9, log_every=10**9, checkpoint_every=10**9)
             res = fit(dyn, NegativeLogLikelihood(), data, config=cfg, seed=seed, progress=False,
-                      max_seconds=args.budget, time_schedule=True)
+                      max_seconds=args.budget, time_schedule=True, clock=CLOCK)
             model = res.model
+            nll = mean_nll(model, t_test.float(), x_test.float())
             with torch.no_grad():
-                nll = float(-model.log_prob(t_test.float(), x_test.float()).double().mean())
-                u = model.velocity(t_test.float(), x_test.float()).double()
+                u = model.velocity(t_test.float(), x_test.float())
+            rel = relative_squared_error(u, u_true)
             put("gmm64", "rotating-mixture-64d", name, "nll_minus_entropy", nll - entropy)
-            put("gmm64", "rotating-mixture-64d", name, "velocity_rel_mse", float((u - u_true).pow(2).sum(-1).mean()) / u_norm)
+            put("gmm64", "rotating-mixture-64d", name, "velocity_rel_mse", rel)
             put("gmm64", "rotating-mixture-64d", name, "steps", float(res.step))
-            print(f"  gmm64 seed {seed} {name}: NLL - H = {nll - entropy:.3f}, velocity rel. MSE "
-                  f"{float((u - u_true).pow(2).sum(-1).mean()) / u_norm:.3f} ({res.step} steps)", file=sys.stderr, flush=True)
+            print(f"  gmm64 seed {seed} {name}: NLL - H = {nll - entropy:.3f}, velocity rel. MSE {rel:.3f} ({res.step} steps)",
+                  file=sys.stderr, flush=True)
 
 
 # ----------------------------------------------------------------------------------------- cite50
+CITE50 = {"name": "cite", "pcs": 50}
+
+
 def run_cite(args, put) -> None:
-    from bench_populations import subsample
+    from bench_populations import EVAL_SEED, holdout, peer_transport_scores
     from probflux.data import snapshots as snap
 
     full = snap.cite(pcs=50)
     for k in (1, 2):
-        train_snap, t_held, held = full.leave_out(k)
-        pooled = torch.cat(list(train_snap.samples))
-        mean, std = pooled.mean(0), pooled.std(0)
-        t0, t1 = float(full.times[0]), float(full.times[-1])
-        s = ((train_snap.times - t0) / (t1 - t0)).float()
-        s_held = (t_held - t0) / (t1 - t0)
-        z = [((c - mean) / std).float() for c in train_snap.samples]
-        prev = next(i for i in range(len(s)) if float(train_snap.times[i]) > t_held) - 1
-        x_prev, target = subsample(z[prev], args.eval_cells), subsample(held, args.eval_cells)
-        to_data = lambda y: y.double() * std + mean  # noqa: E731
-        ds = f"cite50-holdout-t{t_held:g}"
-        put("cite50", ds, "no-motion", "w1_transport", wasserstein(to_data(x_prev), target, p=1))
-        put("cite50", ds, "no-motion", "w2_transport", wasserstein(to_data(x_prev), target, p=2))
+        h = holdout("cite50", full, CITE50, k, args.eval_cells)
+        ds = h.dataset
+        for p, v in sample_distances(h.pair.start, h.pair.target).items():
+            put("cite50", ds, "no-motion", f"{p}_transport", v)
         for seed in range(args.seeds):
             if "probflux-flow" in args.families:
-                t = torch.cat([torch.full((len(c),), float(si)) for si, c in zip(s, z)])
-                data = type("Points", (), {"t": t, "x": torch.cat(z), "context": None})()
                 torch.manual_seed(seed)
                 dyn = pf.Dynamics(FlowDensity(50, transforms=4, hidden=128, layers=2, coupling="spline", max_frequency=8.0))
-                objective = EndpointLikelihood(s.tolist()) + KineticEnergy(0.05, samples=128)
+                objective = EndpointLikelihood(h.times) + KineticEnergy(0.05, samples=128)
                 cfg = TrainConfig(steps=100_000, batch_size=512, lr=2e-3, warmup=100, ema=0.999, device="cpu",
                                   eval_every=10**9, log_every=10**9, checkpoint_every=10**9)
-                res = fit(dyn, objective, data, config=cfg, seed=seed, progress=False, max_seconds=args.budget, time_schedule=True)
-                torch.manual_seed(seed)
-                with torch.no_grad():
-                    moved = simulate(res.model, x_prev, float(s[prev]), s_held, steps=args.steps, method="euler")[-1]
-                    direct = res.model.density.sample(torch.full((len(target),), s_held))
+                res = fit(dyn, objective, h.train_model, config=cfg, seed=seed, progress=False, max_seconds=args.budget,
+                          time_schedule=True, clock=CLOCK)
+                sc = heldout_snapshot_scores(res.model, h.split.normalizer, h.train_data, h.split.test, cells=args.eval_cells,
+                                             steps=args.steps, seed=EVAL_SEED, method="euler")
                 for p in (1, 2):
-                    put("cite50", ds, "probflux-flow", f"w{p}_transport", wasserstein(to_data(moved), target, p=p))
-                    put("cite50", ds, "probflux-flow", f"w{p}_density", wasserstein(to_data(direct), target, p=p))
+                    put("cite50", ds, "probflux-flow", f"w{p}_transport", sc[f"heldout_w{p}_transport"])
+                    put("cite50", ds, "probflux-flow", f"w{p}_density", sc[f"heldout_w{p}_density"])
                 put("cite50", ds, "probflux-flow", "train_seconds", res.wall_seconds)
                 put("cite50", ds, "probflux-flow", "steps", float(res.step))
             if "otcfm" in args.families:
                 from peers.torchcfm_peer import CFMPeer
 
                 peer = CFMPeer("otcfm", 50, seed=seed)
-                info = peer.fit(s.tolist(), z, wall_seconds=args.budget)
-                moved = peer.transport(x_prev, float(s[prev]), s_held, steps=args.steps)
-                for p in (1, 2):
-                    put("cite50", ds, "torchcfm-otcfm", f"w{p}_transport", wasserstein(to_data(moved), target, p=p))
+                info = peer.fit(h.times, h.cells, wall_seconds=args.budget, clock=CLOCK)
+                for p, v in peer_transport_scores(peer, h, sde=False, steps=args.steps).items():
+                    put("cite50", ds, "torchcfm-otcfm", f"{p}_transport", v)
                 put("cite50", ds, "torchcfm-otcfm", "train_seconds", float(info["wall_seconds"]))
                 put("cite50", ds, "torchcfm-otcfm", "steps", float(info["steps"]))
             print(f"  {ds} seed {seed} done", file=sys.stderr, flush=True)
 
 
 def run_cite_floor(args, put) -> None:
-    """Sampling floor of the CITE metric: W_p between two disjoint random halves (at most ``--eval-cells`` each)
-    of the held-out day's cells — what a perfect model would score with finite samples in 50-D."""
+    """Sampling floor of the CITE metric (:func:`probflux.evaluation.sampling_floor`): W_p between two disjoint
+    random halves (at most ``--eval-cells`` each) of the held-out day's cells — what a perfect model would score
+    with finite samples in 50-D."""
     from probflux.data import snapshots as snap
 
     full = snap.cite(pcs=50)
     for k in (1, 2):
         _, t_held, held = full.leave_out(k)
         for seed in range(args.seeds):
-            perm = torch.randperm(len(held), generator=torch.Generator().manual_seed(seed))
-            m = min(args.eval_cells, len(held) // 2)
-            a, b = held[perm[:m]], held[perm[m : 2 * m]]
-            for p in (1, 2):
-                put("cite50", f"cite50-holdout-t{t_held:g}", "held-out-split", f"w{p}_transport", wasserstein(a, b, p=p))
+            for p, v in sampling_floor(held, size=args.eval_cells, seed=seed).items():
+                put("cite50", f"cite50-holdout-t{t_held:g}", "held-out-split", f"{p}_transport", v)
 
 
 # ----------------------------------------------------------------------------------------- lq
@@ -335,8 +335,8 @@ def run_lq(args, put) -> None:
                                          seed=1000 + seed, w2=False)
                 sf = pc.simulation_free_cost(problem, fit_.model, n=4096, seed=seed)
                 x0 = problem.initial.sample(4000, torch.Generator().manual_seed(2000 + seed)).to(torch.float32)
-                with torch.no_grad():  # KL(q_0 || rho_0) = E_q0[-log rho_0] - H(q_0), q_0 = N(0, I)
-                    kl0 = float(-fit_.model.log_prob(0.0, x0).double().mean()) - 0.5 * d * (1 + math.log(2 * math.pi))
+                # KL(q_0 || rho_0) = E_q0[-log rho_0] - H(q_0), q_0 = N(0, I)
+                kl0 = mean_nll(fit_.model, torch.zeros(len(x0)), x0) - 0.5 * d * (1 + math.log(2 * math.pi))
                 put("lq", ds, method, "mc_cost", mc["cost"])
                 put("lq", ds, method, "simulation_free_cost", sf["cost"])
                 put("lq", ds, method, "initial_kl", kl0)
@@ -351,7 +351,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parts = ["scaling", "gmm64", "cite50", "cite50_floor", "lq"]
     p.add_argument("--parts", nargs="+", default=parts, choices=parts)
-    p.add_argument("--families", nargs="+", default=[*FAMILIES, "otcfm", "probflux-pinned"], choices=[*FAMILIES, "otcfm", "probflux-pinned"])
+    methods = [*FAMILIES, "otcfm", "probflux-pinned"]
+    p.add_argument("--families", nargs="+", default=methods, choices=methods)
     p.add_argument("--lq-dims", nargs="+", type=int, default=[32, 128])
     p.add_argument("--lq-particles", type=int, default=2000)
     p.add_argument("--lq-em-steps", type=int, default=200)
@@ -360,7 +361,7 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--cap", type=float, default=30.0, help="skip a scaling cell whose extrapolated time exceeds this (s)")
     p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--budget", type=float, default=30.0, help="training wall-clock seconds per run (gmm64, cite50)")
+    p.add_argument("--budget", type=float, default=30.0, help="training CPU seconds per run (gmm64, cite50; wall-clock seconds for lq)")
     p.add_argument("--eval-cells", type=int, default=2000)
     p.add_argument("--steps", type=int, default=100, help="ODE steps for transport (cite50)")
     p.add_argument("--threads", type=int, default=1)
@@ -418,14 +419,14 @@ def main() -> None:
                 exponents.append((fam, op, expo, ds))
                 print(f"| {fam} | {op} | " + " | ".join(cells) + f" | {expo:.2f} (D={ds[0]}..{ds[-1]}) |")
     if "gmm64" in args.parts:
-        print(f"\n64-D rotating Gaussian mixture, NLL training {args.budget:g} s per run, {args.seeds} seeds; true entropy "
+        print(f"\n64-D rotating Gaussian mixture, NLL training {args.budget:g} CPU s per run, {args.seeds} seeds; true entropy "
               f"{mean(('gmm64', 'rotating-mixture-64d', 'truth', 'entropy')):.3f} nats\n")
         print("| method | test NLL - true entropy (nats) | velocity rel. MSE | steps |\n|---|---|---|---|")
         for m in [m for m in GMM_MODELS if m in args.families]:
             k = ("gmm64", "rotating-mixture-64d", m)
             print(f"| {m} | {fmt(k + ('nll_minus_entropy',))} | {fmt(k + ('velocity_rel_mse',))} | {fmt(k + ('steps',), '{:.0f}')} |")
     if "cite50" in args.parts or "cite50_floor" in args.parts:
-        print(f"\nCITE 50 PCs, leave-one-day-out, {args.budget:g} s training per run, {args.seeds} seeds; W_p in PC units\n")
+        print(f"\nCITE 50 PCs, leave-one-day-out, {args.budget:g} CPU s training per run, {args.seeds} seeds; W_p in PC units\n")
         print("| held out | method | W1 transport | W2 transport | W1 density | W2 density | steps |\n|---|---|---|---|---|---|---|")
         for ds in sorted({k[1] for k in results if k[0] == "cite50"}):
             for m in ("probflux-flow", "torchcfm-otcfm", "no-motion", "held-out-split"):

@@ -14,7 +14,7 @@ import pytest
 import scipy.stats
 import torch
 
-from probflux.metrics import ConvergenceWarning, gaussian_w2, mmd, ot_cost, w1, w2, wasserstein
+from probflux.metrics import ConvergenceWarning, gaussian_w2, mmd, ot_cost, relative_squared_error, w1, w2, wasserstein
 
 
 def _gauss(rng: np.random.Generator, n: int, mean, cov) -> np.ndarray:
@@ -261,3 +261,16 @@ GOOD = np.zeros((3, 2))
 def test_validation_errors_name_the_argument(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_relative_squared_error_closed_forms():
+    """0 for the truth itself, 1 for the zero field, ``(c - 1)^2`` for ``c`` times the truth."""
+    b = torch.randn(100, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    assert relative_squared_error(b, b) == 0.0
+    assert relative_squared_error(torch.zeros_like(b), b) == pytest.approx(1.0, rel=1e-12)
+    assert relative_squared_error(3.0 * b, b) == pytest.approx(4.0, rel=1e-12)
+    assert relative_squared_error(b.float(), b.numpy()) == pytest.approx(0.0, abs=1e-12)
+    with pytest.raises(ValueError, match="same shape"):
+        relative_squared_error(b[:50], b)
+    with pytest.raises(ValueError, match="truth is zero"):
+        relative_squared_error(b, torch.zeros_like(b))

@@ -16,7 +16,9 @@ solved with POT (``ot``):
 * :func:`mmd`: the unbiased squared maximum mean discrepancy with a sum of Gaussian (RBF) kernels, or the
   energy distance;
 * :func:`gaussian_w2`: the closed-form ``W_2`` between two Gaussians, the reference the sample estimates
-  converge to.
+  converge to;
+* :func:`relative_squared_error`: ``E|a_i - b_i|^2 / E|b_i|^2`` for PAIRED rows (a model's vector field
+  against a known one at the same points), not a distance between measures.
 
 Bad input raises ``ValueError`` naming the argument: wrong rank, mismatched ``D``, an empty set, a NaN or
 inf (with its row), an invalid ``p``, ``method`` or ``kernel``.
@@ -45,6 +47,7 @@ __all__ = [
     "ot_cost",
     "mmd",
     "gaussian_w2",
+    "relative_squared_error",
 ]
 
 _METHODS = ("auto", "exact", "sinkhorn")
@@ -439,3 +442,20 @@ def gaussian_w2(m1: Any, S1: Any, m2: Any, S2: Any) -> float:
     tr_sqrt = float(np.sqrt(np.clip(np.linalg.eigvalsh(cross), 0.0, None)).sum())
     val = float(np.sum((m1 - m2) ** 2)) + float(np.trace(S1)) + float(np.trace(S2)) - 2.0 * tr_sqrt
     return math.sqrt(max(val, 0.0))
+
+
+# ------------------------------------------------------------------------------------ paired errors
+def relative_squared_error(estimate: Any, truth: Any) -> float:
+    r"""``sum_i |a_i - b_i|^2 / sum_i |b_i|^2`` for paired rows ``estimate = a: (N, D)``, ``truth = b: (N, D)``.
+
+    The mean squared error of a vector field (e.g. a model's velocity at test points) relative to the mean
+    squared norm of the true field at the same points: 0 for a perfect estimate, 1 for the zero field.
+    Raises ``ValueError`` when the shapes differ or the true field vanishes at every row.
+    """
+    A, B = _pair(estimate, truth)
+    if A.shape != B.shape:
+        raise ValueError(f"estimate and truth must be paired rows of the same shape; got {A.shape} and {B.shape}")
+    norm = float(np.square(B).sum())
+    if norm == 0.0:
+        raise ValueError("truth is zero at every row: the relative error is undefined")
+    return float(np.square(A - B).sum()) / norm
