@@ -99,7 +99,7 @@ def make_calls(model: TimeDensity, t: Tensor, x: Tensor) -> tuple[dict[str, Call
             out = model.net(model._net_input(t, x, None))
         out.sum().backward()
 
-    def train_step() -> None:
+    def train_step() -> None:  # the timed training step itself (its loss), not a metric
         opt.zero_grad(set_to_none=True)
         nll = -trained.log_prob(t, x).mean()
         tk = torch.rand(x.shape[0])

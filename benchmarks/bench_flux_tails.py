@@ -45,6 +45,7 @@ def speeds(model: TimeDensity, t: torch.Tensor, x: torch.Tensor, chunk: int = 40
 
 
 def summary(s: torch.Tensor) -> dict[str, float]:
+    """Quantiles of the speeds ``s: (N,)`` and the fraction that is not finite (what this benchmark measures)."""
     finite = torch.isfinite(s)
     f = s[finite]
     q = torch.quantile(f, torch.tensor([0.5, 0.99], dtype=f.dtype)) if f.numel() else torch.full((2,), float("nan"))
