@@ -130,6 +130,7 @@ class TimeVaryingCNF(nn.Module):
     def loss(self, t: Tensor, x: Tensor) -> Tensor:
         """Mean negative log-likelihood plus ``reg * (energy + jacnorm)``."""
         logp, energy, jac = self._integrate(t, x)
+        # the CNF's own training loss (its algorithm), not an evaluation metric
         return -logp.mean() + self.reg * (energy.sum() + jac.sum())
 
 

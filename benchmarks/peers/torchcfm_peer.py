@@ -306,6 +306,7 @@ class CFMPeer:
                 tau, xt, ut = torch.cat(tau_l), torch.cat(x_l), torch.cat(u_l)
                 z = torch.cat([xt, tau[:, None]], dim=-1)
                 opt.zero_grad(set_to_none=True)
+                # the peer's own training loss (its algorithm), not an evaluation metric
                 loss = torch.mean((self.flow(z) - ut) ** 2)
                 if self.method == "sf2m":
                     lam, eps = torch.cat(lam_l), torch.cat(eps_l)
