@@ -17,6 +17,7 @@ LAYERS = {
     "probflux._validation": 0, "probflux._version": 0, "probflux.__main__": 7, "probflux.nn": 0, "probflux.io": 0, "probflux.checkpoint": 0, "probflux.normalize": 0,
     "probflux.metrics": 0, "probflux.densities": 1, "probflux.divfree": 1, "probflux.dynamics": 2, "probflux.simulate": 2,
     "probflux.checks": 2, "probflux": 2,  # the package root re-exports the core
+    "probflux._random": 0,
     "probflux.data": 3, "probflux.objectives": 3, "probflux.evaluation": 4, "probflux.train": 5,
     "probflux.stpp": 6, "probflux.control": 6, "probflux.plot": 6, "probflux.app": 7,
 }

@@ -18,6 +18,7 @@ from typing import Optional, Protocol
 import torch
 from torch import Tensor
 
+from ._random import draw_seed, seeded
 from .dynamics import Dynamics
 
 Terms = dict[str, Tensor]
@@ -130,10 +131,9 @@ def sample_path_points(dynamics: Dynamics, batch: Batch, samples: int, t0: float
     ctx_all = None
     if batch.context is not None:
         ctx_all = batch.context[torch.randint(len(batch), (samples,), generator=g)]
-    seed = int(torch.randint(2**62, (1,), generator=g))
+    seed = draw_seed(g)
     t_all = t_all.to(dtype=like.dtype, device=like.device)
-    with torch.random.fork_rng(devices=[like.device] if like.device.type == "cuda" else []):
-        torch.manual_seed(seed)
+    with seeded(seed, like.device):
         x_hat = dynamics.density.sample(t_all, context=ctx_all)
     keep = slice(rank, None, world)
     t, ctx = t_all[keep], None if ctx_all is None else ctx_all[keep]
@@ -244,9 +244,17 @@ class JacobianSymmetry(_PathTerm):
         return self._terms(total / self.probes)
 
 
+def ramp_factor(step: int, start: int, ramp: int) -> float:
+    """The weight of a term staged in at optimiser step ``start``: 0 before it, then ``(step - start + 1) / ramp``
+    up to 1 (1 at once when ``ramp = 0``) — the one schedule of :class:`Staged` and the control objective."""
+    if step < start:
+        return 0.0
+    return 1.0 if ramp == 0 else min(1.0, (step - start + 1) / ramp)
+
+
 class Staged:
     r"""``objective`` switched on at step ``start`` and ramped linearly to full weight over ``ramp`` steps
-    (e.g. likelihood first, then the kinetic term). Before ``start`` its terms are reported as 0."""
+    (e.g. likelihood first, then the kinetic term; :func:`ramp_factor`). Before ``start`` its terms are reported as 0."""
 
     def __init__(self, objective: Objective, start: int = 0, ramp: int = 0) -> None:
         if start < 0 or ramp < 0:
@@ -254,9 +262,7 @@ class Staged:
         self.objective, self.start, self.ramp = objective, int(start), int(ramp)
 
     def factor(self, step: int) -> float:
-        if step < self.start:
-            return 0.0
-        return 1.0 if self.ramp == 0 else min(1.0, (step - self.start + 1) / self.ramp)
+        return ramp_factor(step, self.start, self.ramp)
 
     def __add__(self, other: Objective) -> Sum:
         return Sum(self, other)
@@ -299,7 +305,8 @@ class EndpointLikelihood(_Weighted):
         if not bool(match.any(1).all()):
             row = int((~match.any(1)).nonzero()[0])
             raise ValueError(
-                f"EndpointLikelihood: batch time t={float(batch.t[row]):.6g} at row {row} is not one of the snapshot times {self.times.tolist()}"
+                f"EndpointLikelihood: batch time t={float(batch.t[row]):.6g} at row {row} is not one of the snapshot times "
+                f"{self.times.tolist()}"
             )
         log_p = dynamics.log_prob(batch.t, batch.x, batch.context)
         counts = match.sum(0).to(log_p)
@@ -311,4 +318,4 @@ class EndpointLikelihood(_Weighted):
 
 
 __all__ = ["Batch", "Objective", "Sum", "NegativeLogLikelihood", "KineticEnergy", "DriftEnergy", "JacobianSymmetry",
-           "EndpointLikelihood", "Staged", "Terms", "sample_path_points"]
+           "EndpointLikelihood", "Staged", "ramp_factor", "Terms", "sample_path_points"]

@@ -19,8 +19,7 @@ import json
 import math
 import numbers
 import os
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Optional, Union
 
@@ -36,6 +35,7 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from torch import Tensor
 
+from ._random import seeded
 from .dynamics import Dynamics
 from .normalize import Normalizer
 
@@ -222,16 +222,6 @@ def _has_diffusion(model: Any, t0: float, t1: float, steps: int, dtype: torch.dt
         return False
     ts = torch.linspace(min(t0, t1), max(t0, t1), steps + 1, dtype=dtype, device=device)
     return bool((model.diffusion(ts) != 0).any())
-
-
-@contextmanager
-def _seeded(seed: Optional[int], device: torch.device) -> Iterator[None]:
-    """Seed torch inside a forked RNG so the caller's random state is untouched."""
-    devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        if seed is not None:
-            torch.manual_seed(int(seed))
-        yield
 
 
 class _Coords:
@@ -444,7 +434,7 @@ def density_snapshots(
     if obs is not None:
         obs_s, obs_x = coords.t_model(obs[0]).numpy(), obs[1]
 
-    with _seeded(seed, device):
+    with seeded(seed, device):
         if dim == 2:
             if b is None:
                 pooled = torch.cat([coords.x_to_data(_sample(model, s, 2000, context)) for s in times_l])
@@ -570,7 +560,7 @@ def trajectories(
     coords = _Coords(normalizer, dtype, device)
     noisy = _has_diffusion(dynamics, t0, t1, steps, dtype, device)
 
-    with _seeded(seed, device):
+    with seeded(seed, device):
         x0 = _sample(dynamics, t0, n, context)
         paths = {}
         for m in methods_l:
@@ -697,7 +687,7 @@ def animate(
     method = "euler_maruyama" if _has_diffusion(model, 0.0, 1.0, frames - 1, dtype, device) else "euler"
     s_frames = np.linspace(0.0, 1.0, frames)
 
-    with _seeded(seed, device):
+    with seeded(seed, device):
         x0 = _sample(model, 0.0, n_particles, context)
         raw = simulate(model, x0, 0.0, 1.0, frames - 1, method=method, context=context)
         parts = coords.x_to_data(raw.reshape(-1, dim)).reshape(frames, n_particles, dim)
@@ -820,7 +810,7 @@ def snapshot_paths(
     method = "euler_maruyama" if _has_diffusion(dynamics, s[0], s[-1], steps, dtype, device) else "euler"
     from .simulate import simulate
 
-    with _seeded(seed, device), torch.no_grad():
+    with seeded(seed, device), torch.no_grad():
         paths = simulate(dynamics, z, s[0], s[-1], steps=steps, method=method)
     shown = torch.stack([show(coords.x_to_data(p)) for p in paths]).numpy()  # (steps+1, n, 2)
     tt = np.linspace(tmin, ts[-1], steps + 1)
@@ -836,7 +826,7 @@ def snapshot_paths(
         ax2 = axes[1]
         hp = show(held).numpy()
         ax2.scatter(hp[:, 0], hp[:, 1], s=3, alpha=0.3, color="tab:red", rasterized=True, label=f"held-out cells, t = {t_h:g}")
-        with _seeded(seed, device), torch.no_grad():
+        with seeded(seed, device), torch.no_grad():
             direct = coords.x_to_data(_sample(dynamics, s_h, min(len(held), 2000), None))
         dp = show(direct).numpy()
         ax2.scatter(dp[:, 0], dp[:, 1], s=3, alpha=0.3, color="tab:blue", rasterized=True, label="samples of rho_t (exact)")
@@ -844,7 +834,7 @@ def snapshot_paths(
             k = earlier[-1]
             prev = cells[k][torch.randperm(len(cells[k]), generator=g)[:min(len(cells[k]), 1000)]]
             s_prev = float(coords.t_model(torch.tensor(float(times[k]), dtype=torch.float64)))
-            with _seeded(seed, device), torch.no_grad():
+            with seeded(seed, device), torch.no_grad():
                 moved = simulate(dynamics, coords.x_to_model(prev), s_prev, s_h, steps=steps, method=method)[-1]
             mp = show(coords.x_to_data(moved)).numpy()
             ax2.scatter(mp[:, 0], mp[:, 1], s=3, alpha=0.3, color="tab:green", rasterized=True, label=f"cells of t = {float(times[k]):g} transported")

@@ -1,6 +1,7 @@
 """Integrate the dynamics of a model — for evaluation and plots, never inside training."""
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from typing import Optional, Union
 
 import torch
@@ -10,10 +11,52 @@ from ._validation import check_context, check_count, check_dtype, check_points, 
 from .densities.base import TimeDensity
 from .dynamics import Dynamics
 
-__all__ = ["simulate", "SDE_METHODS", "ODE_METHODS"]
+__all__ = ["simulate", "euler_maruyama", "SDE_METHODS", "ODE_METHODS"]
 
 SDE_METHODS = ("euler_maruyama",)
 ODE_METHODS = ("euler", "midpoint", "rk4", "dopri5", "dopri8", "bosh3", "adaptive_heun")
+
+
+def euler_maruyama(
+    x0: Tensor,
+    drift: Callable[[Tensor, Tensor], Tensor],
+    diffusion: Callable[[Tensor], Tensor],
+    t: Tensor,
+    dt: Tensor,
+    *,
+    generator: Optional[torch.Generator] = None,
+    observe: Optional[Callable[[Tensor, Tensor, Tensor, Tensor], None]] = None,
+) -> Iterator[Tensor]:
+    r"""Euler–Maruyama steps ``x_{k+1} = x_k + b(t_k, x_k) dt_k + g(t_k) sqrt|dt_k| xi_k``, ``xi_k ~ N(0, I)``.
+
+    The package's one SDE integrator: :func:`simulate` steps through it, and so do the control
+    evaluation and the simulation-based baseline (:mod:`probflux.control`). Gradients flow through it
+    when the caller enables them.
+
+    Args:
+        x0: ``(N, D)`` start.
+        drift: ``b(t, x)``: ``(N,), (N, D) -> (N, D)``, the drift applied at each step.
+        diffusion: ``g(t)``: ``(N,) -> (N,)``.
+        t: ``(K,)`` times of the ``K`` steps (left points).
+        dt: ``(K,)`` their signed lengths; the noise scale is ``sqrt|dt|`` (``dt < 0`` runs backward).
+        generator: ``torch.Generator`` for the increments ``xi_k``.
+        observe: ``observe(t_k, x_k, b_k, dt_k)`` (``(N,), (N, D), (N, D), ()``), called at every step after the
+            drift and before the increment is drawn (running costs; it may draw from ``generator`` too).
+
+    Yields:
+        ``x_{k+1}``: ``(N, D)`` after each step.
+    """
+    x = x0
+    n = x0.shape[0]
+    for k in range(t.shape[0]):
+        tk, dtk = t[k].expand(n), dt[k]
+        b = drift(tk, x)
+        if observe is not None:
+            observe(tk, x, b, dtk)
+        g = diffusion(tk).unsqueeze(-1)
+        noise = torch.randn(x.shape, dtype=x.dtype, device=x.device, generator=generator)
+        x = x + b * dtk + g * dtk.abs().sqrt() * noise
+        yield x
 
 
 @torch.no_grad()
@@ -63,19 +106,13 @@ def simulate(
     N = x0.shape[0]
 
     if method == "euler_maruyama":
-        backward = t1 < t0
-        path = [x0]
-        x = x0
-        for k in range(steps):
-            t, dt = ts[k], ts[k + 1] - ts[k]
-            tv = t.expand(N)
+        sign = -1.0 if t1 < t0 else 1.0
+
+        def drift(t: Tensor, x: Tensor) -> Tensor:
             with torch.enable_grad():
-                b = dynamics._drift(tv, x, ctx, sign=-1.0 if backward else 1.0).detach()
-            g = dynamics.diffusion(tv).unsqueeze(-1)
-            noise = torch.randn(x.shape, dtype=x.dtype, device=x.device, generator=generator)
-            x = x + b * dt + g * dt.abs().sqrt() * noise
-            path.append(x)
-        return torch.stack(path)
+                return dynamics._drift(t, x, ctx, sign=sign).detach()
+
+        return torch.stack([x0, *euler_maruyama(x0, drift, dynamics.diffusion, ts[:-1], ts.diff(), generator=generator)])
 
     import torchdiffeq
 

@@ -10,7 +10,6 @@ particle cloud (a simulation-based method has no density) and ``S_eps`` is the d
 """
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Sequence
 from typing import Optional
@@ -19,7 +18,8 @@ import torch
 from torch import Tensor, nn
 
 from ..nn import MLP
-from .costs import Obstacle, kde_log_density
+from ..simulate import euler_maruyama
+from .costs import Obstacle, kde_log_density, mean_field_values, smooth_obstacles
 from .problem import ControlProblem
 
 __all__ = ["NeuralPolicy", "sinkhorn_divergence", "train_baseline"]
@@ -60,17 +60,19 @@ def rollout_loss(problem: ControlProblem, policy: NeuralPolicy, n: int, steps: i
     ds = T / steps
     x = P.initial.sample(n, generator).to(dtype)
     total = x.new_zeros(n)
-    for k in range(steps):
-        s = torch.full((n,), k * ds, dtype=dtype)
-        b = policy(s, x)
+
+    def running(s: Tensor, x: Tensor, b: Tensor, dt: Tensor) -> None:  # left-point rule
+        nonlocal total
         run = P.control_cost(s, x, b) + P.state_cost(s, x, train_obstacles)
-        if P.mean_field:
-            log_rho = kde_log_density(x) if any(m.needs == "density" for m in P.mean_field) else None
-            y = x[torch.randperm(n, generator=generator)] if any(m.needs == "pairs" for m in P.mean_field) else None
-            for m in P.mean_field:
-                run = run + m.value(x, log_rho, y)
-        total = total + run * ds
-        x = x + b * ds + P.diffusion(s).unsqueeze(-1) * math.sqrt(ds) * torch.randn(x.shape, generator=generator, dtype=dtype)
+        pairs = lambda: x[torch.randperm(n, generator=generator)]
+        for v in mean_field_values(P.mean_field, x, lambda: kde_log_density(x), pairs).values():
+            run = run + v
+        total = total + run * dt
+
+    s_k = (ds * torch.arange(steps, dtype=torch.float64)).to(dtype)
+    for x_k in euler_maruyama(x, policy, P.diffusion, s_k, torch.full((steps,), ds, dtype=torch.float64),
+                              generator=generator, observe=running):
+        x = x_k
     if P.terminal_cost is not None:
         total = total + P.terminal_cost(x)
     loss = total.mean()
@@ -98,7 +100,7 @@ def train_baseline(problem: ControlProblem, *, steps: int = 2000, particles: int
     gen = torch.Generator().manual_seed(seed)
     policy = NeuralPolicy(problem.dim, problem.horizon, hidden, layers, scale).to(dtype)
     if train_obstacles is None:
-        train_obstacles = [o if o.penalty != "hard" else o.with_penalty("softplus") for o in problem.obstacles]
+        train_obstacles = smooth_obstacles(problem.obstacles)
     opt = torch.optim.Adam(policy.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: lr_factor(k, steps, min(100, steps // 10), 0.05))
     history, start, step = [], time.perf_counter(), 0

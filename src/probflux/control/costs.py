@@ -22,7 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["Obstacle", "Disc", "Ellipse", "MeanField", "Entropy", "Congestion", "InteractionKernel", "inverse_quadratic"]
+__all__ = ["Obstacle", "Disc", "Ellipse", "smooth_obstacles", "MeanField", "Entropy", "Congestion", "InteractionKernel",
+           "inverse_quadratic", "mean_field_values"]
 
 PENALTIES = ("hard", "sigmoid", "softplus")
 
@@ -82,7 +83,8 @@ class Obstacle:
                         penalty=penalty, width=self.width if width is None else width)
 
     def __repr__(self) -> str:
-        return f"Obstacle(a={self.a.tolist()}, c={self.c.tolist()}, threshold={self.threshold}, penalty={self.penalty!r}, weight={self.weight})"
+        return (f"Obstacle(a={self.a.tolist()}, c={self.c.tolist()}, threshold={self.threshold}, penalty={self.penalty!r}, "
+                f"weight={self.weight})")
 
 
 def Disc(center: Sequence[float], radius: float, **kwargs) -> Obstacle:
@@ -98,6 +100,12 @@ def Ellipse(center: Sequence[float], axes: Sequence[float], **kwargs) -> Obstacl
     if len(ax) != len(center) or any(not v > 0 for v in ax):
         raise ValueError(f"Ellipse: axes must be {len(center)} positive numbers; got {list(axes)}")
     return Obstacle([1.0 / v**2 for v in ax], center, 1.0, **kwargs)
+
+
+def smooth_obstacles(obstacles: Sequence[Obstacle]) -> list[Obstacle]:
+    """The obstacles for gradient-based training: each ``"hard"`` one as a ``"softplus"`` surrogate of the same
+    region (an indicator has zero gradient), the others as they are."""
+    return [o if o.penalty != "hard" else o.with_penalty("softplus") for o in obstacles]
 
 
 class MeanField:
@@ -167,6 +175,28 @@ class InteractionKernel(MeanField):
 
     def __repr__(self) -> str:
         return f"InteractionKernel(coef={self.coef}, kernel={getattr(self.kernel, '__name__', 'k')})"
+
+
+# term names the path costs use besides the mean-field ones; a mean-field term never takes one of them
+_OTHER_TERMS = ("control", "state", "terminal", "loss", "initial_nll", "target_nll", "initial_kl", "target_kl")
+
+
+def mean_field_values(terms: Sequence[MeanField], x: Tensor, log_rho: Callable[[], Tensor],
+                      pairs: Callable[[], Tensor]) -> dict[str, Tensor]:
+    """The per-sample integrands ``(N,)`` of the mean-field ``terms`` at samples ``x: (N, D)`` of ``rho``.
+
+    ``log_rho()`` gives ``log rho`` at ``x`` ``(N,)`` and ``pairs()`` a second independent sample ``(N, D)``;
+    each is called once, and only if a term needs it (``needs``), density first. Keys are the terms' names,
+    the ``k``-th term's as ``f"{name}_{k}"`` when an earlier term or another path cost has taken its name, so
+    every estimate of a problem's path cost (simulation-free, Monte Carlo, training) names its terms alike.
+    """
+    log_p = log_rho() if any(m.needs == "density" for m in terms) else None
+    y = pairs() if any(m.needs == "pairs" for m in terms) else None
+    out: dict[str, Tensor] = {}
+    for k, m in enumerate(terms):
+        key = m.name if m.name not in out and m.name not in _OTHER_TERMS else f"{m.name}_{k}"
+        out[key] = m.value(x, log_p, y)
+    return out
 
 
 def kde_log_density(x: Tensor, points: Optional[Tensor] = None, bandwidth: Optional[float] = None) -> Tensor:

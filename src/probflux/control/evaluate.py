@@ -1,6 +1,7 @@
 r"""The honest check: simulate the controlled SDE and compute every cost term by Monte Carlo.
 
-:func:`monte_carlo_cost` runs Euler–Maruyama in physical time ``s in [0, T]`` from samples of the *true*
+:func:`monte_carlo_cost` runs Euler–Maruyama (:func:`probflux.simulate.euler_maruyama`, the package's one
+integrator) in physical time ``s in [0, T]`` from samples of the *true*
 initial law with any drift ``b(s, x)`` (the learned probflux drift ``b_m(s/T, x)/T`` or a baseline policy)
 and accumulates, per particle, ``sum_k [lambda |b - v|^2 + V + obstacles + mean-field] ds + G(X_T)``
 (left-point rule). Obstacles are the problem's own (DeepGSB's hard ``1500 * indicator``). Mean-field
@@ -21,8 +22,10 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from .._random import draw_seed, seeded
 from ..dynamics import Dynamics
-from .costs import kde_log_density
+from ..simulate import euler_maruyama
+from .costs import kde_log_density, mean_field_values
 from .problem import ControlProblem
 
 __all__ = ["monte_carlo_cost", "simulation_free_cost", "model_drift", "model_log_density", "mean_and_error"]
@@ -58,22 +61,6 @@ def model_log_density(problem: ControlProblem, dynamics: Dynamics) -> Callable[[
             return dynamics.log_prob((s / T).clamp(0, 1).to(dtype), x.to(dtype)).to(x.dtype)
 
     return log_density
-
-
-def _mean_field_values(problem: ControlProblem, s: Tensor, x: Tensor, log_density, generator) -> dict[str, Tensor]:
-    out: dict[str, Tensor] = {}
-    if not problem.mean_field:
-        return out
-    log_rho = None
-    if any(m.needs == "density" for m in problem.mean_field):
-        log_rho = log_density(s, x) if log_density is not None else kde_log_density(x)
-    y = None
-    if any(m.needs == "pairs" for m in problem.mean_field):
-        y = x[torch.randperm(x.shape[0], generator=generator)]
-    for m in problem.mean_field:
-        key = m.name if m.name not in out else f"{m.name}_{len(out)}"
-        out[key] = m.value(x, log_rho, y)
-    return out
 
 
 @torch.no_grad()
@@ -115,8 +102,9 @@ def monte_carlo_cost(problem: ControlProblem, drift: Drift, n: int = 2000, steps
     inside_time = clipped = 0.0
     snaps = [x[:keep].clone()] if keep else []
     snap_at = {round(steps * k / 10) for k in range(1, 11)}
-    for k in range(steps):
-        s = torch.full((n,), k * ds, dtype=x.dtype)
+
+    def applied(s: Tensor, x: Tensor) -> Tensor:  # the drift after the max_drift safeguard
+        nonlocal clipped
         b = drift(s, x)
         if max_drift is not None:
             bad = ~torch.isfinite(b).all(-1)
@@ -125,16 +113,25 @@ def monte_carlo_cost(problem: ControlProblem, drift: Drift, n: int = 2000, steps
             over = norm[:, 0] > max_drift
             b = torch.where(over[:, None], b * (max_drift / norm.clamp_min(1e-300)), b)
             clipped += float((bad | over).double().mean()) / steps
-        totals["control"] += P.control_cost(s, x, b) * ds
+        return b
+
+    def running(s: Tensor, x: Tensor, b: Tensor, dt: Tensor) -> None:  # left-point rule, then the obstacle tally
+        nonlocal ever, inside_time
+        totals["control"] += P.control_cost(s, x, b) * dt
         if "state" in totals:
-            totals["state"] += P.state_cost(s, x) * ds
-        for key, v in _mean_field_values(P, s, x, log_density, gen).items():
-            totals[key] = totals.get(key, x.new_zeros(n)) + v * ds
+            totals["state"] += P.state_cost(s, x) * dt
+        density = (lambda: log_density(s, x)) if log_density is not None else (lambda: kde_log_density(x))
+        pairs = lambda: x[torch.randperm(n, generator=gen)]
+        for key, v in mean_field_values(P.mean_field, x, density, pairs).items():
+            totals[key] = totals.get(key, x.new_zeros(n)) + v * dt
         if P.obstacles:
             inside = P.inside_obstacle(x)
             ever |= inside
             inside_time += float(inside.double().mean()) / steps
-        x = x + b * ds + P.diffusion(s).unsqueeze(-1) * math.sqrt(ds) * torch.randn(x.shape, generator=gen, dtype=x.dtype)
+
+    s_k, ds_k = ds * torch.arange(steps, dtype=x.dtype), torch.full((steps,), ds, dtype=x.dtype)
+    for k, x_k in enumerate(euler_maruyama(x, applied, P.diffusion, s_k, ds_k, generator=gen, observe=running)):
+        x = x_k
         if keep and (k + 1) in snap_at:
             snaps.append(x[:keep].clone())
     if P.obstacles:
@@ -170,8 +167,7 @@ def simulation_free_cost(problem: ControlProblem, dynamics: Dynamics, n: int = 4
     gen = torch.Generator().manual_seed(seed)
     dtype = dynamics.density._dtype
     t = ((torch.arange(n, dtype=torch.float64) + torch.rand(n, generator=gen, dtype=torch.float64)) / n).to(dtype)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(int(torch.randint(2**62, (1,), generator=gen)))
+    with seeded(draw_seed(gen)):
         x = dynamics.density.sample(t)
         y = dynamics.density.sample(t)
         x1 = dynamics.density.sample(1.0, n)
@@ -183,10 +179,9 @@ def simulation_free_cost(problem: ControlProblem, dynamics: Dynamics, n: int = 4
         vals: dict[str, Tensor] = {"control": T * P.control_cost(s, x, b)}
         if P.running_cost is not None or P.obstacles:
             vals["state"] = T * P.state_cost(s, x)
-        log_rho = dynamics.log_prob(t, x.to(dtype)).double() if P.mean_field else None
-        for m in P.mean_field:
-            key = m.name if m.name not in vals else f"{m.name}_{len(vals)}"
-            vals[key] = T * m.value(x, log_rho, y)
+        density = lambda: dynamics.log_prob(t, x.to(dtype)).double()
+        for key, v in mean_field_values(P.mean_field, x, density, lambda: y).items():
+            vals[key] = T * v
         if P.terminal_cost is not None:
             vals["terminal"] = P.terminal_cost(x1)
     terms = {k: mean_and_error(v.double()) for k, v in vals.items()}

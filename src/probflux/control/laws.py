@@ -8,6 +8,8 @@ import torch
 from torch import Tensor
 from torch.distributions import Categorical, MixtureSameFamily, MultivariateNormal
 
+from .._random import draw_seed, seeded
+
 __all__ = ["Law", "Gaussian", "GaussianMixture", "Samples", "LogDensity", "as_law"]
 
 
@@ -49,9 +51,7 @@ class _Torch(Law):
     dist: torch.distributions.Distribution
 
     def sample(self, n: int, generator: Optional[torch.Generator] = None) -> Tensor:
-        seed = int(torch.randint(2**62, (1,), generator=generator))
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+        with seeded(draw_seed(generator)):
             return self.dist.sample((n,))
 
     def log_prob(self, x: Tensor) -> Tensor:

@@ -22,9 +22,10 @@ from typing import Optional
 
 import torch
 
+from .._random import draw_seed, seeded
 from ..dynamics import Dynamics
-from ..objectives import Batch, Terms, sample_path_points
-from .costs import Obstacle
+from ..objectives import Batch, Terms, ramp_factor, sample_path_points
+from .costs import Obstacle, mean_field_values, smooth_obstacles
 from .laws import LogDensity
 from .pinned import PinnedMixture
 from .problem import ControlProblem
@@ -88,28 +89,18 @@ class ControlObjective:
             raise ValueError(f"endpoint_weight must be >= 0; got {endpoint_weight!r}")
         self.problem, self.samples = problem, samples
         self.terminal_samples = terminal_samples or samples
-        if train_obstacles is None:
-            train_obstacles = [o if o.penalty != "hard" else o.with_penalty("softplus") for o in problem.obstacles]
-        self.train_obstacles = list(train_obstacles)
+        self.train_obstacles = smooth_obstacles(problem.obstacles) if train_obstacles is None else list(train_obstacles)
         self.endpoint_weight = float(endpoint_weight)
         self.control_start, self.running_start, self.ramp = control_start, running_start, ramp
         self._checked: set[int] = set()
-
-    def _factor(self, step: int, start: int) -> float:
-        if step < start:
-            return 0.0
-        return 1.0 if self.ramp == 0 else min(1.0, (step - start + 1) / self.ramp)
-
-    def _fork_seed(self, batch: Batch) -> int:
-        return int(torch.randint(2**62, (1,), generator=batch.generator))
 
     def __call__(self, dynamics: Dynamics, batch: Batch) -> Terms:
         if id(dynamics) not in self._checked:
             check_dynamics(self.problem, dynamics)
             self._checked.add(id(dynamics))
         P, T = self.problem, self.problem.horizon
-        f_control = self._factor(batch.step, self.control_start)
-        f_running = self._factor(batch.step, self.running_start)
+        f_control = ramp_factor(batch.step, self.control_start, self.ramp)
+        f_running = ramp_factor(batch.step, self.running_start, self.ramp)
         zero = batch.x.new_zeros(())
         terms: Terms = {}
         loss = zero
@@ -120,8 +111,7 @@ class ControlObjective:
             if law is None or (name == "initial_nll" and pinned):
                 continue
             if isinstance(law, LogDensity):  # KL(rho || q) from exact model samples
-                with torch.random.fork_rng(devices=[]):
-                    torch.manual_seed(self._fork_seed(batch))
+                with seeded(draw_seed(batch.generator), batch.x.device):
                     x = dynamics.density.rsample(time, self.terminal_samples)
                 tt = torch.full((x.shape[0],), time, dtype=x.dtype)
                 value = (dynamics.log_prob(tt, x) - law.log_prob(x)).mean()
@@ -148,20 +138,16 @@ class ControlObjective:
                     state = T * P.state_cost(s, x, self.train_obstacles).mean()
                     terms["state"] = state.detach()
                     loss = loss + f_running * state
-                log_rho = dynamics.log_prob(t, x) if any(m.needs == "density" for m in P.mean_field) else None
-                y = None
-                if any(m.needs == "pairs" for m in P.mean_field):
-                    with torch.random.fork_rng(devices=[]):
-                        torch.manual_seed(self._fork_seed(batch))
-                        y = dynamics.density.rsample(t)
-                for m in P.mean_field:
-                    value = T * m.value(x, log_rho, y).mean()
-                    key = m.name if m.name not in terms else f"{m.name}_{len(terms)}"
+                def pairs() -> torch.Tensor:  # a second exact sample at the same times
+                    with seeded(draw_seed(batch.generator), batch.x.device):
+                        return dynamics.density.rsample(t)
+
+                for key, v in mean_field_values(P.mean_field, x, lambda: dynamics.log_prob(t, x), pairs).items():
+                    value = T * v.mean()
                     terms[key] = value.detach()
                     loss = loss + f_running * value
                 if P.terminal_cost is not None:
-                    with torch.random.fork_rng(devices=[]):
-                        torch.manual_seed(self._fork_seed(batch))
+                    with seeded(draw_seed(batch.generator), batch.x.device):
                         x1 = dynamics.density.rsample(1.0, self.terminal_samples)
                     terminal = P.terminal_cost(x1).mean()
                     terms["terminal"] = terminal.detach()
@@ -170,4 +156,5 @@ class ControlObjective:
         return terms
 
     def __repr__(self) -> str:
-        return f"ControlObjective(samples={self.samples}, control_start={self.control_start}, running_start={self.running_start}, ramp={self.ramp})"
+        return (f"ControlObjective(samples={self.samples}, control_start={self.control_start}, "
+                f"running_start={self.running_start}, ramp={self.ramp})")

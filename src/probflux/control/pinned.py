@@ -45,7 +45,8 @@ class PinnedMixture(FactorizedMixture):
         K0, D = means.shape
         off = covs - torch.diag_embed(torch.diagonal(covs, dim1=-2, dim2=-1))
         if bool((off.abs() > 1e-12).any()):
-            raise ValueError("PinnedMixture: the initial covariances must be diagonal (a factorized model cannot pin a correlated Gaussian)")
+            raise ValueError("PinnedMixture: the initial covariances must be diagonal "
+                             "(a factorized model cannot pin a correlated Gaussian)")
         if isinstance(components, bool) or not isinstance(components, int) or components < 1 or components % K0:
             raise ValueError(f"components must be a positive multiple of the initial law's {K0} components; got {components!r}")
         if not float(loc_scale) > 0:

@@ -90,7 +90,8 @@ class ControlProblem:
                 raise ValueError("control_weight='kl' (1/(2 g^2)) needs diffusion > 0; with g = 0 give a fixed positive control_weight")
             self.control_weight: Union[str, float] = "kl"
         else:
-            if isinstance(control_weight, bool) or not (isinstance(control_weight, (int, float)) and math.isfinite(control_weight) and control_weight > 0):
+            number = isinstance(control_weight, (int, float)) and not isinstance(control_weight, bool)
+            if not (number and math.isfinite(control_weight) and control_weight > 0):
                 raise ValueError(f"control_weight must be 'kl' or a finite number > 0; got {control_weight!r}")
             self.control_weight = float(control_weight)
 
@@ -111,7 +112,8 @@ class ControlProblem:
         self.mean_field = list(mean_field)
         for k, m in enumerate(self.mean_field):
             if not isinstance(m, MeanField):
-                raise TypeError(f"mean_field[{k}] must be a probflux.control.MeanField (Entropy, Congestion, InteractionKernel); got {type(m).__name__}")
+                raise TypeError(f"mean_field[{k}] must be a probflux.control.MeanField (Entropy, Congestion, InteractionKernel); "
+                                f"got {type(m).__name__}")
         self.obstacles = list(obstacles)
         for k, o in enumerate(self.obstacles):
             if not isinstance(o, Obstacle):
