@@ -17,10 +17,10 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, ClassVar, Optional, Union
 
 import torch
 import torch.distributed as dist
@@ -33,13 +33,20 @@ from .dynamics import Dynamics
 from .evaluation import mean_nll
 from .io import atomic_write
 from .objectives import Batch, Objective
+from .options import Check, Options, at_least, choices, greater, interval
+from .options import device as device_name
 
 PathLike = Union[str, os.PathLike]
 
 
 @dataclass
-class TrainConfig:
-    """Optimisation, schedule, numerics and bookkeeping of a training run."""
+class TrainConfig(Options):
+    """Optimisation, schedule, numerics and bookkeeping of a training run.
+
+    Every field is checked on construction (types from the hints, ranges from ``CHECKS``; see
+    :mod:`probflux.options`): ``TrainConfig(clip=-1)`` and ``TrainConfig(steps="ten")`` raise an
+    :class:`~probflux.options.OptionError` naming the field. ``fit`` checks again, after any assignment.
+    """
 
     steps: int = 2000
     batch_size: int = 512
@@ -57,6 +64,25 @@ class TrainConfig:
     checkpoint_every: int = 200
     patience: Optional[int] = None
     eval_points: int = 4096
+
+    CHECKS: ClassVar[Mapping[str, tuple[Check, ...]]] = {
+        "steps": (at_least(1),),
+        "batch_size": (at_least(1),),
+        "optimizer": (choices("adam", "adamw"),),
+        "lr": (greater(0),),
+        "weight_decay": (at_least(0),),
+        "warmup": (at_least(0),),
+        "min_lr_ratio": (interval(0, 1, hi_open=False),),
+        "clip": (greater(0),),
+        "ema": (interval(0, 1, hi_open=True),),
+        "dtype": (choices("float32", "float64"),),
+        "device": (device_name,),
+        "eval_every": (at_least(1),),
+        "log_every": (at_least(1),),
+        "checkpoint_every": (at_least(1),),
+        "patience": (at_least(1),),
+        "eval_points": (at_least(1),),
+    }
 
 
 @dataclass

@@ -19,13 +19,13 @@ import difflib
 import math
 import os
 import re
-import types
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Optional, Union, get_args, get_origin, get_type_hints
+from typing import Any, ClassVar, Optional, Union, get_type_hints
 
 import yaml
 
+from .. import options
 from ..data import registry as data_registry
 from ..densities import autoregressive, factorized
 from ..io import atomic_write
@@ -60,12 +60,29 @@ class ConfigError(ValueError):
 # ----------------------------------------------------------------------------------------- schema
 
 
+class _Section(options.Options):
+    """A config section that checks its fields on construction against its part of ``_CONSTRAINTS``
+    (``ModelConfig(components=0)`` raises, as ``model.components=0`` does on the command line).
+    ``DataConfig`` is checked by :func:`validate_config` / :func:`config_from_dict` only, so that a data
+    section can be assembled field by field."""
+
+    SECTION: ClassVar[str] = ""
+
+    def __post_init__(self) -> None:
+        options.validate_options(self, _section_checks(self.SECTION))
+
+    def validate(self) -> None:
+        options.validate_options(self, _section_checks(self.SECTION))
+
+
 @dataclass
-class ModelConfig:
+class ModelConfig(_Section):
     """Which density/flux model to build (see ``FactorizedMixture`` / ``AutoregressiveMixture`` / ``FlowDensity``).
 
     ``transforms`` and ``coupling`` apply to ``type: flow`` only (``flux``, ``family`` and ``components`` do not).
     """
+
+    SECTION: ClassVar[str] = "model"
 
     type: str = "factorized"
     family: str = "logistic"
@@ -142,7 +159,7 @@ class DataConfig:
 
 
 @dataclass
-class EvaluateConfig:
+class EvaluateConfig(_Section):
     """Size of the evaluation ``probflux fit`` runs after training and ``probflux evaluate`` runs by default
     (:func:`probflux.evaluation.evaluate`); 0 switches a part off.
 
@@ -151,6 +168,8 @@ class EvaluateConfig:
     held-out snapshot scores (``data.leave_out`` runs). The held-out NLL is always computed.
     """
 
+    SECTION: ClassVar[str] = "evaluate"
+
     particles: int = 500
     steps: int = 100
     residual_points: int = 256
@@ -158,7 +177,7 @@ class EvaluateConfig:
 
 
 @dataclass
-class ObjectiveConfig:
+class ObjectiveConfig(_Section):
     """Terms of the training loss and their weights.
 
     ``likelihood``: ``points`` weights every observed point equally (spatio-temporal data);
@@ -167,6 +186,8 @@ class ObjectiveConfig:
     ``model.diffusion > 0``), ``jacobian_symmetry`` weights ``E||J - J^T||_F^2``; all three use
     ``kinetic_samples`` draws per step and switch on at ``kinetic_start`` over ``kinetic_ramp`` steps.
     """
+
+    SECTION: ClassVar[str] = "objective"
 
     nll: float = 1.0
     likelihood: str = "points"
@@ -179,7 +200,7 @@ class ObjectiveConfig:
 
 
 @dataclass
-class Config:
+class Config(_Section):
     """A whole experiment: seed, run directory and the four sections."""
 
     seed: int = 0
@@ -193,38 +214,10 @@ class Config:
 
 # ------------------------------------------------------------------------------------ constraints
 
-Check = Callable[[Any], Optional[str]]  # returns None when fine, else what is required
-
-
-def _choices(*options: str) -> Check:
-    return lambda v: None if v in options else "must be one of " + ", ".join(repr(o) for o in options)
-
-
-def _at_least(lo: float) -> Check:
-    return lambda v: None if v is None or v >= lo else f"must be >= {lo}"
-
-
-def _greater(lo: float) -> Check:
-    return lambda v: None if v is None or v > lo else f"must be > {lo}"
-
-
-def _interval(lo: float, hi: float, *, hi_open: bool) -> Check:
-    bracket = ")" if hi_open else "]"
-
-    def check(v: Any) -> Optional[str]:
-        if v is None or (lo <= v < hi if hi_open else lo <= v <= hi):
-            return None
-        return f"must lie in [{lo}, {hi}{bracket}"
-
-    return check
-
-
-def _nonempty(v: Any) -> Optional[str]:
-    return None if v.strip() else "must not be empty"
-
-
-def _device(v: Any) -> Optional[str]:
-    return None if re.fullmatch(r"auto|cpu|cuda|mps|cuda:\d+", v) else "must be 'auto', 'cpu', 'cuda', 'mps' or 'cuda:N'"
+# the checks live in probflux.options, next to the option objects that run them on construction
+_choices, _at_least, _greater, _interval = options.choices, options.at_least, options.greater, options.interval
+_nonempty, _device = options.nonempty, options.device
+Check = options.Check  # returns None when fine, else what is required
 
 
 MODEL_TYPES = ("factorized", "autoregressive", "flow")
@@ -268,23 +261,16 @@ _CONSTRAINTS: dict[str, tuple[Check, ...]] = {
     "objective.jacobian_symmetry": (_at_least(0),),
     "objective.kinetic_start": (_at_least(0),),
     "objective.kinetic_ramp": (_at_least(0),),
-    "train.steps": (_at_least(1),),
-    "train.batch_size": (_at_least(1),),
-    "train.optimizer": (_choices("adam", "adamw"),),
-    "train.lr": (_greater(0),),
-    "train.weight_decay": (_at_least(0),),
-    "train.warmup": (_at_least(0),),
-    "train.min_lr_ratio": (_interval(0, 1, hi_open=False),),
-    "train.clip": (_greater(0),),
-    "train.ema": (_interval(0, 1, hi_open=True),),
-    "train.dtype": (_choices("float32", "float64"),),
-    "train.device": (_device,),
-    "train.eval_every": (_at_least(1),),
-    "train.log_every": (_at_least(1),),
-    "train.checkpoint_every": (_at_least(1),),
-    "train.patience": (_at_least(1),),
-    "train.eval_points": (_at_least(1),),
+    # the train section's rules are TrainConfig's own (probflux.train), checked whenever one is constructed
+    **{f"train.{k}": checks for k, checks in TrainConfig.CHECKS.items()},
 }
+
+
+def _section_checks(section: str) -> dict[str, tuple[Check, ...]]:
+    """The rules of ``_CONSTRAINTS`` for the leaf fields of one section (``""``: the top level)."""
+    if not section:
+        return {k: v for k, v in _CONSTRAINTS.items() if "." not in k}
+    return {k[len(section) + 1:]: v for k, v in _CONSTRAINTS.items() if k.startswith(section + ".") and k.count(".") == 1}
 
 
 def _cross_checks(cfg: Config) -> list[tuple[str, tuple[str, ...]]]:
@@ -344,57 +330,15 @@ def _cross_checks(cfg: Config) -> list[tuple[str, tuple[str, ...]]]:
 # ---------------------------------------------------------------------------------- generic walk
 
 
-def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
-    """``Optional[X]`` → ``(X, True)``; anything else → ``(tp, False)``."""
-    if get_origin(tp) in (Union, types.UnionType):
-        args = get_args(tp)
-        rest = [a for a in args if a is not type(None)]
-        if len(rest) == 1 and len(args) == 2:
-            return rest[0], True
-    return tp, False
-
-
-def _type_name(tp: Any) -> str:
-    base, optional = _unwrap_optional(tp)
-    if get_origin(base) is list:
-        name = f"a list of {_type_name(get_args(base)[0])}"
-    else:
-        name = "a mapping" if dataclasses.is_dataclass(base) else getattr(base, "__name__", str(base))
-    return f"{name} or null" if optional else name
-
-
-def _show(v: Any) -> str:
-    s = "null" if v is None else repr(v)
-    return s if len(s) <= 60 else s[:57] + "..."
+_unwrap_optional, _type_name, _show = options._unwrap_optional, options.type_name, options.show
 
 
 def _coerce(value: Any, tp: Any, key: str) -> Any:
-    """Check ``value`` against a scalar type hint; ints become floats for float fields."""
-    base, optional = _unwrap_optional(tp)
-    if value is None:
-        if optional:
-            return None
-    elif base is bool:
-        if isinstance(value, bool):
-            return value
-    elif base is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif base is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            if not math.isfinite(value):
-                raise ConfigError(f"{key}: expected a finite float, got {_show(value)}", [key])
-            return float(value)
-    elif base is str:
-        if isinstance(value, str):
-            return value
-    elif get_origin(base) is list:
-        if isinstance(value, (list, tuple)):
-            (item,) = get_args(base)
-            return [_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
-    else:  # pragma: no cover - schema error
-        raise TypeError(f"config schema: unsupported type {tp!r} for {key}")
-    raise ConfigError(f"{key}: expected {_type_name(tp)}, got {_show(value)}", [key])
+    """Check ``value`` against a scalar type hint (:func:`probflux.options.coerce`); ints become floats for float fields."""
+    try:
+        return options.coerce(value, tp, key)
+    except options.OptionError as e:
+        raise ConfigError(str(e), [key]) from None
 
 
 def _unknown_key(key: str) -> ConfigError:
@@ -432,7 +376,10 @@ def _build(cls: type, raw: Mapping[str, Any], prefix: str) -> Any:
             kwargs[name] = _build(tp, value, key + ".")
         else:
             kwargs[name] = _coerce(value, tp, key)
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except options.OptionError as e:  # a section's own range check (probflux.options), named by its dotted key
+        raise ConfigError(prefix + str(e), [prefix + e.key]) from None
 
 
 def _leaves(obj: Any, prefix: str = "") -> list[tuple[str, Any]]:
@@ -499,7 +446,24 @@ def config_to_dict(cfg: Config) -> dict[str, Any]:
 
 
 class _Loader(yaml.SafeLoader):
-    """Safe YAML loader that also reads ``1e-3`` as a float (YAML 1.1 insists on ``1.0e-3``)."""
+    """Safe YAML loader that also reads ``1e-3`` as a float (YAML 1.1 insists on ``1.0e-3``) and refuses a key
+    given twice in one mapping (plain YAML silently keeps the last value)."""
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, Any] = {}
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    first = seen.setdefault(key, key_node)
+                except TypeError:  # an unhashable key: the base class reports it
+                    continue
+                if first is not key_node:
+                    raise yaml.constructor.ConstructorError(
+                        "while constructing a mapping", node.start_mark,
+                        f"duplicate key {key!r} (first at line {first.start_mark.line + 1}); each key may appear once",
+                        key_node.start_mark)
+        return super().construct_mapping(node, deep=deep)
 
 
 _Loader.add_implicit_resolver(
