@@ -119,3 +119,15 @@ def check_time_bound(v: object, name: str) -> float:
 def check_dtype(x: Tensor, dtype: torch.dtype, name: str) -> None:
     if x.dtype != dtype:
         raise TypeError(f"{name} has dtype {x.dtype} but the model's parameters are {dtype}; convert one of them")
+
+
+def prepare_inputs(model, t: TimeLike, x: Tensor, context: Optional[Tensor], name: str = "x") -> tuple[Tensor, Tensor, Optional[Tensor]]:
+    """Validate the ``(t, x, context)`` of a call on ``model`` (anything with ``dim``, ``context_dim``, ``dtype``).
+
+    ``x: (N, dim)`` of the model's dtype, finite; ``t``: a scalar or ``(N,)`` in ``[0, 1]``; ``context`` as
+    :func:`check_context`. Returns ``t: (N,)``, ``x``, ``context: (N, C)`` or None.
+    """
+    check_points(x, model.dim, name)
+    check_dtype(x, model.dtype, name)
+    n = x.shape[0]
+    return as_times(t, n, x.dtype, x.device), x, check_context(context, model.context_dim, n, x.dtype)

@@ -20,7 +20,8 @@ class Residual(NamedTuple):
     @property
     def relative(self) -> Tensor:
         """``|residual| / scale`` (``0`` where the scale vanishes)."""
-        return torch.where(self.scale > 0, self.residual.abs() / self.scale.clamp_min(torch.finfo(self.scale.dtype).tiny), torch.zeros_like(self.scale))
+        tiny = torch.finfo(self.scale.dtype).tiny
+        return torch.where(self.scale > 0, self.residual.abs() / self.scale.clamp_min(tiny), torch.zeros_like(self.scale))
 
 
 def continuity_residual(model, t: TimeLike, x: Tensor, context: Optional[Tensor] = None) -> Residual:
@@ -30,6 +31,13 @@ def continuity_residual(model, t: TimeLike, x: Tensor, context: Optional[Tensor]
     ``log_prob``, ``flux`` and ``dim``). ``t: () or (N,)``, ``x: (N, D)``. Uses ``1 + D`` reverse-mode
     passes; run it in float64 to see the exactness (relative residual ~1e-13) rather than float32
     round-off (~1e-6).
+
+    >>> import torch, probflux as pf
+    >>> rho = pf.AutoregressiveMixture(2, 3, hidden=8, layers=2).double()
+    >>> t = torch.rand(16, dtype=torch.float64)
+    >>> r = pf.continuity_residual(rho, t, rho.sample(t))
+    >>> bool(r.relative.max() < 1e-10)
+    True
     """
     check_points(x, model.dim)
     tt = as_times(t, x.shape[0], x.dtype, x.device).detach().clone().requires_grad_(True)

@@ -7,7 +7,7 @@ from typing import Optional, Union
 import torch
 from torch import Tensor, nn
 
-from ._validation import TimeLike, validation_enabled
+from ._validation import TimeLike, prepare_inputs, validation_enabled
 from .densities.base import TimeDensity
 from .divfree import DivergenceFree
 
@@ -30,6 +30,14 @@ class Dynamics(nn.Module):
         divergence_free: optional :class:`DivergenceFree` with the density's ``dim``/``context_dim``.
 
     Methods ``log_prob, flux, velocity, score, drift`` take ``(t, x, context=None)`` like the density.
+
+    >>> import probflux as pf
+    >>> rho = pf.AutoregressiveMixture(2, 3, hidden=8, layers=2).double()
+    >>> dyn = pf.Dynamics(rho, diffusion=0.5)
+    >>> x = rho.sample(0.4, 3)
+    >>> b = dyn.drift(0.4, x)                    # u + (g^2 / 2) grad log rho
+    >>> bool((b - dyn.velocity(0.4, x) - 0.125 * dyn.score(0.4, x)).abs().max() < 1e-12)
+    True
     """
 
     def __init__(self, density: TimeDensity, diffusion: Diffusion = 0.0, divergence_free: Optional[DivergenceFree] = None) -> None:
@@ -87,35 +95,37 @@ class Dynamics(nn.Module):
         """``grad log rho_t(x)``, ``(N, D)``."""
         return self.density.score(t, x, context)
 
-    def _velocity(self, t: Tensor, x: Tensor, ctx: Optional[Tensor], score: Optional[Tensor] = None) -> Tensor:
-        u = self.density._velocity(t, x, ctx)
+    # ``_velocity`` and ``_drift`` take inputs validated by ``prepare_inputs`` (t: (N,)); simulate calls them
+    # in its inner loop. They reach the density through its one protected hook, ``_velocity_and_score``.
+    def _velocity(self, t: Tensor, x: Tensor, ctx: Optional[Tensor]) -> Tensor:
+        return self._velocity_and_score(t, x, ctx, need_score=False)[0]
+
+    def _velocity_and_score(self, t: Tensor, x: Tensor, ctx: Optional[Tensor], need_score: bool) -> tuple[Tensor, Optional[Tensor]]:
+        need = need_score or self.divergence_free is not None
+        u, score = self.density._velocity_and_score(t, x, ctx, need)
         if self.divergence_free is not None:
-            if score is None:
-                score = self.density._score(t, x, ctx)
             u = u + self.divergence_free._velocity(t, x, ctx, score)
-        return u
+        return u, score
 
     def _drift(self, t: Tensor, x: Tensor, ctx: Optional[Tensor], sign: float = 1.0) -> Tensor:
         g = self.diffusion(t)
-        needs_score = self.divergence_free is not None or bool((g != 0).any())
-        score = self.density._score(t, x, ctx) if needs_score else None
-        u = self._velocity(t, x, ctx, score)
+        u, score = self._velocity_and_score(t, x, ctx, need_score=bool((g != 0).any()))
         if score is None:
             return u
         return u + sign * 0.5 * (g * g).unsqueeze(-1) * score
 
     def velocity(self, t: TimeLike, x: Tensor, context: Optional[Tensor] = None) -> Tensor:
         """Probability-flow velocity ``u = j/rho`` (with the divergence-free part), ``(N, D)``."""
-        return self._velocity(*self.density._prepare(t, x, context))
+        return self._velocity(*prepare_inputs(self.density, t, x, context))
 
     def flux(self, t: TimeLike, x: Tensor, context: Optional[Tensor] = None) -> Tensor:
         """``j = rho u``, ``(N, D)``."""
-        tt, xx, ctx = self.density._prepare(t, x, context)
-        return self.density._log_prob(tt, xx, ctx).exp().unsqueeze(-1) * self._velocity(tt, xx, ctx)
+        tt, xx, ctx = prepare_inputs(self.density, t, x, context)
+        return self.density.log_prob(tt, xx, ctx).exp().unsqueeze(-1) * self._velocity(tt, xx, ctx)
 
     def drift(self, t: TimeLike, x: Tensor, context: Optional[Tensor] = None) -> Tensor:
         """SDE drift ``b = u + (g_t^2/2) grad log rho``, ``(N, D)``."""
-        return self._drift(*self.density._prepare(t, x, context))
+        return self._drift(*prepare_inputs(self.density, t, x, context))
 
     def as_sde(self, context: Optional[Tensor] = None) -> SDE:
         """An object for ``torchsde.sdeint(sde, x0, ts)``: Itô, diagonal noise, drift ``b`` and ``g_t``."""
@@ -137,7 +147,7 @@ class SDE(nn.Module):
         return torch.as_tensor(t, dtype=y.dtype, device=y.device).reshape(()).clamp(0.0, 1.0).expand(y.shape[0])
 
     def f(self, t: Tensor, y: Tensor) -> Tensor:
-        tt, yy, ctx = self.dynamics.density._prepare(self._t(t, y), y, self.context, name="y")
+        tt, yy, ctx = prepare_inputs(self.dynamics.density, self._t(t, y), y, self.context, name="y")
         return self.dynamics._drift(tt, yy, ctx)
 
     def g(self, t: Tensor, y: Tensor) -> Tensor:

@@ -35,23 +35,33 @@ class AutoregressiveMixture(TimeDensity):
 
     Both velocities are assembled from log-space pieces (``(dF/dt)/p`` etc.), never ``j/rho``.
 
+    >>> import torch, probflux as pf
+    >>> rho = pf.AutoregressiveMixture(3, 2, hidden=12, layers=2).double()
+    >>> x = rho.sample(0.7, 5)
+    >>> u = rho.cdf(0.7, x)                       # Rosenblatt transform, uniform under rho_0.7
+    >>> bool((rho.icdf(0.7, u) - x).abs().max() < 1e-8)
+    True
+
     Args:
-        dim: ``D``. components: logistics per coordinate. hidden/layers: MADE width/depth.
-        flux: ``"kr"`` or ``"sigmoid"``. context_dim: size of the optional conditioning vector.
+        dim: ``D``. components: logistics per coordinate. Keyword-only: hidden/layers: MADE width/depth.
+        context_dim: size of the optional conditioning vector. max_frequency / time_features: the
+        sinusoidal time embedding. max_log_scale: bound of the log-scales. flux: ``"kr"`` or ``"sigmoid"``.
     """
+
+    has_rosenblatt = True
 
     def __init__(
         self,
         dim: int,
         components: int = 16,
+        *,
         hidden: int = 256,
         layers: int = 4,
-        flux: str = "kr",
         context_dim: int = 0,
-        *,
-        time_features: int = 17,
         max_frequency: float = 32.0,
+        time_features: int = 17,
         max_log_scale: float = 7.0,
+        flux: str = "kr",
     ) -> None:
         super().__init__(dim, context_dim)
         if flux not in FLUXES:
@@ -100,7 +110,7 @@ class AutoregressiveMixture(TimeDensity):
         return m1.log_prob(x, *self._params(t, x, ctx), self.family).sum(-1)
 
     def _velocity(self, t: Tensor, x: Tensor, ctx: Optional[Tensor]) -> Tensor:
-        e, de = self.embed(t), self.embed.derivative(t)
+        de = self.embed.derivative(t)
         zc = [torch.zeros_like(ctx)] if ctx is not None else []
         inp = self._net_input(t, x, ctx)
         dinp = torch.cat([de] + zc + [torch.zeros_like(x)], -1)

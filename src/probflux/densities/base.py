@@ -6,7 +6,7 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
-from .._validation import TimeLike, as_times, check_context, check_count, check_dtype, check_points, validation_enabled
+from .._validation import TimeLike, as_times, check_context, check_count, prepare_inputs, validation_enabled
 
 __all__ = ["TimeDensity"]
 
@@ -29,14 +29,35 @@ class TimeDensity(nn.Module):
     ``rsample(t, n)``       ``(n, D)``      exact samples with implicit reparameterisation
     ``cdf(t, x)``           ``(N, D)``      Rosenblatt transform ``F_i(x_i | x_<i)``
     ``icdf(t, u)``          ``(N, D)``      its inverse (``u`` uniform gives samples)
+    ``kinetic_energy(t, n)`` ``(n,)``          ``|u_t(x)|^2`` at ``x ~ rho_t`` (mean: ``E_{rho_t}|u_t|^2``)
     ======================  ==============  ==================================================
 
-    Subclasses implement ``_log_prob``, ``_velocity``, ``_sample``, ``_cdf`` and ``_icdf`` on validated
-    tensors (``t: (N,)``); ``_score`` and ``_reparameterize`` have generic defaults.
+    **Capabilities are declared**, not discovered: ``has_rosenblatt`` says whether ``cdf``/``icdf`` (and
+    the generic implicit reparameterisation built on them) exist; without it they raise an error naming
+    the class before any work is done. ``kinetic_energy`` has a generic Monte-Carlo default (``rsample``
+    then ``velocity``) that a family may replace by a cheaper exact estimator (:class:`FlowDensity` does).
+
+    **Subclass hooks** work on validated tensors (``t: (N,)``, ``x: (N, D)``, ``ctx: (N, C)`` or None):
+    ``_log_prob``, ``_velocity``, ``_sample``, and with ``has_rosenblatt = True`` ``_conditional_cdf`` and
+    ``_icdf``; ``_score`` and ``_reparameterize`` have generic defaults. Code outside the density uses its
+    public methods plus one documented protected hook, :meth:`_velocity_and_score`, which
+    :class:`~probflux.Dynamics` (and through it :func:`~probflux.simulate`) calls on inputs it has
+    validated itself with :func:`~probflux._validation.prepare_inputs`, so that an integrator's inner
+    loop does not validate every step twice.
+
+    >>> import torch, probflux as pf
+    >>> rho = pf.FactorizedMixture(2, 3, hidden=8).double()
+    >>> x = rho.sample(0.5, 4)
+    >>> [tuple(v.shape) for v in (rho.log_prob(0.5, x), rho.flux(0.5, x), rho.cdf(0.5, x))]
+    [(4,), (4, 2), (4, 2)]
+    >>> rho.has_rosenblatt, pf.FlowDensity(2, 1, hidden=8).has_rosenblatt
+    (True, False)
     """
 
     dim: int
     context_dim: int
+    has_rosenblatt: bool = False
+    """Whether ``cdf``/``icdf`` exist (the subclass implements ``_conditional_cdf`` and ``_icdf``)."""
 
     def __init__(self, dim: int, context_dim: int = 0) -> None:
         super().__init__()
@@ -49,25 +70,32 @@ class TimeDensity(nn.Module):
 
     # ------------------------------------------------------------------ helpers
     @property
-    def _dtype(self) -> torch.dtype:
+    def dtype(self) -> torch.dtype:
+        """The floating dtype of the parameters; inputs must have it."""
         return next(self.parameters()).dtype
 
     @property
-    def _device(self) -> torch.device:
+    def device(self) -> torch.device:
+        """The device of the parameters."""
         return next(self.parameters()).device
 
+    _dtype = dtype  # the older spelling, still used by callers outside the core
+    _device = device
+
     def _prepare(self, t: TimeLike, x: Tensor, context: Optional[Tensor], name: str = "x") -> tuple[Tensor, Tensor, Optional[Tensor]]:
-        check_points(x, self.dim, name)
-        check_dtype(x, self._dtype, name)
-        n = x.shape[0]
-        tt = as_times(t, n, x.dtype, x.device)
-        ctx = check_context(context, self.context_dim, n, x.dtype)
-        return tt, x, ctx
+        return prepare_inputs(self, t, x, context, name)
+
+    def _require_rosenblatt(self, method: str) -> None:
+        if not self.has_rosenblatt:
+            raise NotImplementedError(f"{type(self).__name__} has no Rosenblatt transform (has_rosenblatt is False), "
+                                      f"so {method} is not available{self._no_rosenblatt_hint}")
+
+    _no_rosenblatt_hint: str = "; use sample/rsample"
 
     def _prepare_times(self, t: TimeLike, n: Optional[int], context: Optional[Tensor]) -> tuple[Tensor, Optional[Tensor]]:
         if n is not None:
             n = check_count(n)
-        tt = as_times(t, None, self._dtype, self._device)  # type, rank and range of t first
+        tt = as_times(t, None, self.dtype, self.device)  # type, rank and range of t first
         if isinstance(t, Tensor) and t.dim() == 1:
             if n is not None and n != tt.shape[0]:
                 raise ValueError(f"n={n} does not match t of shape {tuple(t.shape)}; give n={tt.shape[0]} or omit n")
@@ -75,7 +103,7 @@ class TimeDensity(nn.Module):
             if n is None:
                 raise ValueError("n is required when t is a scalar")
             tt = tt.repeat(n)
-        ctx = check_context(context, self.context_dim, tt.shape[0], self._dtype)
+        ctx = check_context(context, self.context_dim, tt.shape[0], self.dtype)
         return tt, ctx
 
     # ------------------------------------------------------------------ public API
@@ -97,12 +125,16 @@ class TimeDensity(nn.Module):
         return self._score(*self._prepare(t, x, context))
 
     def cdf(self, t: TimeLike, x: Tensor, context: Optional[Tensor] = None) -> Tensor:
-        """Rosenblatt transform: conditional CDFs ``F_i(x_i | x_<i)``, ``(N, D)``, uniform under ``rho_t``."""
+        """Rosenblatt transform: conditional CDFs ``F_i(x_i | x_<i)``, ``(N, D)``, uniform under ``rho_t``.
+
+        Only where ``has_rosenblatt`` (otherwise ``NotImplementedError`` naming the class)."""
+        self._require_rosenblatt("cdf")
         return self._cdf(*self._prepare(t, x, context))[0]
 
     @torch.no_grad()
     def icdf(self, t: TimeLike, u: Tensor, context: Optional[Tensor] = None) -> Tensor:
-        """Inverse Rosenblatt transform, ``u: (N, D)`` in ``(0, 1)`` → ``x: (N, D)`` (no gradient)."""
+        """Inverse Rosenblatt transform, ``u: (N, D)`` in ``(0, 1)`` → ``x: (N, D)`` (no gradient; needs ``has_rosenblatt``)."""
+        self._require_rosenblatt("icdf")
         tt, uu, ctx = self._prepare(t, u, context, name="u")
         if validation_enabled() and bool(((uu < 0) | (uu > 1)).any()):
             raise ValueError("u must lie in [0, 1]")
@@ -115,11 +147,15 @@ class TimeDensity(nn.Module):
         return self._sample(tt, ctx)
 
     def rsample(self, t: TimeLike, n: Optional[int] = None, context: Optional[Tensor] = None) -> Tensor:
-        """Exact samples whose gradients flow to the parameters (implicit reparameterisation, DESIGN §6)."""
+        """Exact samples ``(n, D)`` whose gradients flow to the parameters (implicit reparameterisation,
+        docs/mathematics.md §6)."""
         tt, ctx = self._prepare_times(t, n, context)
+        return self._rsample(tt, ctx)
+
+    def _rsample(self, t: Tensor, ctx: Optional[Tensor]) -> Tensor:
         with torch.no_grad():
-            x_hat = self._sample(tt.detach(), None if ctx is None else ctx.detach())
-        return self._reparameterize(tt, x_hat, ctx)
+            x_hat = self._sample(t.detach(), None if ctx is None else ctx.detach())
+        return self._reparameterize(t, x_hat, ctx)
 
     def reparameterize(self, t: TimeLike, x_hat: Tensor, context: Optional[Tensor] = None) -> Tensor:
         r"""Attach implicit-reparameterisation gradients to given samples ``x_hat: (N, D)``.
@@ -130,6 +166,26 @@ class TimeDensity(nn.Module):
         """
         tt, xx, ctx = self._prepare(t, x_hat, context, name="x_hat")
         return self._reparameterize(tt, xx.detach(), ctx)
+
+    def kinetic_energy(self, t: TimeLike, n: Optional[int] = None, context: Optional[Tensor] = None) -> Tensor:
+        r"""``|u_t(x)|^2`` at fresh draws ``x ~ rho_t``, ``(n,)``, differentiable in the parameters.
+
+        Its mean is an unbiased estimate of ``E_{rho_t} |u_t|^2`` (the kinetic energy of the probability
+        flow at ``t``). ``t``, ``n`` and ``context`` as in :meth:`rsample`. Generic default: ``rsample``
+        then ``velocity``; a family may override it with a cheaper exact estimator of the same law.
+        """
+        tt, ctx = self._prepare_times(t, n, context)
+        x = self._rsample(tt, ctx)
+        return self._velocity(tt, x, ctx).pow(2).sum(-1)
+
+    # ------------------------------------------------------------------ the protected hook used by Dynamics
+    def _velocity_and_score(self, t: Tensor, x: Tensor, ctx: Optional[Tensor], score: bool) -> tuple[Tensor, Optional[Tensor]]:
+        """``u_t(x)`` and, when ``score``, ``grad log rho_t(x)`` (else None), both ``(N, D)``, on validated inputs.
+
+        The one protected entry point that code outside the density (:class:`~probflux.Dynamics`) calls;
+        a wrapper (:class:`Conditioned`) overrides it to encode its context once for both fields.
+        """
+        return self._velocity(t, x, ctx), (self._score(t, x, ctx) if score else None)
 
     # ------------------------------------------------------------------ subclass hooks
     def _log_prob(self, t: Tensor, x: Tensor, ctx: Optional[Tensor]) -> Tensor:
@@ -146,11 +202,12 @@ class TimeDensity(nn.Module):
         return self._conditional_cdf(t, x, x, ctx)
 
     def _conditional_cdf(self, t: Tensor, x_cond: Tensor, x_eval: Tensor, ctx: Optional[Tensor]) -> tuple[Tensor, Tensor]:
-        """``F_i(x_eval_i | x_cond_<i)`` and the matching log-pdfs, ``(N, D)`` each."""
-        raise NotImplementedError
+        """``F_i(x_eval_i | x_cond_<i)`` and the matching log-pdfs, ``(N, D)`` each (``has_rosenblatt`` only)."""
+        self._require_rosenblatt("the conditional CDF (and with it the generic reparameterisation)")
+        raise NotImplementedError(f"{type(self).__name__} declares has_rosenblatt but does not implement _conditional_cdf")
 
     def _icdf(self, t: Tensor, u: Tensor, ctx: Optional[Tensor]) -> Tensor:
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} declares has_rosenblatt but does not implement _icdf")
 
     def _score(self, t: Tensor, x: Tensor, ctx: Optional[Tensor]) -> Tensor:
         create = torch.is_grad_enabled()

@@ -5,6 +5,7 @@ from typing import Optional
 
 from torch import Tensor, nn
 
+from .._validation import TimeLike
 from .base import TimeDensity
 
 __all__ = ["Conditioned"]
@@ -17,6 +18,16 @@ class Conditioned(TimeDensity):
     ``(rho, j)`` of the inner density still satisfies the continuity equation exactly: the density evolves
     continuously in ``t`` while ``c`` is held fixed, and jumps only when ``c`` changes (for event data:
     when a new event enters the history, as in Neural STPP's Jump CNF).
+
+    Capabilities are the inner density's: ``has_rosenblatt`` and :meth:`kinetic_energy` (a flow's fast
+    estimator included) are forwarded.
+
+    >>> import torch, probflux as pf
+    >>> inner = pf.FlowDensity(2, 1, hidden=8, context_dim=3)
+    >>> rho = pf.Conditioned(inner, torch.nn.Linear(5, 3))
+    >>> c = torch.randn(4, 5)
+    >>> tuple(rho.log_prob(0.5, rho.sample(0.5, 4, c), c).shape), tuple(rho.kinetic_energy(0.5, 4, c).shape)
+    ((4,), (4,))
 
     Args:
         density: the inner :class:`TimeDensity`; its ``context_dim`` must equal ``encoder.out_features``.
@@ -36,6 +47,19 @@ class Conditioned(TimeDensity):
         self.density = density
         self.encoder = encoder
 
+    @property
+    def has_rosenblatt(self) -> bool:  # type: ignore[override]
+        return self.density.has_rosenblatt
+
+    @property
+    def _no_rosenblatt_hint(self) -> str:  # type: ignore[override]
+        return self.density._no_rosenblatt_hint
+
+    def kinetic_energy(self, t: TimeLike, n: Optional[int] = None, context: Optional[Tensor] = None) -> Tensor:
+        """The inner density's :meth:`~TimeDensity.kinetic_energy` at the encoded context, ``(n,)``."""
+        tt, ctx = self._prepare_times(t, n, context)
+        return self.density.kinetic_energy(tt, context=self._c(ctx))
+
     def _c(self, ctx: Optional[Tensor]) -> Optional[Tensor]:
         return None if ctx is None else self.encoder(ctx)
 
@@ -44,6 +68,9 @@ class Conditioned(TimeDensity):
 
     def _velocity(self, t: Tensor, x: Tensor, ctx: Optional[Tensor]) -> Tensor:
         return self.density._velocity(t, x, self._c(ctx))
+
+    def _velocity_and_score(self, t: Tensor, x: Tensor, ctx: Optional[Tensor], score: bool) -> tuple[Tensor, Optional[Tensor]]:
+        return self.density._velocity_and_score(t, x, self._c(ctx), score)
 
     def _score(self, t: Tensor, x: Tensor, ctx: Optional[Tensor]) -> Tensor:
         return self.density._score(t, x, self._c(ctx))

@@ -75,32 +75,44 @@ class FlowDensity(TimeDensity):
 
     Costs: ``log_prob`` one inverse pass; ``velocity`` one inverse pass plus one forward pass with a
     tangent in ``t``; ``rsample`` one forward pass (pathwise gradients); :meth:`kinetic_energy`
-    ``|d/dt T_t(z)|^2`` one forward pass with a tangent, no inverse. ``cdf``/``icdf`` (Rosenblatt
-    transforms) are not available: use ``sample``/``rsample`` and :meth:`to_base`/:meth:`from_base`.
+    ``|d/dt T_t(z)|^2`` one forward pass with a tangent, no inverse. ``has_rosenblatt`` is False:
+    ``cdf``/``icdf`` raise; use ``sample``/``rsample`` and :meth:`to_base`/:meth:`from_base`.
+
+    >>> import probflux as pf
+    >>> rho = pf.FlowDensity(2, 2, hidden=8, coupling="affine").double()
+    >>> x = rho.sample(0.3, 5)
+    >>> bool((rho.from_base(0.3, rho.to_base(0.3, x)) - x).abs().max() < 1e-10)
+    True
+    >>> tuple(rho.velocity(0.3, x).shape), tuple(rho.kinetic_energy(0.3, 5).shape)
+    ((5, 2), (5,))
 
     Args:
         dim: dimension ``D``. transforms: number of coupling layers ``L`` (0: the time-affine layer only).
-        hidden: width of every conditioner MLP. context_dim: size of an optional conditioning vector.
-        coupling: ``"spline"`` (rational-quadratic, ``bins`` bins on ``[-bound, bound]``) or ``"affine"``.
-        layers: hidden layers per conditioner. time_features / max_frequency: the sinusoidal time
-            embedding (odd size; highest frequency in rad per unit time). max_log_scale: bound of the
-            time-affine log-scale.
+        Keyword-only: hidden: width of every conditioner MLP. layers: hidden layers per conditioner.
+        context_dim: size of an optional conditioning vector. max_frequency / time_features: the
+        sinusoidal time embedding (highest frequency in rad per unit time; odd size). max_log_scale:
+        bound of the time-affine log-scale. coupling: ``"spline"`` (rational-quadratic, ``bins`` bins
+        on ``[-bound, bound]``) or ``"affine"``.
     """
+
+    has_rosenblatt = False
+    _no_rosenblatt_hint = ("; use to_base(t, x) for z = T_t^{-1}(x), standard normal under rho_t, and from_base(t, z) "
+                           "with z ~ N(0, I), or sample/rsample")
 
     def __init__(
         self,
         dim: int,
         transforms: int = 4,
-        hidden: int = 64,
-        context_dim: int = 0,
         *,
-        coupling: str = "spline",
+        hidden: int = 64,
         layers: int = 2,
+        context_dim: int = 0,
+        max_frequency: float = 32.0,
+        time_features: int = 17,
+        max_log_scale: float = 7.0,
+        coupling: str = "spline",
         bins: int = 8,
         bound: float = 5.0,
-        time_features: int = 17,
-        max_frequency: float = 32.0,
-        max_log_scale: float = 7.0,
     ) -> None:
         super().__init__(dim, context_dim)
         if isinstance(transforms, bool) or not isinstance(transforms, int) or transforms < 0:
@@ -151,8 +163,8 @@ class FlowDensity(TimeDensity):
         h = self._condition(t, ctx)
         y, ladj = z, z.new_zeros(z.shape[0])
         for block in self.couplings:
-            y, l = block(h).call_and_ladj(y)
-            ladj = ladj + l
+            y, dl = block(h).call_and_ladj(y)
+            ladj = ladj + dl
         m, a = self.affine(h)
         return m + a.exp() * y, ladj + a.sum(-1)
 
@@ -171,8 +183,8 @@ class FlowDensity(TimeDensity):
         m, a = self.affine(h)
         y, ladj = (x - m) * torch.exp(-a), a.sum(-1)
         for block in reversed(self.couplings):
-            y, l = _inverse_and_ladj(block(h), y)
-            ladj = ladj + l
+            y, dl = _inverse_and_ladj(block(h), y)
+            ladj = ladj + dl
         return y, ladj
 
     def _map_rate(self, t: Tensor, z: Tensor, ctx: Optional[Tensor]) -> tuple[Tensor, Tensor]:
@@ -190,32 +202,20 @@ class FlowDensity(TimeDensity):
         return self._map_rate(t, z, ctx)[1]
 
     def _base_noise(self, n: int) -> Tensor:
-        return torch.randn(n, self.dim, dtype=self._dtype, device=self._device)
+        return torch.randn(n, self.dim, dtype=self.dtype, device=self.device)
 
     def _sample(self, t: Tensor, ctx: Optional[Tensor]) -> Tensor:
         return self._map(t, self._base_noise(t.shape[0]), ctx)
 
-    def rsample(self, t: TimeLike, n: Optional[int] = None, context: Optional[Tensor] = None) -> Tensor:
-        """Exact samples ``T_t(z)``, ``z ~ N(0, I)``, with pathwise gradients in the parameters: ``(n, D)``."""
-        tt, ctx = self._prepare_times(t, n, context)
-        return self._map(tt, self._base_noise(tt.shape[0]), ctx)
+    def _rsample(self, t: Tensor, ctx: Optional[Tensor]) -> Tensor:
+        # exact samples T_t(z), z ~ N(0, I), with pathwise gradients in the parameters
+        return self._map(t, self._base_noise(t.shape[0]), ctx)
 
     def _reparameterize(self, t: Tensor, x_hat: Tensor, ctx: Optional[Tensor]) -> Tensor:
         # pathwise: x = T_t(z) at the fixed z = T_t^{-1}(x_hat), equal to x_hat up to round-off
         with torch.no_grad():
             z = self._pull(t, x_hat, ctx)[0]
         return self._map(t, z, ctx)
-
-    def _cdf(self, t: Tensor, x: Tensor, ctx: Optional[Tensor]) -> tuple[Tensor, Tensor]:
-        raise NotImplementedError("FlowDensity has no Rosenblatt transform (cdf); use to_base(t, x) for z = T_t^{-1}(x), "
-                                  "which is standard normal under rho_t")
-
-    def _conditional_cdf(self, t: Tensor, x_cond: Tensor, x_eval: Tensor, ctx: Optional[Tensor]) -> tuple[Tensor, Tensor]:
-        raise NotImplementedError("FlowDensity has no conditional CDFs; its reparameterisation pushes z ~ N(0, I) forward")
-
-    def _icdf(self, t: Tensor, u: Tensor, ctx: Optional[Tensor]) -> Tensor:
-        raise NotImplementedError("FlowDensity has no inverse Rosenblatt transform (icdf); use from_base(t, z) with "
-                                  "z ~ N(0, I), or sample/rsample")
 
     # ------------------------------------------------------------------ flow-specific API
     def to_base(self, t: TimeLike, x: Tensor, context: Optional[Tensor] = None) -> Tensor:
@@ -230,11 +230,13 @@ class FlowDensity(TimeDensity):
         """``d/dt T_t(z)`` at fixed ``z: (N, D)`` → ``(N, D)``: the velocity at ``x = T_t(z)``, no inverse pass."""
         return self._map_rate(*self._prepare(t, z, context, name="z"))[1]
 
-    def kinetic_energy(self, t: TimeLike, n: Optional[int] = None, context: Optional[Tensor] = None,
+    def kinetic_energy(self, t: TimeLike, n: Optional[int] = None, context: Optional[Tensor] = None, *,
                        z: Optional[Tensor] = None) -> Tensor:
         r"""``|d/dt T_t(z)|^2`` per draw, ``(N,)``: its mean estimates ``E_{rho_t} |u_t|^2`` without an inverse pass.
 
-        ``z: (N, D)`` base points (default: fresh ``N(0, I)`` draws, one per time).
+        The same law as the generic :meth:`TimeDensity.kinetic_energy` (``x = T_t(z)`` is an exact sample and
+        ``d/dt T_t(z)`` its velocity), at one forward pass with a tangent. ``z: (N, D)`` base points
+        (default: fresh ``N(0, I)`` draws, one per time).
         """
         if z is None:
             tt, ctx = self._prepare_times(t, n, context)
