@@ -168,32 +168,31 @@ class KineticEnergy(_PathTerm):
     likelihood or endpoint term selects the least-action dynamics (dynamical optimal transport,
     DESIGN §7): over ``[0, 1]`` its minimum subject to the marginals is ``W_2^2(rho_0, rho_1)``.
     ``samples`` is the global number of ``(t, x)`` draws per call; with a context, each draw takes the
-    context of a uniformly chosen batch row. A density with a ``kinetic_energy(t, context=, z=)`` method
-    (a flow ``x = T_t(z)``: ``|d/dt T_t(z)|^2``, no inverse pass) is used through it when there is no
-    divergence-free term.
+    context of a uniformly chosen batch row. Without a divergence-free term it is the density's own
+    ``kinetic_energy`` (every :class:`~probflux.TimeDensity` has one; a flow's needs no inverse pass),
+    evaluated on the global draws of :func:`sample_path_points` and then sharded.
     """
 
     name = "kinetic"
 
     def __call__(self, dynamics: Dynamics, batch: Batch) -> Terms:
-        kinetic = getattr(dynamics.density, "kinetic_energy", None)
-        if dynamics.divergence_free is None and callable(kinetic):
-            t, z, ctx = self._draw_base(dynamics, batch)
-            return self._terms(kinetic(t, context=ctx, z=z).mean())
+        if dynamics.divergence_free is None:
+            return self._terms(self._density_energy(dynamics, batch).mean())
         t, x, ctx = self._draw(dynamics, batch)
         return self._terms(dynamics.velocity(t, x, ctx).pow(2).sum(-1).mean())
 
-    def _draw_base(self, dynamics: Dynamics, batch: Batch) -> tuple[Tensor, Tensor, Optional[Tensor]]:
-        """This rank's share of ``t ~ U(t0, t1)`` and base points ``z ~ N(0, I)`` (as :func:`sample_path_points`)."""
+    def _density_energy(self, dynamics: Dynamics, batch: Batch) -> Tensor:
+        """``density.kinetic_energy`` at this rank's share of the global draws (as :func:`sample_path_points`)."""
         rank, world = batch.shard
         if self.samples % world:
             raise ValueError(f"KineticEnergy: samples={self.samples} is not divisible by the world size {world}")
         like, g = batch.x, batch.generator
         t = self.t0 + (self.t1 - self.t0) * torch.rand(self.samples, generator=g, dtype=torch.float64)
         ctx = None if batch.context is None else batch.context[torch.randint(len(batch), (self.samples,), generator=g)]
-        z = torch.randn(self.samples, dynamics.dim, generator=g, dtype=torch.float64)
-        keep = slice(rank, None, world)
-        return t[keep].to(like), z[keep].to(like), None if ctx is None else ctx[keep]
+        seed = draw_seed(g)
+        with seeded(seed, like.device):
+            energy = dynamics.density.kinetic_energy(t.to(dtype=like.dtype, device=like.device), context=ctx)
+        return energy[rank::world]
 
 
 class DriftEnergy(_PathTerm):

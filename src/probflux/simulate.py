@@ -96,7 +96,7 @@ def simulate(
         raise TypeError(f"dynamics must be a probflux.Dynamics or TimeDensity; got {type(dynamics).__name__}")
     density = dynamics.density
     check_points(x0, dynamics.dim, "x0")
-    check_dtype(x0, density._dtype, "x0")
+    check_dtype(x0, density.dtype, "x0")
     steps = check_count(steps, "steps")
     t0, t1 = check_time_bound(t0, "t0"), check_time_bound(t1, "t1")
     if method not in SDE_METHODS + ODE_METHODS:
