@@ -100,9 +100,10 @@ def test_same_seed_same_result_and_seed_matters():
 
 def test_early_stopping_after_patience_evaluations():
     data = moving_points(512)
-    res = fit(tiny_dynamics(), objective(), data, val=data, config=tiny_config(steps=200, lr=0.0, eval_every=5, patience=2, ema=None),
+    res = fit(tiny_dynamics(), objective(), data, val=data, config=tiny_config(steps=200, lr=1e-30, eval_every=5, patience=2, ema=None),
               progress=False)
-    # lr = 0: the first evaluation sets the best, the next two do not improve on it.
+    # lr = 1e-30 (lr = 0 is refused): updates below float64 resolution, so the first evaluation sets the best and the
+    # next two do not improve on it.
     assert res.stopped_early and res.step == 15 and res.best_step == 5
 
 

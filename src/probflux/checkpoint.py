@@ -38,10 +38,33 @@ def git_sha() -> Optional[str]:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
+def non_finite_tensors(state: Any, prefix: str = "") -> list[str]:
+    """Dotted names of the floating tensors in the nested dict/list ``state`` that hold a NaN or an inf."""
+    out: list[str] = []
+    if isinstance(state, torch.Tensor):
+        if state.is_floating_point() and state.numel() and not bool(torch.isfinite(state).all()):
+            out.append(prefix or "<tensor>")
+    elif isinstance(state, dict):
+        for k, v in state.items():
+            out += non_finite_tensors(v, f"{prefix}.{k}" if prefix else str(k))
+    elif isinstance(state, (list, tuple)):
+        for i, v in enumerate(state):
+            out += non_finite_tensors(v, f"{prefix}[{i}]")
+    return out
+
+
 def save_checkpoint(path: PathLike, state: dict[str, Any]) -> None:
-    """Write ``state`` (plus format, library version and git SHA) atomically to ``path``."""
+    """Write ``state`` (plus format, library version and git SHA) atomically to ``path``.
+
+    A state with a non-finite tensor (a diverged model, EMA or optimiser) is refused with :class:`CheckpointError`
+    naming the tensors, and the file at ``path`` is left as it was: a checkpoint is always a usable one.
+    """
     from ._version import __version__
 
+    bad = non_finite_tensors({k: state.get(k) for k in ("model", "ema", "optimizer") if k in state})
+    if bad:
+        raise CheckpointError(f"refusing to write checkpoint {str(path)!r}: {len(bad)} tensors hold NaN or inf "
+                              f"({', '.join(bad[:5])}{' ...' if len(bad) > 5 else ''}); the file there is unchanged")
     payload = {"format": FORMAT, "format_version": FORMAT_VERSION, "library_version": __version__, "git_sha": git_sha(), **state}
     atomic_write(path, lambda f: torch.save(payload, f))
 
@@ -54,7 +77,8 @@ def load_checkpoint(path: PathLike, map_location: Union[str, torch.device, None]
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # torch raises many types for truncated/corrupt files
-        raise CheckpointError(f"checkpoint {str(path)!r} is corrupt or not a probflux checkpoint ({type(e).__name__}: {e})") from None
+        raise CheckpointError(f"checkpoint {str(path)!r} is corrupt or not a probflux checkpoint ({_reason(e)}); probflux "
+                              "reads only its own checkpoints, by torch.load(weights_only=True), no pickled objects") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"checkpoint {str(path)!r} is not a probflux checkpoint (no 'format': {FORMAT!r})")
     if state.get("format_version") != FORMAT_VERSION:
@@ -62,6 +86,16 @@ def load_checkpoint(path: PathLike, map_location: Union[str, torch.device, None]
             f"checkpoint {str(path)!r} has format_version {state.get('format_version')!r}; this probflux reads {FORMAT_VERSION}"
         )
     return state
+
+
+def _reason(e: Exception) -> str:
+    """The first line of torch's message, without its advice to load with ``weights_only=False`` (which would run
+    arbitrary code from the file)."""
+    text = str(e)
+    if "weights_only" in text or "weights only" in text.lower():
+        return f"{type(e).__name__}: it holds objects other than tensors and plain data"
+    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    return type(e).__name__ + (f": {first[:200]}" if first else "")
 
 
 def model_weights(state: dict[str, Any], *, ema: bool = True) -> dict[str, Any]:

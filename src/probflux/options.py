@@ -7,11 +7,12 @@ An option class is a dataclass that derives from :class:`Options` and lists its 
 and then against ``CHECKS``; a problem raises :class:`OptionError` (``TypeError`` for a wrong type,
 ``ValueError`` for a value out of range) whose message starts with the field name::
 
-    TrainConfig(clip=-1)      # OptionError: clip: must be > 0, got -1.0
-    TrainConfig(steps="ten")  # OptionTypeError: steps: expected int, got 'ten'
+    TrainConfig(clip=-1)      # OptionError: train.clip: must be > 0, got -1.0
+    TrainConfig(steps="ten")  # OptionTypeError: train.steps: expected int, got 'ten'
 
-The YAML schema (:mod:`probflux.app.config`) builds its sections from the same classes and prefixes the
-section name, so the command line reports ``train.clip: must be > 0, got -1.0``.
+Messages name a field by its dotted key in the YAML schema (``PREFIX``): the YAML schema
+(:mod:`probflux.app.config`) builds its sections from the same classes, so Python and the command line report
+the same ``train.clip: must be > 0, got -1.0``.
 """
 from __future__ import annotations
 
@@ -133,28 +134,32 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
     raise OptionTypeError(f"{key}: expected {type_name(tp)}, got {show(value)}", key)
 
 
-def validate_options(obj: Any, checks: Optional[Mapping[str, Sequence[Check]]] = None) -> None:
+def validate_options(obj: Any, checks: Optional[Mapping[str, Sequence[Check]]] = None, prefix: Optional[str] = None) -> None:
     """Check (and normalise in place) every non-dataclass field of the dataclass ``obj``: its type hint, then
-    ``checks`` (default ``type(obj).CHECKS``). Nested option objects validate themselves."""
+    ``checks`` (default ``type(obj).CHECKS``). Nested option objects validate themselves. Messages name the field
+    as ``prefix + name`` (default ``type(obj).PREFIX``, e.g. ``"train."``)."""
     cls = type(obj)
     checks = getattr(cls, "CHECKS", {}) if checks is None else checks
+    prefix = getattr(cls, "PREFIX", "") if prefix is None else prefix
     hints = get_type_hints(cls)
     for f in dataclasses.fields(obj):
         tp = hints[f.name]
         if dataclasses.is_dataclass(tp):
             continue
-        value = coerce(getattr(obj, f.name), tp, f.name)
+        key = prefix + f.name
+        value = coerce(getattr(obj, f.name), tp, key)
         object.__setattr__(obj, f.name, value)
         for check in checks.get(f.name, ()):
             problem = check(value)
             if problem:
-                raise OptionError(f"{f.name}: {problem}, got {show(value)}", f.name)
+                raise OptionError(f"{key}: {problem}, got {show(value)}", key)
 
 
 class Options:
     """Base of a validated option dataclass: ``__post_init__`` runs :func:`validate_options`."""
 
     CHECKS: ClassVar[Mapping[str, tuple[Check, ...]]] = {}
+    PREFIX: ClassVar[str] = ""  # how messages name the fields: "train." gives "train.lr: must be > 0, got 0.0"
 
     def __post_init__(self) -> None:
         validate_options(self)

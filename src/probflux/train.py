@@ -13,11 +13,15 @@
 """
 from __future__ import annotations
 
+import contextlib
+import copy
 import json
 import math
 import os
+import shutil
+import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Optional, Union
@@ -28,10 +32,10 @@ from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DistributedSampler
 
-from .checkpoint import CheckpointError, load_checkpoint, load_state, model_weights, save_checkpoint
+from .checkpoint import CheckpointError, load_checkpoint, load_state, model_weights, non_finite_tensors, save_checkpoint
 from .dynamics import Dynamics
 from .evaluation import mean_nll
-from .io import atomic_write
+from .io import atomic_write, json_line, run_lock
 from .objectives import Batch, Objective
 from .options import Check, Options, at_least, choices, greater, interval
 from .options import device as device_name
@@ -65,6 +69,7 @@ class TrainConfig(Options):
     patience: Optional[int] = None
     eval_points: int = 4096
 
+    PREFIX: ClassVar[str] = "train."
     CHECKS: ClassVar[Mapping[str, tuple[Check, ...]]] = {
         "steps": (at_least(1),),
         "batch_size": (at_least(1),),
@@ -85,9 +90,27 @@ class TrainConfig(Options):
     }
 
 
+class TrainingDiverged(FloatingPointError):
+    """Training stopped because a loss, gradient norm or weight went non-finite (``step`` and ``term`` say where)."""
+
+    def __init__(self, message: str, *, step: int, term: str) -> None:
+        super().__init__(message)
+        self.step, self.term = step, term
+
+
+class RunExists(ValueError):
+    """A run directory already holds another run's files (``found``), and neither resume nor overwrite was asked."""
+
+    def __init__(self, message: str, found: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.found = list(found)
+
+
 @dataclass
 class FitResult:
-    """What :func:`fit` returns. ``model`` is the EMA model when EMA is on (else the trained one)."""
+    """What :func:`fit` returns. ``model`` is the final model: its EMA copy when EMA is on (else the trained one).
+    ``best_model`` carries the weights of ``model`` at the best validation NLL (what ``best.pt`` holds), a separate
+    copy; it *is* ``model`` when there is no validation split."""
 
     model: Dynamics
     step: int
@@ -97,6 +120,7 @@ class FitResult:
     history: list[dict[str, Any]] = field(default_factory=list)
     wall_seconds: float = 0.0
     run_dir: Optional[Path] = None
+    best_model: Optional[Dynamics] = None
 
 
 def resolve_device(name: str) -> torch.device:
@@ -178,9 +202,11 @@ def fit(
     seed: int = 0,
     run_dir: Optional[PathLike] = None,
     resume: bool = False,
+    overwrite: bool = False,
     extra_state: Optional[dict[str, Any]] = None,
-    progress: Optional[bool] = None,
+    progress: Union[bool, str, None] = None,
     callback: Optional[Callable[[int, dict[str, float]], None]] = None,
+    on_start: Optional[Callable[[], None]] = None,
     max_seconds: Optional[float] = None,
     time_schedule: bool = False,
     clock: Callable[[], float] = time.perf_counter,
@@ -192,15 +218,22 @@ def fit(
         objective: ``objective(dynamics, batch) -> {"loss": ..., ...}`` (see :mod:`probflux.objectives`).
         train: points with ``.t: (N,)`` in ``[0, 1]``, ``.x: (N, D)``, ``.context: (N, C) | None``
             (e.g. :class:`probflux.data.TemporalPoints` in model coordinates).
-        config: a :class:`TrainConfig` (default: its defaults).
-        val: optional held-out points like ``train``; its NLL (EMA weights) drives ``best.pt`` and
-            early stopping (``config.patience``).
+        config: a :class:`TrainConfig` (default: its defaults); checked again here.
+        val: optional held-out points like ``train``; its NLL (EMA weights) drives ``best.pt``,
+            ``FitResult.best_model`` and early stopping (``config.patience``).
         seed: seeds the initial batches and Monte-Carlo draws of every step.
-        run_dir: where ``metrics.jsonl`` and ``checkpoints/`` go (None: nothing is written).
-        resume: continue from ``run_dir/checkpoints/latest.pt`` (must exist).
-        extra_state: plain data saved in every checkpoint (e.g. ``{"config": ..., "normalizer": ...}``).
-        progress: show a progress bar (None: only on an interactive terminal).
+        run_dir: where ``metrics.jsonl`` and ``checkpoints/`` go (None: nothing is written). While ``fit`` runs it
+            holds the directory's lock (:func:`probflux.io.run_lock`): a second writer fails at once.
+        resume: continue from ``run_dir/checkpoints/latest.pt`` (must exist). With ``extra_state["run_id"]`` the
+            checkpoint must carry the same run id (a checkpoint copied from another run is refused).
+        overwrite: without ``resume``, a ``run_dir`` that already holds ``metrics.jsonl`` or checkpoints is refused
+            (:class:`RunExists`) unless ``overwrite``, which deletes them first.
+        extra_state: plain data saved in every checkpoint (e.g. ``{"config": ..., "normalizer": ..., "run_id": ...}``).
+        progress: ``True`` a tqdm bar, ``"lines"`` a plain line (step, loss, rate) every ``PROGRESS_SECONDS`` for
+            batch-job logs, ``False`` nothing, ``None`` a bar on an interactive terminal and lines otherwise.
         callback: ``callback(step, record)`` after every logged step (rank 0).
+        on_start: called once, after every check passed and before ``fit`` writes anything (``probflux fit`` writes
+            its ``config.yaml`` there, so a run that fails validation leaves the directory as it was).
         max_seconds: stop (with a final evaluation and checkpoint) once this much wall time has passed —
             for equal-budget comparisons; the schedule still runs over ``config.steps``, and the stopping
             step depends on the machine, so such a run is not reproducible step for step.
@@ -210,12 +243,20 @@ def fit(
         clock: the clock of ``max_seconds``, ``time_schedule`` and ``FitResult.wall_seconds`` (default wall time).
             ``time.process_time`` budgets this process's CPU time instead, which other load on a shared machine
             does not consume — fair equal-budget comparisons for single-threaded runs (``torch.set_num_threads(1)``).
+
+    Raises:
+        TrainingDiverged: (a ``FloatingPointError``) when the loss, the gradient norm or, at a checkpoint or evaluation
+            step, the parameters or EMA weights are not finite. The check comes before the optimiser step; the
+            message names the step, the term and the last good checkpoint, and no checkpoint is written for the step.
     """
     cfg = TrainConfig() if config is None else config
+    if not isinstance(cfg, TrainConfig):
+        raise TypeError(f"config must be a probflux.train.TrainConfig; got {type(cfg).__name__}")
+    cfg.validate()  # again: fields may have been assigned since construction
     if not isinstance(dynamics, Dynamics):
         raise TypeError(f"dynamics must be a probflux.Dynamics; got {type(dynamics).__name__}")
-    if cfg.steps < 1 or cfg.batch_size < 1:
-        raise ValueError(f"train.steps and train.batch_size must be >= 1; got {cfg.steps}, {cfg.batch_size}")
+    if progress not in (None, True, False, "lines"):
+        raise ValueError(f"progress must be None, True, False or 'lines'; got {progress!r}")
     rank, world = _dist_info()
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if cfg.device.startswith("cuda") or (cfg.device == "auto" and torch.cuda.is_available()) else "gloo")
@@ -223,29 +264,37 @@ def fit(
     if device.type == "cuda" and world > 1:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)
-    dtype = {"float32": torch.float32, "float64": torch.float64}.get(cfg.dtype)
-    if dtype is None:
-        raise ValueError(f"train.dtype must be float32 or float64; got {cfg.dtype!r}")
+    dtype = {"float32": torch.float32, "float64": torch.float64}[cfg.dtype]
     if cfg.batch_size % world:
         raise ValueError(f"train.batch_size={cfg.batch_size} is not divisible by the {world} processes")
     local_batch = cfg.batch_size // world
-
-    dynamics.to(device=device, dtype=dtype)
-    tt, xx, cc = (v if v is None else v.to(device=device, dtype=dtype) for v in _check_points(train, dynamics.dim, dynamics.context_dim, "train data"))
-    n = tt.shape[0]
-    if n < cfg.batch_size:
-        raise ValueError(f"train.batch_size={cfg.batch_size} exceeds the {n} training points; lower train.batch_size")
-    vt = vx = vc = None
-    if val is not None and len(val.t):
-        vt, vx, vc = (v if v is None else v.to(device=device, dtype=dtype) for v in _check_points(val, dynamics.dim, dynamics.context_dim, "validation data"))
-
-    params = [p for p in dynamics.parameters() if p.requires_grad]
-    opt_cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}.get(cfg.optimizer)
-    if opt_cls is None:
-        raise ValueError(f"train.optimizer must be adam or adamw; got {cfg.optimizer!r}")
-    opt = opt_cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     if time_schedule and max_seconds is None:
         raise ValueError("time_schedule=True needs max_seconds (the schedule runs over that wall time)")
+    run_path = None if run_dir is None else Path(run_dir)
+    ckpt_dir = None if run_path is None else run_path / "checkpoints"
+    is_main = rank == 0
+    if run_path is not None and is_main and not resume and not overwrite:
+        _refuse_existing_run(run_path)
+    if resume and ckpt_dir is None:
+        raise ValueError("resume=True needs a run_dir")
+
+    # checks of the data against the model (before the model moves, so a refused call changes nothing)
+    t_train = _check_points(train, dynamics.dim, dynamics.context_dim, "train data")
+    if t_train[0].shape[0] < cfg.batch_size:
+        raise ValueError(f"train.batch_size={cfg.batch_size} exceeds the {t_train[0].shape[0]} training points; lower train.batch_size")
+    t_val = None
+    if val is not None and len(val.t):
+        t_val = _check_points(val, dynamics.dim, dynamics.context_dim, "validation data")
+    dynamics.to(device=device, dtype=dtype)
+    tt, xx, cc = (v if v is None else v.to(device=device, dtype=dtype) for v in t_train)
+    n = tt.shape[0]
+    vt = vx = vc = None
+    if t_val is not None:
+        vt, vx, vc = (v if v is None else v.to(device=device, dtype=dtype) for v in t_val)
+
+    params = [p for p in dynamics.parameters() if p.requires_grad]
+    opt_cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[cfg.optimizer]
+    opt = opt_cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     started = {"at": None}
 
     def schedule_step(k: int) -> int:
@@ -275,16 +324,17 @@ def fit(
             epoch_cache[epoch] = torch.tensor(list(sampler), dtype=torch.long, device=device)
         return epoch_cache[epoch][k * local_batch:(k + 1) * local_batch]
 
-    run_path = None if run_dir is None else Path(run_dir)
-    ckpt_dir = None if run_path is None else run_path / "checkpoints"
-    is_main = rank == 0
     step, best_val, best_step, bad_evals = 0, None, None, 0
     history: list[dict[str, Any]] = []
+    last_good: Optional[tuple[Path, int]] = None  # the newest checkpoint written or resumed from, and its step
+    run_id = (extra_state or {}).get("run_id")
     if resume:
-        if ckpt_dir is None:
-            raise ValueError("resume=True needs a run_dir")
         path = ckpt_dir / "latest.pt"
         state = load_checkpoint(path, map_location=device)
+        if run_id is not None and state.get("run_id") != run_id:
+            raise CheckpointError(
+                f"checkpoint {str(path)!r} belongs to run {state.get('run_id')!r}, not to run {run_id!r} of {str(run_path)!r}; "
+                "refusing to resume from another run's checkpoint (nothing was written)")
         load_state(dynamics, state["model"], what="model", path=path)
         if ema is not None:
             if state.get("ema") is None:
@@ -300,35 +350,73 @@ def fit(
             raise CheckpointError(f"checkpoint {str(path)!r}: optimizer/trainer state does not match ({e})") from None
         if step > cfg.steps:
             raise CheckpointError(f"checkpoint {str(path)!r} is at step {step}, beyond train.steps={cfg.steps}")
-    metrics_path = None if run_path is None else run_path / "metrics.jsonl"
-    if is_main and metrics_path is not None:
-        run_path.mkdir(parents=True, exist_ok=True)
-        _truncate_metrics(metrics_path, step)
-    writer = _tensorboard(run_path) if is_main and run_path is not None else None
-
-    def state_dict() -> dict[str, Any]:
-        return {
-            **(extra_state or {}),
-            "model": dynamics.state_dict(),
-            "ema": None if ema is None else ema.state_dict(),
-            "optimizer": opt.state_dict(),
-            "scheduler": sched.state_dict(),
-            "trainer": {"step": step, "best_val": best_val, "best_step": best_step, "bad_evals": bad_evals,
-                        "history": history, "seed": seed, "world_size": world},
-        }
+        last_good = (path, step)
 
     eval_model = dynamics if ema is None else ema.module
-    bar = None
-    if is_main and progress is not False:
-        from tqdm.auto import tqdm
+    best_state: Optional[dict[str, Tensor]] = None  # the EMA weights at the best validation NLL of this call
+    metrics_path = None if run_path is None else run_path / "metrics.jsonl"
+    with contextlib.ExitStack() as stack:
+        if is_main and run_path is not None:
+            stack.enter_context(run_lock(run_path))
+            if not resume:
+                if overwrite:
+                    _remove_run_files(run_path)
+                else:
+                    _refuse_existing_run(run_path)  # again under the lock: another writer may have finished meanwhile
+        if on_start is not None and is_main:
+            on_start()
+        if is_main and metrics_path is not None:
+            run_path.mkdir(parents=True, exist_ok=True)
+            _truncate_metrics(metrics_path, step)
+        writer = _tensorboard(run_path) if is_main and run_path is not None else None
+        if writer is not None:
+            stack.callback(writer.close)
 
-        bar = tqdm(total=cfg.steps, initial=step, desc="fit", unit="step", dynamic_ncols=True,
-                   disable=None if progress is None else False)
-    start_time = clock()
-    started["at"] = start_time
-    last_log_time, last_log_step = start_time, step
-    stopped = False
-    try:
+        def state_dict() -> dict[str, Any]:
+            return {
+                **(extra_state or {}),
+                "model": dynamics.state_dict(),
+                "ema": None if ema is None else ema.state_dict(),
+                "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict(),
+                "trainer": {"step": step, "best_val": best_val, "best_step": best_step, "bad_evals": bad_evals,
+                            "history": history, "seed": seed, "world_size": world},
+            }
+
+        def diverged(what: str, detail: str) -> TrainingDiverged:
+            where = (f"the last good checkpoint is {str(last_good[0])!r} (step {last_good[1]}), intact" if last_good is not None
+                     else "no checkpoint was written yet" if ckpt_dir is not None else "no run_dir, so nothing was saved")
+            return TrainingDiverged(
+                f"training diverged: {what} at step {step} ({detail}); the optimiser step was not taken and nothing was saved "
+                f"for it; {where} — lower train.lr, set train.clip or raise train.warmup, then resume", step=step, term=what)
+
+        def check_weights() -> None:
+            bad = non_finite_tensors(dynamics.state_dict(), "model")
+            if ema is not None:
+                bad += non_finite_tensors(ema.module.state_dict(), "ema")
+            if bad:
+                raise diverged("the weights are not finite", ", ".join(bad[:5]) + (" ..." if len(bad) > 5 else ""))
+
+        def save(name: str) -> None:
+            nonlocal last_good
+            check_weights()
+            save_checkpoint(ckpt_dir / name, state_dict())
+            if name == "latest.pt":
+                last_good = (ckpt_dir / name, step)
+
+        mode = None
+        if is_main and progress is not False:
+            mode = "bar" if progress is True or (progress is None and sys.stderr.isatty()) else "lines"
+        bar = None
+        if mode == "bar":
+            from tqdm.auto import tqdm
+
+            bar = stack.enter_context(tqdm(total=cfg.steps, initial=step, desc="fit", unit="step", dynamic_ncols=True))
+        lines = _ProgressLines(cfg.steps, clock) if mode == "lines" else None
+        start_time = clock()
+        started["at"] = start_time
+        last_log_time, last_log_step = start_time, step
+        stopped = False
         while step < cfg.steps and not stopped:
             idx = indices(step)
             gen = torch.Generator().manual_seed(seed * 1_000_003 + step)
@@ -336,13 +424,15 @@ def fit(
             terms = loss_module(batch)
             loss = terms["loss"]
             if not bool(torch.isfinite(loss)):
-                raise FloatingPointError(
-                    f"loss is {float(loss.detach())} at step {step} (terms: {_floats(terms)}); the last checkpoint is intact — "
-                    "lower train.lr or enable train.clip, then resume"
-                )
+                bad = {k: v for k, v in _floats(terms).items() if not math.isfinite(v) and k != "loss"}
+                raise diverged(f"loss is {float(loss.detach())}", f"non-finite terms: {bad or 'none besides loss'}; terms {_floats(terms)}")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.clip if cfg.clip is not None else float("inf"))
+            if not bool(torch.isfinite(grad_norm)):
+                names = [name for name, p in dynamics.named_parameters() if p.grad is not None and not bool(torch.isfinite(p.grad).all())]
+                raise diverged(f"the gradient norm is {float(grad_norm)}",
+                               f"loss {float(loss.detach()):.6g} was finite; non-finite gradients: {', '.join(names[:5]) or 'none'}")
             opt.step()
             sched.step()
             if ema is not None:
@@ -362,44 +452,103 @@ def fit(
                           "steps_per_s": (step - last_log_step) / max(now - last_log_time, 1e-9)}
                 last_log_time, last_log_step = now, step
             if vt is not None and (step % cfg.eval_every == 0 or final):
+                check_weights()
                 val_nll = mean_nll(eval_model, vt, vx, vc, cfg.eval_points)
                 improved = best_val is None or val_nll < best_val
                 if improved:
                     best_val, best_step, bad_evals = val_nll, step, 0
+                    best_state = {k: v.detach().clone() for k, v in eval_model.state_dict().items()}
                 else:
                     bad_evals += 1
                 history.append({"step": step, "val_nll": val_nll})
                 record = {**(record or {"step": step}), "val_nll": val_nll, "best_val_nll": best_val}
                 if improved and is_main and ckpt_dir is not None:
-                    save_checkpoint(ckpt_dir / "best.pt", state_dict())
+                    save("best.pt")
                 if cfg.patience is not None and bad_evals >= cfg.patience:
                     stopped = True
             if record is not None and is_main:
                 if metrics_path is not None:
                     with open(metrics_path, "a") as f:
-                        f.write(json.dumps(record) + "\n")
+                        f.write(json_line(record))
                 if writer is not None:
                     for k, v in record.items():
                         if k != "step":
                             writer.add_scalar(k, v, step)
                 if bar is not None:
                     bar.set_postfix({k: f"{v:.4g}" for k, v in record.items() if k not in ("step", "lr", "steps_per_s")}, refresh=False)
+                if lines is not None:
+                    lines.update(step, record, force=final)
                 if callback is not None:
                     callback(step, record)
             stopped = stopped or out_of_time
             if is_main and ckpt_dir is not None and (step % cfg.checkpoint_every == 0 or final or stopped):
-                save_checkpoint(ckpt_dir / "latest.pt", state_dict())
+                save("latest.pt")
             if bar is not None:
                 bar.update(1)
-    finally:
-        if bar is not None:
-            bar.close()
-        if writer is not None:
-            writer.close()
-    if is_main and ckpt_dir is not None and vt is None:
-        save_checkpoint(ckpt_dir / "best.pt", state_dict())
+        check_weights()
+        if is_main and ckpt_dir is not None and vt is None:
+            save("best.pt")
+    best_model = eval_model
+    if vt is not None:
+        if best_state is None and best_step is not None and ckpt_dir is not None and (ckpt_dir / "best.pt").is_file():
+            best_state = model_weights(load_checkpoint(ckpt_dir / "best.pt", map_location=device))  # resumed past the best
+        if best_state is not None:
+            best_model = copy.deepcopy(eval_model)
+            best_model.load_state_dict(best_state)
     return FitResult(model=eval_model, step=step, stopped_early=stopped, best_val_nll=best_val, best_step=best_step,
-                     history=history, wall_seconds=clock() - start_time, run_dir=run_path)
+                     history=history, wall_seconds=clock() - start_time, run_dir=run_path, best_model=best_model)
+
+
+PROGRESS_SECONDS = 10.0  # at most one plain progress line per this many seconds (progress="lines")
+
+
+class _ProgressLines:
+    """Plain ``fit step k/K  loss ...  rate`` lines on stderr, for logs that are not a terminal (batch jobs)."""
+
+    def __init__(self, total: int, clock: Callable[[], float]) -> None:
+        self.total, self.clock, self.last = total, clock, None
+
+    def update(self, step: int, record: dict[str, float], *, force: bool = False) -> None:
+        now = self.clock()
+        if not force and self.last is not None and now - self.last < PROGRESS_SECONDS:
+            return
+        self.last = now
+        parts = [f"fit step {step}/{self.total}", f"loss {record['loss']:.5g}" if "loss" in record else ""]
+        if "val_nll" in record:
+            parts.append(f"val_nll {record['val_nll']:.5g}")
+        if "steps_per_s" in record:
+            parts.append(f"{record['steps_per_s']:.3g} steps/s")
+        print("  ".join(p for p in parts if p), file=sys.stderr, flush=True)
+
+
+RUN_FILES = ("metrics.jsonl", "checkpoints")  # what fit writes into a run directory
+
+
+def _run_files(run_path: Path) -> list[str]:
+    """The training files of an earlier run in ``run_path``: a non-empty ``metrics.jsonl``, checkpoints."""
+    found = []
+    m = run_path / "metrics.jsonl"
+    if m.is_file() and m.stat().st_size > 0:
+        found.append("metrics.jsonl")
+    ck = run_path / "checkpoints"
+    if ck.is_dir():
+        found += [f"checkpoints/{p.name}" for p in sorted(ck.glob("*.pt"))]
+    return found
+
+
+def _refuse_existing_run(run_path: Path) -> None:
+    found = _run_files(run_path)
+    if found:
+        raise RunExists(f"run_dir {str(run_path)!r} already holds a run ({', '.join(found)}); resume it, pass overwrite=True "
+                        "to replace it, or choose another directory", found)
+
+
+def _remove_run_files(run_path: Path) -> None:
+    (run_path / "metrics.jsonl").unlink(missing_ok=True)
+    for p in (run_path / "checkpoints").glob("*.pt"):
+        p.unlink()
+    if (run_path / "tensorboard").is_dir():
+        shutil.rmtree(run_path / "tensorboard")
 
 
 def _ema_fn(decay: float) -> Callable[[Tensor, Tensor, Tensor], Tensor]:

@@ -69,10 +69,10 @@ class _Section(options.Options):
     SECTION: ClassVar[str] = ""
 
     def __post_init__(self) -> None:
-        options.validate_options(self, _section_checks(self.SECTION))
+        self.validate()
 
     def validate(self) -> None:
-        options.validate_options(self, _section_checks(self.SECTION))
+        options.validate_options(self, _section_checks(self.SECTION), self.SECTION + "." if self.SECTION else "")
 
 
 @dataclass
@@ -379,6 +379,8 @@ def _build(cls: type, raw: Mapping[str, Any], prefix: str) -> Any:
     try:
         return cls(**kwargs)
     except options.OptionError as e:  # a section's own range check (probflux.options), named by its dotted key
+        if e.key.startswith(prefix):
+            raise ConfigError(str(e), [e.key]) from None
         raise ConfigError(prefix + str(e), [prefix + e.key]) from None
 
 
