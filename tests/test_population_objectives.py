@@ -88,7 +88,8 @@ def test_gaussian_schrodinger_bridge_marginals_match_the_closed_form():
 
 def test_drift_energy_is_kinetic_energy_without_diffusion():
     dyn = pf.Dynamics(make_density("ar-kr", 2, seed=3))
-    batch = lambda: Batch(torch.rand(4, dtype=torch.float64), torch.randn(4, 2, dtype=torch.float64), generator=torch.Generator().manual_seed(5))
+    batch = lambda: Batch(torch.rand(4, dtype=torch.float64), torch.randn(4, 2, dtype=torch.float64),
+                          generator=torch.Generator().manual_seed(5))
     k = KineticEnergy(samples=32)(dyn, batch())["kinetic"]
     d = DriftEnergy(samples=32)(dyn, batch())["drift_energy"]
     assert torch.equal(k, d)
@@ -106,27 +107,37 @@ def test_path_samples_are_sharded_not_redrawn():
     (ta, xa, _), (tb, xb, _) = draw(0, 2), draw(1, 2)
     assert torch.equal(t1[0::2], ta) and torch.equal(t1[1::2], tb)
     torch.testing.assert_close(x1[0::2], xa, rtol=0, atol=1e-12)
+    torch.testing.assert_close(x1[1::2], xb, rtol=0, atol=1e-12)
     with pytest.raises(ValueError, match="not divisible by the world size 3"):
         draw(0, 3)
 
 
 def test_jacobian_symmetry_estimates_the_frobenius_norm():
-    """Zero for a field with diagonal Jacobian; within 3% of ||J - J^T||_F^2 (exact, by autograd) with 2000
-    probes at the same points for an autoregressive KR field. Per point the relative standard error of
-    |(J - J^T) v|^2 is at most sqrt(2 / probes) = 3.2%; two of the 32 points carry most of the sum here,
-    so little is gained from averaging over points (seeded: measured 447.7 vs 445.9; 479 at 400 probes)."""
+    """Zero for a field with diagonal Jacobian; within 3% of the mean of ||J - J^T||_F^2 (exact, by autograd) at
+    the same points for an autoregressive KR field. In 3-D ``J - J^T`` is a cross product with some ``w`` and
+    ``|(J - J^T) v|^2 = |w|^2 |v_perp|^2`` is ``||J - J^T||_F^2 / 2`` times a chi^2 with 2 degrees of freedom
+    (relative standard deviation 1 per probe), so the estimate over points with values ``p_i`` has relative
+    standard error ``sqrt(sum p_i^2) / sum p_i / sqrt(probes)``; it is computed below and the tolerance is at
+    least 3 of them (seeded: 165.1 vs 162.2, standard error 0.85%; the spread of ``p_i`` over the points, not the
+    number of probes, sets the work)."""
     diag = pf.Dynamics(make_density("factorized-gaussian-kr", 3, components=1, seed=2))
-    b = lambda seed=0: Batch(torch.rand(4, dtype=torch.float64), torch.randn(4, 3, dtype=torch.float64), generator=torch.Generator().manual_seed(seed))
+    b = lambda seed=0: Batch(torch.rand(4, dtype=torch.float64), torch.randn(4, 3, dtype=torch.float64),
+                             generator=torch.Generator().manual_seed(seed))
     assert float(JacobianSymmetry(samples=16)(diag, b())["jacobian_asymmetry"]) < 1e-20
-    dyn = pf.Dynamics(make_density("ar-kr", 3, seed=1, perturb=0.3))
-    est = float(JacobianSymmetry(samples=32, probes=2000)(dyn, b())["jacobian_asymmetry"])
+    dyn = pf.Dynamics(make_density("ar-kr", 3, components=1, seed=5, perturb=0.3))
+    probes = 1500
+    est = float(JacobianSymmetry(samples=32, probes=probes)(dyn, b())["jacobian_asymmetry"])
     t, x, _ = sample_path_points(dyn, b(), 32)
-    x = x.detach()
-    exact = 0.0
-    for i in range(32):
-        J = torch.autograd.functional.jacobian(lambda y: dyn.velocity(t[i:i + 1], y[None])[0], x[i])
-        exact += float(((J - J.T) ** 2).sum()) / 32
-    assert exact > 1.0 and est == pytest.approx(exact, rel=0.03)
+    x = x.detach().requires_grad_(True)
+    u = dyn.velocity(t, x)  # u_i depends on x_i alone: row j of every J_i is the gradient of sum_i u_ij
+    J = torch.stack([torch.autograd.grad(u[:, j].sum(), x, retain_graph=True)[0] for j in range(3)], 1)
+    J0 = torch.autograd.functional.jacobian(lambda y: dyn.velocity(t[:1], y[None])[0], x[0].detach())
+    torch.testing.assert_close(J[0], J0, rtol=1e-10, atol=1e-12)
+    per_point = (J - J.transpose(1, 2)).pow(2).sum((1, 2))
+    exact = float(per_point.mean())
+    standard_error = float(per_point.pow(2).sum().sqrt() / per_point.sum()) / probes**0.5
+    assert exact > 1.0 and 3 * standard_error <= 0.03, (exact, standard_error)
+    assert est == pytest.approx(exact, rel=0.03)
 
 
 def test_staged_switches_on_and_ramps():
