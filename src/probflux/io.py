@@ -87,42 +87,45 @@ def run_lock(run_dir: PathLike) -> Iterator[Path]:
     """
     run_dir = Path(run_dir)
     key = os.path.realpath(run_dir)
-    if key in _held:
-        _held[key][1] += 1
-        try:
-            yield run_dir / LOCK_NAME
-        finally:
-            _held[key][1] -= 1
-        return
+    path = run_dir / LOCK_NAME
+    if key not in _held:
+        _held[key] = [_acquire(run_dir, path), 0]
+    _held[key][1] += 1
+    try:
+        yield path
+    finally:  # nested holders may release in any order: the last one unlocks
+        _held[key][1] -= 1
+        if _held[key][1] == 0:
+            f = _held.pop(key)[0]
+            if f is not None:
+                import fcntl
+
+                f.seek(0)
+                f.truncate()
+                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+                f.close()
+
+
+def _acquire(run_dir: Path, path: Path) -> Any:
+    """The open lock file of ``run_dir``, exclusively locked (None without ``fcntl``); :class:`RunLocked` when taken."""
     try:
         import fcntl
     except ImportError:  # pragma: no cover - not POSIX
-        yield run_dir / LOCK_NAME
-        return
+        return None
     run_dir.mkdir(parents=True, exist_ok=True)
-    path = run_dir / LOCK_NAME
-    f = open(path, "a+")  # noqa: SIM115 - closed in finally
+    f = open(path, "a+")  # noqa: SIM115 - closed by run_lock
     try:
-        try:
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as e:
-            if e.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-                raise
-            f.seek(0)
-            holder = f.read().strip() or "unknown"
-            raise RunLocked(f"run directory {str(run_dir)!r} is in use by another probflux process (pid {holder}; lock file "
-                            f"{str(path)!r}); wait for it to finish or choose another out=") from None
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
         f.seek(0)
-        f.truncate()
-        f.write(str(os.getpid()))
-        f.flush()
-        _held[key] = [f, 1]
-        try:
-            yield path
-        finally:
-            del _held[key]
-            f.seek(0)
-            f.truncate()
-            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
-    finally:
+        holder = f.read().strip() or "unknown"
         f.close()
+        if e.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+            raise
+        raise RunLocked(f"run directory {str(run_dir)!r} is in use by another probflux process (pid {holder}; lock file "
+                        f"{str(path)!r}); wait for it to finish or choose another out=") from None
+    f.seek(0)
+    f.truncate()
+    f.write(str(os.getpid()))
+    f.flush()
+    return f

@@ -9,12 +9,17 @@
     probflux demo                                the main job on built-in data (into $DEMO_OUT or runs/demo)
 
 Times and positions given to and written by the CLI are in the data's coordinates.
+
+`fit` refuses a directory that holds another run unless --overwrite; one process at a time writes a run
+directory (a file lock). Exit codes: 0 done, 2 an error (the message says which), 130 interrupted (Ctrl-C,
+SIGINT), 143 terminated (SIGTERM); after 130/143 the latest checkpoint is intact and `probflux resume` continues.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -77,7 +82,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     from .config import load_config
 
     cfg = load_config(args.config, _overrides(args.overrides))
-    return _run_fit(cfg, resume=False, plots=not args.no_plots)
+    return _run_fit(cfg, resume=False, plots=not args.no_plots, overwrite=args.overwrite)
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
@@ -97,11 +102,12 @@ def cmd_resume(args: argparse.Namespace) -> int:
     return _run_fit(cfg, resume=True, plots=not args.no_plots)
 
 
-def _run_fit(cfg, *, resume: bool, plots: bool) -> int:
+def _run_fit(cfg, *, resume: bool, plots: bool, overwrite: bool = False) -> int:
     from .run import fit_config
 
     start = time.perf_counter()
-    result, metrics = fit_config(cfg, resume=resume, plots=plots, progress=None if sys.stderr.isatty() else False)
+    # progress=None: a bar on a terminal, plain progress lines in a log file
+    result, metrics = fit_config(cfg, resume=resume, plots=plots, overwrite=overwrite, progress=None)
     if int(os.environ.get("RANK", "0")) != 0:  # torchrun: rank 0 reports
         return 0
     print(json.dumps(metrics, indent=2))
@@ -162,14 +168,17 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from .config import load_config
+    from .provenance import read_manifest
     from .run import fit_config
 
     out = args.out or os.environ.get("DEMO_OUT") or "runs/demo"
     cfg = load_config(demo_config_path(), [f"out={out}", *_overrides(args.overrides)])
+    previous = read_manifest(out) if Path(out).is_dir() else None
+    overwrite = args.overwrite or (previous is not None and previous.get("command") == "demo")  # a demo replaces its own last run
     start = time.perf_counter()
     print(f"probflux demo: a 2-D pinwheel that grows and rotates over t in [0, 1]; training {cfg.train.steps} steps "
           f"of a {cfg.model.type} mixture (K={cfg.model.components}) with NLL + {cfg.objective.kinetic} x kinetic energy")
-    result, metrics = fit_config(cfg, progress=None if sys.stderr.isatty() else False)
+    result, metrics = fit_config(cfg, progress=None, overwrite=overwrite, command="demo")
     wall = time.perf_counter() - start
     metrics["demo_wall_seconds"] = wall
     from ..io import write_json
@@ -208,6 +217,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("config", metavar="CONFIG", help="YAML config (see configs/)")
     q.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. model.components=32 train.steps=2000")
     q.add_argument("--no-plots", action="store_true", help="skip the figures")
+    q.add_argument("--overwrite", action="store_true",
+                   help="replace the run already in the output directory (its run files only; without it fit refuses such a directory)")
     q.set_defaults(func=cmd_fit)
 
     q = sub.add_parser("resume", help="continue a run from its latest checkpoint", description="Continue a run from RUN_DIR/checkpoints/latest.pt; train.* overrides (e.g. train.steps=8000) extend it.")
@@ -249,24 +260,45 @@ def build_parser() -> argparse.ArgumentParser:
     q = sub.add_parser("demo", help="the main job: train on built-in moving data, write metrics and figures",
                        description="Train a 2-D model on a growing, rotating pinwheel in about two minutes on 2 CPU cores.")
     q.add_argument("--out", help="output directory (default $DEMO_OUT or runs/demo)")
+    q.add_argument("--overwrite", action="store_true", help="replace another command's run there (a previous demo run is replaced anyway)")
     q.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides of the demo config")
     q.set_defaults(func=cmd_demo)
     return p
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, turned into an exception so that it unwinds like Ctrl-C (files are written atomically)."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run one command; returns the exit code (0, 2 error, 130 SIGINT, 143 SIGTERM)."""
     from ..checkpoint import CheckpointError
+    from ..io import RunLocked
 
     parser = build_parser()
     args = parser.parse_args(argv)
+    previous = None
+    try:
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    except ValueError:  # not the main thread: leave SIGTERM alone
+        pass
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, CheckpointError, TypeError, FloatingPointError) as e:
+    except (ValueError, FileNotFoundError, CheckpointError, TypeError, FloatingPointError, RunLocked) as e:
         print(f"probflux {args.command}: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"probflux {args.command}: interrupted (the latest checkpoint is intact; continue with probflux resume)", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        how, code = ("terminated (SIGTERM)", 143) if isinstance(e, Terminated) else ("interrupted", 130)
+        print(f"probflux {args.command}: {how}; the latest checkpoint is intact (files are written atomically); "
+              "continue with probflux resume RUN_DIR", file=sys.stderr)
+        return code
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
 A run directory holds::
 
-    config.yaml            the resolved config
+    config.yaml            the resolved config (a relative data.path made absolute)
+    run.json               run id, library version and the data's provenance (probflux.app.provenance)
     metrics.jsonl          training log (one JSON line per log/eval step)
     checkpoints/           latest.pt (resume), best.pt (EMA weights at the best validation NLL)
     metrics.json           evaluation (see :meth:`Run.evaluate`)
@@ -11,11 +12,22 @@ A run directory holds::
 :func:`fit_config` trains one; :func:`load_run` returns a :class:`Run`, whose ``sample``, ``simulate`` and
 ``evaluate`` are what the CLI commands call. Scores come from :mod:`probflux.evaluation`, the one
 evaluation path the benchmarks use too.
+
+Safety: ``fit_config`` refuses a directory that holds another run (:class:`~probflux.train.RunExists`, naming
+its files) unless ``overwrite``; it checks config, data, model and training options before it writes anything;
+it holds the directory's lock (:func:`probflux.io.run_lock`) while it trains, evaluates and plots; and every
+checkpoint carries the run id of ``run.json``, so ``resume`` refuses another run's checkpoint. :meth:`Run.data`
+refuses data that changed since training (:class:`~probflux.app.provenance.DataChanged`).
 """
 from __future__ import annotations
 
+import contextlib
+import copy
 import json
 import os
+import sys
+import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -28,14 +40,15 @@ from .. import evaluation
 from ..checkpoint import CheckpointError, load_checkpoint, load_state, model_weights
 from ..data.points import TemporalPoints
 from ..dynamics import Dynamics
-from ..io import write_json
+from ..io import LOCK_NAME, run_lock, write_json
 from ..normalize import Normalizer
 from ..simulate import simulate
-from ..train import FitResult, fit, resolve_device
+from ..train import FitResult, RunExists, fit, resolve_device
+from . import provenance
 from .builders import build_dynamics, build_objective, load_data
 from .config import Config, config_from_dict, config_to_dict, save_config
 
-__all__ = ["Run", "fit_config", "load_run", "make_plots", "write_json"]
+__all__ = ["Run", "fit_config", "load_run", "make_plots", "run_files", "write_json", "LOCK_NAME"]
 
 PathLike = Union[str, Path]
 
@@ -62,9 +75,25 @@ class Run:
             raise ValueError(f"{name} {t:g} is outside the model's time interval [{self.normalizer.t0:g}, {self.normalizer.t1:g}]")
         return min(max(s, 0.0), 1.0)
 
-    def data(self) -> tuple[TemporalPoints, TemporalPoints, TemporalPoints]:
-        """``(train, val, test)`` as the run was trained on them (same config and seed)."""
-        train, val, test, _ = load_data(self.config.data, self.config.seed)
+    @property
+    def manifest(self) -> Optional[dict[str, Any]]:
+        """``run.json``: run id and data provenance (None for a run written before probflux recorded them)."""
+        return provenance.read_manifest(self.path)
+
+    def data(self, *, check: bool = True) -> tuple[TemporalPoints, TemporalPoints, TemporalPoints]:
+        """``(train, val, test)`` as the run was trained on them (same config and seed).
+
+        With ``check`` (default) the data files recorded in ``run.json`` must be unchanged (size and sha256; checked
+        before loading) and the splits and normaliser loaded now must equal the recorded ones; otherwise
+        :class:`~probflux.app.provenance.DataChanged` says what differs.
+        """
+        manifest = self.manifest if check else None
+        recorded = None if manifest is None else manifest.get("data")
+        if recorded is not None:
+            provenance.check_files(recorded, self.path)
+        train, val, test, normalizer = load_data(_data_config(self.config, self.path), self.config.seed)
+        if recorded is not None:
+            provenance.check_splits(recorded, (train, val, test), normalizer, library_version=manifest.get("library_version", "?"))
         return train, val, test
 
     def sample(self, t: float, n: int, *, context: Optional[Tensor] = None, seed: Optional[int] = None) -> Tensor:
@@ -116,40 +145,147 @@ class Run:
         return out
 
 
-def fit_config(cfg: Config, *, resume: bool = False, progress: Optional[bool] = None, plots: bool = True) -> tuple[FitResult, dict[str, Any]]:
+def run_files(path: PathLike) -> list[str]:
+    """The files of a run in directory ``path`` (what :func:`fit_config` writes), sorted; [] when there is none."""
+    path = Path(path)
+    if not path.is_dir():
+        return []
+    found = [p.name for p in path.iterdir() if p.is_file() and (
+        p.name in ("config.yaml", provenance.MANIFEST, "metrics.jsonl", "metrics.json", "density.gif")
+        or p.suffix == ".png" or (p.name.startswith("metrics_") and p.suffix == ".json"))]
+    found += [f"checkpoints/{p.name}" for p in (path / "checkpoints").glob("*.pt")] if (path / "checkpoints").is_dir() else []
+    found += ["tensorboard/"] if (path / "tensorboard").is_dir() else []
+    return sorted(found)
+
+
+def _refuse(out: Path, found: list[str]) -> RunExists:
+    shown = ", ".join(found[:8]) + (f" and {len(found) - 8} more" if len(found) > 8 else "")
+    return RunExists(f"run directory {str(out)!r} already holds a run ({shown}); nothing was changed. Continue it with "
+                     f"`probflux resume {out}`, replace it with --overwrite, or choose another out=", found)
+
+
+def _remove_run(out: Path) -> None:
+    """Delete the files of the run in ``out`` (only those :func:`run_files` lists: nothing else in the folder)."""
+    import shutil
+
+    for name in run_files(out):
+        target = out / name.rstrip("/")
+        if target.is_dir():
+            shutil.rmtree(target)
+        else:
+            target.unlink()
+
+
+def _absolute_data_path(cfg: Config, out: Path, *, resume: bool) -> Config:
+    """A copy of ``cfg`` whose ``data.path`` is absolute, or relative to ``out`` when the file lies inside it (so the
+    run directory can move). A relative path is relative to the working directory — for ``resume``, to ``out`` when
+    the file is there (how the run stored it)."""
+    cfg = copy.deepcopy(cfg)
+    path = getattr(cfg.data, "path", None)
+    if path:
+        p = Path(path).expanduser()
+        if resume and not p.is_absolute() and (out / p).exists():
+            p = out / p
+        p = p.resolve()
+        inside = provenance.inside_run(p, out)
+        cfg.data.path = inside if inside is not None else str(p)
+    return cfg
+
+
+def _data_config(cfg: Config, run_dir: Path) -> Any:
+    """The run's data section with ``data.path`` resolved: a relative path is relative to the run directory (how
+    :func:`fit_config` stores a file inside it), else — a run written before paths were stored absolute — to the
+    working directory."""
+    d = cfg.data
+    path = getattr(d, "path", None)
+    if path and not Path(path).is_absolute() and (run_dir / path).exists():
+        d = copy.deepcopy(d)
+        d.path = str(run_dir / path)
+    return d
+
+
+def _stage(progress: Any, message: str) -> None:
+    if progress is not False and int(os.environ.get("RANK", "0")) == 0:
+        print(message, file=sys.stderr, flush=True)
+
+
+def fit_config(cfg: Config, *, resume: bool = False, overwrite: bool = False, progress: Any = None, plots: bool = True,
+               command: str = "fit") -> tuple[FitResult, dict[str, Any]]:
     """Train the run ``cfg`` describes into ``cfg.out``, then evaluate (``metrics.json``) and plot.
 
+    A directory that already holds a run (:func:`run_files`) is refused with :class:`~probflux.train.RunExists`,
+    before anything else happens, unless ``overwrite`` (its run files are then deleted once every check passed;
+    other files in the folder are left alone). Data, model, objective and training options are all checked before
+    anything is written, so a refused call leaves the directory byte for byte as it was. ``config.yaml`` and
+    ``run.json`` (run id, data provenance) are written under the directory's lock.
+
     With ``resume`` the run continues from ``cfg.out/checkpoints/latest.pt``; ``cfg`` must then describe the
-    same model and data as the saved run (only ``train`` settings may differ, e.g. more ``steps``).
+    same model and data as the saved run (only ``train`` settings may differ, e.g. more ``steps``); the
+    checkpoint must carry the run id of ``run.json`` and the data must be unchanged.
+    ``progress``: as for :func:`probflux.train.fit`; anything but ``False`` also prints a line per stage
+    (evaluation, figures) on stderr.
     """
     out = Path(cfg.out)
-    train, val, test, normalizer = load_data(cfg.data, cfg.seed)
+    main_process = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 writes
+    manifest = provenance.read_manifest(out) if resume else None
+    if main_process and not resume and not overwrite and run_files(out):
+        raise _refuse(out, run_files(out))
+    cfg = _absolute_data_path(cfg, out, resume=resume)
+    if manifest is not None and manifest.get("data") is not None:
+        provenance.check_files(manifest["data"], out)
+    with provenance.recording_reads() as reads:
+        train, val, test, normalizer = load_data(_data_config(cfg, out), cfg.seed)
+    splits = (train, val, test)
+    if manifest is not None and manifest.get("data") is not None:
+        provenance.check_splits(manifest["data"], splits, normalizer, library_version=manifest.get("library_version", "?"))
     torch.manual_seed(cfg.seed)
     dynamics = build_dynamics(cfg.model, train.dim, train.context_dim, history=getattr(cfg.data, "history", None))
-    main_process = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 writes
-    if main_process:
-        out.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, out / "config.yaml")
-    extra = {"config": config_to_dict(cfg), "normalizer": normalizer.state_dict(), "dim": train.dim, "context_dim": train.context_dim}
     train_model = evaluation.to_model_coordinates(train, normalizer)
     times = sorted(set(train_model.t.tolist())) if cfg.objective.likelihood == "snapshots" else None
-    result = fit(dynamics, build_objective(cfg.objective, times), train_model, config=cfg.train,
-                 val=evaluation.to_model_coordinates(val, normalizer) if len(val) else None, seed=cfg.seed, run_dir=out,
-                 resume=resume, extra_state=extra, progress=progress)
-    metrics: dict[str, Any] = {"steps": result.step, "train_wall_seconds": result.wall_seconds}
-    if not main_process:
-        return result, metrics
-    run = load_run(out)
-    held = test if len(test) else val
-    ev = cfg.evaluate  # evaluation size; 0 switches a part off
-    scores = evaluation.evaluate(run.dynamics, normalizer, held, seed=cfg.seed, particles=ev.particles if ev.steps else 0,
-                                 steps=ev.steps, residual_points=ev.residual_points)
-    metrics = {"diffusion": cfg.model.diffusion, **scores, **metrics}
-    if getattr(cfg.data, "leave_out", None) is not None and len(test) and ev.heldout_cells:
-        metrics.update(evaluation.heldout_snapshot_scores(run.dynamics, normalizer, train, test, seed=cfg.seed, cells=ev.heldout_cells))
-    write_json(out / "metrics.json", metrics)
-    if plots:
-        make_plots(run, data=test if len(test) else val, train=train)
+    objective = build_objective(cfg.objective, times)
+    run_id = manifest["run_id"] if manifest is not None else (None if resume else uuid.uuid4().hex)
+    extra = {"config": config_to_dict(cfg), "normalizer": normalizer.state_dict(), "dim": train.dim, "context_dim": train.context_dim}
+    if run_id is not None:
+        extra["run_id"] = run_id
+    stack = contextlib.ExitStack()
+
+    def on_start() -> None:  # fit calls this after every check passed, holding the directory's lock
+        stack.enter_context(run_lock(out))  # kept through evaluation and figures
+        if not resume:
+            found = [f for f in run_files(out) if f not in ("metrics.jsonl",) and not f.startswith("checkpoints/")]
+            if found and not overwrite:
+                raise _refuse(out, found)
+            _remove_run(out)
+            data_path = _data_config(cfg, out).path if getattr(cfg.data, "path", None) else None
+            record = provenance.data_record(data_path, reads, splits, normalizer, out)
+            provenance.write_manifest(out, provenance.new_manifest(run_id, command, record))
+        save_config(cfg, out / "config.yaml")
+
+    with stack:
+        result = fit(dynamics, objective, train_model, config=cfg.train,
+                     val=evaluation.to_model_coordinates(val, normalizer) if len(val) else None, seed=cfg.seed, run_dir=out,
+                     resume=resume, overwrite=overwrite, extra_state=extra, progress=progress, on_start=on_start)
+        metrics: dict[str, Any] = {"steps": result.step, "train_wall_seconds": result.wall_seconds}
+        if not main_process:
+            return result, metrics
+        run = load_run(out)
+        held = test if len(test) else val
+        ev = cfg.evaluate  # evaluation size; 0 switches a part off
+        start = time.perf_counter()
+        _stage(progress, f"evaluating {out}: held-out NLL of {len(held)} points, continuity residual at {ev.residual_points} samples"
+                         + (f", SDE/ODE distances with {ev.particles} particles x {ev.steps} steps" if ev.steps and ev.particles else ""))
+        scores = evaluation.evaluate(run.dynamics, normalizer, held, seed=cfg.seed, particles=ev.particles if ev.steps else 0,
+                                     steps=ev.steps, residual_points=ev.residual_points)
+        metrics = {"diffusion": cfg.model.diffusion, **scores, **metrics}
+        if getattr(cfg.data, "leave_out", None) is not None and len(test) and ev.heldout_cells:
+            metrics.update(evaluation.heldout_snapshot_scores(run.dynamics, normalizer, train, test, seed=cfg.seed, cells=ev.heldout_cells))
+        write_json(out / "metrics.json", metrics)
+        _stage(progress, f"evaluated in {time.perf_counter() - start:.1f} s; wrote {out / 'metrics.json'}")
+        if plots:
+            start = time.perf_counter()
+            _stage(progress, f"drawing figures into {out} ...")
+            files = make_plots(run, data=held, train=train)
+            _stage(progress, f"drew {len(files)} figures in {time.perf_counter() - start:.1f} s")
     return result, metrics
 
 
@@ -162,6 +298,10 @@ def load_run(path: PathLike, checkpoint: str = "best", *, device: str = "cpu") -
     if not file.exists() and checkpoint == "best":
         file = path / "checkpoints" / "latest.pt"
     state = load_checkpoint(file)
+    manifest = provenance.read_manifest(path)
+    if manifest is not None and state.get("run_id") not in (None, manifest.get("run_id")):
+        raise CheckpointError(f"checkpoint {str(file)!r} belongs to run {state['run_id']!r}, not to run {manifest.get('run_id')!r} "
+                              f"of {str(path)!r} ({provenance.MANIFEST}); it was copied from another run")
     try:
         cfg = config_from_dict(state["config"])
         normalizer = Normalizer.from_state_dict(state["normalizer"])
