@@ -119,7 +119,7 @@ def sample_path_points(dynamics: Dynamics, batch: Batch, samples: int, t0: float
                        ) -> tuple[Tensor, Tensor, Optional[Tensor]]:
     r"""This rank's share of ``samples`` draws ``t ~ U(t0, t1)``, ``x ~ rho_t`` with reparameterised gradients.
 
-    Returns ``t: (S/world,)``, ``x: (S/world, D)`` (differentiable in the parameters, DESIGN §6) and the
+    Returns ``t: (S/world,)``, ``x: (S/world, D)`` (differentiable in the parameters, docs/mathematics.md §6) and the
     context of each draw (a uniformly chosen batch row's) or None. All ranks draw the same global set
     from ``batch.generator`` and keep their shard, so the estimate does not depend on the world size.
     """
@@ -166,7 +166,7 @@ class KineticEnergy(_PathTerm):
 
     ``u`` is the probability-flow velocity (including a divergence-free term). Minimising it with a
     likelihood or endpoint term selects the least-action dynamics (dynamical optimal transport,
-    DESIGN §7): over ``[0, 1]`` its minimum subject to the marginals is ``W_2^2(rho_0, rho_1)``.
+    docs/mathematics.md §7): over ``[0, 1]`` its minimum subject to the marginals is ``W_2^2(rho_0, rho_1)``.
     ``samples`` is the global number of ``(t, x)`` draws per call; with a context, each draw takes the
     context of a uniformly chosen batch row. Without a divergence-free term it is the density's own
     ``kinetic_energy`` (every :class:`~probflux.TimeDensity` has one; a flow's needs no inverse pass),

@@ -771,7 +771,7 @@ def snapshot_paths(
     seed: int = 0,
     title: Optional[str] = None,
 ) -> Figure:
-    """Population snapshots with trajectories of the learned dynamics through them (DESIGN §7).
+    """Population snapshots with trajectories of the learned dynamics through them (docs/populations.md).
 
     Left: the observed cells of every snapshot (``times: (K,)`` data units, ``cells[k]: (n_k, D)`` data
     coordinates), coloured by time, with ``n`` cells of the first snapshot carried through all times by the

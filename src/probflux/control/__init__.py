@@ -1,4 +1,4 @@
-"""Stochastic optimal control and mean-field games, simulation-free (DESIGN §7; docs/control.md).
+"""Stochastic optimal control and mean-field games, simulation-free (docs/control.md; the objective in docs/mathematics.md §7).
 
 * :class:`ControlProblem` — dynamics, costs, initial/target laws, mean-field terms, obstacles, horizon.
 * :class:`ControlObjective` — the simulation-free objective for :func:`probflux.train.fit`; :func:`solve` trains one.

@@ -1,6 +1,6 @@
 r"""The simulation-free control objective: an objective callable for :func:`probflux.train.fit`.
 
-Every term is an expectation under the model's own exact marginals (DESIGN §7): times ``t ~ U[0, 1]``,
+Every term is an expectation under the model's own exact marginals (docs/mathematics.md §7): times ``t ~ U[0, 1]``,
 ``x ~ rho_t`` by implicit reparameterisation — no SDE is simulated. In physical units (``s = T t``)
 
 * ``control  = T E_t E_{rho_t}[lambda_s |b_m/T - v(s, x)|^2]``   (``b_m`` the model's SDE drift),

@@ -3,7 +3,7 @@ r"""The description of a stochastic optimal control / mean-field game problem, v
 Physical time ``s in [0, T]``; the probflux model lives on ``t = s / T in [0, 1]``. If the model's
 process is ``dX = b_m dt + g_m dW`` then ``Y_s = X_{s/T}`` solves ``dY = (b_m / T) ds + (g_m / sqrt(T)) dW_s``,
 so a physical diffusion ``g(s)`` is the model diffusion ``g_m(t) = sqrt(T) g(T t)`` and the physical drift
-is ``b_m / T``; time integrals of costs pick up ``ds = T dt``. The objective (DESIGN §7) is
+is ``b_m / T``; time integrals of costs pick up ``ds = T dt``. The objective (docs/control.md) is
 
 .. math:: \int_0^T E_{\rho_s}\big[\lambda_s |b_s - v_s|^2 + V(s, x) + \textstyle\sum \mathrm{MF}\big] ds
           + E_{\rho_T}[G] + E_{q_0}[-\log\rho_0] + E_{q_1}[-\log\rho_T]
