@@ -69,7 +69,8 @@ def run_lq(cfg: dict, ev: dict, seeds: list[int], budget: float) -> list[dict]:
         for seed in seeds:
             # the optimal feedback on the same initial points and Brownian increments (common random numbers):
             # the gap C(policy) - C(optimal) per particle has a far smaller variance than C itself
-            ref = pc.monte_carlo_cost(problem, optimal, n=cfg["particles"], steps=ev["em_steps"], seed=1000 + seed, w2=False)["per_particle"]
+            ref = pc.monte_carlo_cost(problem, optimal, n=cfg["particles"], steps=ev["em_steps"], seed=1000 + seed,
+                                      w2=False)["per_particle"]
             o = cfg["probflux"]
             t0 = time.perf_counter()
             torch.manual_seed(seed)
@@ -78,11 +79,12 @@ def run_lq(cfg: dict, ev: dict, seeds: list[int], budget: float) -> list[dict]:
                            ema=None, seed=seed, max_seconds=budget,
                            objective=pc.ControlObjective(problem, samples=o["samples"]))
             wall = time.perf_counter() - t0
-            mc = pc.monte_carlo_cost(problem, pc.model_drift(problem, fit.model), n=cfg["particles"], steps=ev["em_steps"], seed=1000 + seed, w2=False)
+            mc = pc.monte_carlo_cost(problem, pc.model_drift(problem, fit.model), n=cfg["particles"], steps=ev["em_steps"],
+                                     seed=1000 + seed, w2=False)
             sf = pc.simulation_free_cost(problem, fit.model, n=ev["sf_samples"], seed=seed)
             diff = mc["per_particle"] - ref  # paired (common-noise) gap per particle; its mean and s.e. below are Monte Carlo statistics
-            rows.append(dict(dataset=f"lq_d{D}", method="probflux", seed=seed, wall=wall, steps=fit.step, mc=mc["cost"], mc_se=mc["cost_se"],
-                             sf=sf["cost"], opt=opt, gap=mc["cost"] / opt - 1, gap_crn=float(diff.mean()) / opt,
+            rows.append(dict(dataset=f"lq_d{D}", method="probflux", seed=seed, wall=wall, steps=fit.step, mc=mc["cost"],
+                             mc_se=mc["cost_se"], sf=sf["cost"], opt=opt, gap=mc["cost"] / opt - 1, gap_crn=float(diff.mean()) / opt,
                              gap_crn_se=float(diff.std()) / math.sqrt(len(diff)) / opt))
             print(rows[-1], flush=True)
             b = cfg["baseline"]
@@ -127,7 +129,8 @@ def run_deepgsb(cfg: dict, ev: dict, seeds: list[int], budget: float, names: Opt
                                      target_samples=target, keep=keep if seed == seeds[0] else 0, max_drift=max_drift)
             sf = pc.simulation_free_cost(problem, fit.model, n=ev["sf_samples"], seed=seed)
             row = dict(dataset=name, method="probflux", seed=seed, wall=wall, steps=fit.step, mc=mc["cost"], mc_se=mc["cost_se"],
-                       sf=sf["cost"], w2=mc["w2"], violation=mc["violation"], clipped=mc["clipped"], terms={k: v[0] for k, v in mc["terms"].items()})
+                       sf=sf["cost"], w2=mc["w2"], violation=mc["violation"], clipped=mc["clipped"],
+                       terms={k: v[0] for k, v in mc["terms"].items()})
             if any(m.needs == "density" for m in problem.mean_field):  # same path cost with the model's exact log rho
                 exact = pc.monte_carlo_cost(problem, pc.model_drift(problem, fit.model), n=ev["particles"], steps=ev["em_steps"],
                                             seed=1000 + seed, log_density=pc.model_log_density(problem, fit.model), w2=False,
@@ -159,8 +162,10 @@ METRICS = {  # row key -> (metric name, table label)
     "mc": ("mc_cost", "MC cost"), "mc_se": ("mc_cost_se", "MC s.e."), "sf": ("simulation_free_cost", "sim-free cost"),
     "mc_exact_density": ("mc_cost_exact_density", "MC cost (exact log rho)"), "gap": ("gap_to_riccati", "gap to Riccati"),
     "opt": ("riccati_optimum", "Riccati optimum"),
-    "gap_crn": ("gap_to_riccati_common_noise", "gap vs b* (same noise)"), "gap_crn_se": ("gap_common_noise_se", "its s.e."), "w2": ("w2_target_sinkhorn", "W2 to target"),
-    "violation": ("obstacle_violation_rate", "violation"), "clipped": ("clipped_drift_fraction", "clipped"), "wall": ("wall_seconds", "wall s"), "steps": ("train_steps", "steps"),
+    "gap_crn": ("gap_to_riccati_common_noise", "gap vs b* (same noise)"), "gap_crn_se": ("gap_common_noise_se", "its s.e."),
+    "w2": ("w2_target_sinkhorn", "W2 to target"),
+    "violation": ("obstacle_violation_rate", "violation"), "clipped": ("clipped_drift_fraction", "clipped"),
+    "wall": ("wall_seconds", "wall s"), "steps": ("train_steps", "steps"),
 }
 
 
@@ -215,8 +220,12 @@ def _panel(ax, problem, path, k: Optional[int], title: str, lim) -> None:
     for j in frames:
         p = path[j].numpy()
         ax.scatter(p[:, 0], p[:, 1], s=2, color=cm.viridis(j / (path.shape[0] - 1)), zorder=2)
-    ax.set_xlim(lim[0], lim[1]); ax.set_ylim(lim[2], lim[3]); ax.set_aspect("equal"); ax.set_title(title, fontsize=9)
-    ax.set_xticks([]); ax.set_yticks([])
+    ax.set_xlim(lim[0], lim[1])
+    ax.set_ylim(lim[2], lim[3])
+    ax.set_aspect("equal")
+    ax.set_title(title, fontsize=9)
+    ax.set_xticks([])
+    ax.set_yticks([])
 
 
 LIMITS = {"gmm": (-20, 20, -20, 20), "vneck": (-10, 10, -5, 5), "stunnel": (-15, 15, -10, 10), "motion_planning": (-7, 7, -5, 5)}
@@ -286,7 +295,8 @@ def main(argv: Optional[list[str]] = None) -> None:
     cfg = yaml.safe_load(Path(args.config).read_text())
     ev = cfg["evaluation"]
     seeds = list(range(args.seeds))
-    command = "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_control.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    command = "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_control.py " + " ".join(
+        shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     parts = args.only.split(",")
     recs: list[dict] = []
     if "lq" in parts:
@@ -306,7 +316,8 @@ def main(argv: Optional[list[str]] = None) -> None:
                 print("figure", f)
     out = Path(args.out)
     if out.exists() and args.only != "lq,deepgsb":  # partial rerun: replace only the benchmarks that ran
-        old = [r for r in __import__("json").loads(out.read_text()) if not any(r["benchmark"] == x["benchmark"] and r["dataset"] == x["dataset"] for x in recs)]
+        old = [r for r in __import__("json").loads(out.read_text())
+               if not any(r["benchmark"] == x["benchmark"] and r["dataset"] == x["dataset"] for x in recs)]
         recs = old + recs
     write_json(out, recs)
     print("wrote", out)

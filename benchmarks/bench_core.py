@@ -216,7 +216,8 @@ def report(results: dict[tuple[str, int], dict[str, Measurement]], models: list[
             cells = []
             for call in CALLS:
                 ratio = results[(num, dim)][call].median_ms / results[(den, dim)][call].median_ms
-                records.append({"dataset": f"synthetic-gmm-D{dim}", "method": f"probflux-{num}/probflux-{den}", "metric": f"{call}_ms_ratio", "value": ratio, "std": None})
+                records.append({"dataset": f"synthetic-gmm-D{dim}", "method": f"probflux-{num}/probflux-{den}",
+                                "metric": f"{call}_ms_ratio", "value": ratio, "std": None})
                 cells.append(f"{ratio:.2f}")
             rows.append(([str(dim)], cells))
         parts += [f"Time ratio {num} / {den} (median ms over median ms)", markdown_table(["D"], rows)]

@@ -71,10 +71,14 @@ CURVE_EVENTS = 2000
 
 # docs/mathematics.md §9 (Neural STPP Table; the paper). Only for the data sets the published tables have.
 PUBLISHED = {
-    "earthquakes_jp": {"time-varying CNF": 1.459, "Jump CNF": 1.007, "Attentive CNF": 1.237, "paper factorized": 1.217, "paper autoregressive": 1.184},
-    "covid_nj": {"time-varying CNF": 2.002, "Jump CNF": 1.904, "Attentive CNF": 1.864, "paper factorized": 1.846, "paper autoregressive": 1.732},
-    "citibike": {"time-varying CNF": 2.132, "Jump CNF": 2.155, "Attentive CNF": 2.095, "paper factorized": 1.462, "paper autoregressive": 1.239},
-    "pinwheel": {"time-varying CNF": 2.185, "Jump CNF": 1.605, "Attentive CNF": 1.623, "paper factorized": 2.028, "paper autoregressive": 1.936},
+    "earthquakes_jp": {"time-varying CNF": 1.459, "Jump CNF": 1.007, "Attentive CNF": 1.237,
+                       "paper factorized": 1.217, "paper autoregressive": 1.184},
+    "covid_nj": {"time-varying CNF": 2.002, "Jump CNF": 1.904, "Attentive CNF": 1.864,
+                 "paper factorized": 1.846, "paper autoregressive": 1.732},
+    "citibike": {"time-varying CNF": 2.132, "Jump CNF": 2.155, "Attentive CNF": 2.095,
+                 "paper factorized": 1.462, "paper autoregressive": 1.239},
+    "pinwheel": {"time-varying CNF": 2.185, "Jump CNF": 1.605, "Attentive CNF": 1.623,
+                 "paper factorized": 2.028, "paper autoregressive": 1.936},
 }
 
 
@@ -174,7 +178,8 @@ def run_cnf(data: SimpleNamespace, budget: float, seed: int) -> dict:
     curve.pop()
     model.load_state_dict(best["state"])
     nll = -cnf_mean_log_likelihood(model, t_te, x_te)
-    return {"nll": nll, "steps": info["steps"], "best_step": best["step"], "train_seconds": info["seconds"], "step_seconds": info["step_seconds"], "curve": curve}
+    return {"nll": nll, "steps": info["steps"], "best_step": best["step"], "train_seconds": info["seconds"],
+            "step_seconds": info["step_seconds"], "curve": curve}
 
 
 def time_to_reach(curve: list, target: float) -> Optional[float]:
@@ -190,7 +195,8 @@ def main(argv: Optional[list[str]] = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--datasets", nargs="+", default=["earthquakes_jp", "pinwheel", "covid_nj", "citibike",
                                                      "earthquakenpp_japan_25", "earthquakenpp_comcat_25", "bh_conflicts"])
-    p.add_argument("--methods", nargs="+", default=["probflux-factorized", "probflux-autoregressive", "probflux-history", "cnf-time-varying"])
+    p.add_argument("--methods", nargs="+",
+                   default=["probflux-factorized", "probflux-autoregressive", "probflux-history", "cnf-time-varying"])
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--budget", type=float, default=30.0, help="CPU seconds of training per run (each method, each seed; one thread)")
     p.add_argument("--cnf-budget", type=float, default=None, help="training seconds of the CNF (default: --budget)")
@@ -229,7 +235,10 @@ def main(argv: Optional[list[str]] = None) -> None:
         for method in args.methods:
             results[method] = []
             for seed in range(args.seeds):
-                r = run_cnf(data, args.cnf_budget or args.budget, seed) if method == "cnf-time-varying" else run_ours(method, data, args.budget, seed)
+                if method == "cnf-time-varying":
+                    r = run_cnf(data, args.cnf_budget or args.budget, seed)
+                else:
+                    r = run_ours(method, data, args.budget, seed)
                 results[method].append(r)
                 print(f"  {method:26s} seed {seed}: test NLL {r['nll']:.3f}  ({r['steps']} steps, {r['train_seconds']:.1f} s, "
                       f"{1e3 * r['step_seconds']:.1f} ms/step)", flush=True)
@@ -259,7 +268,8 @@ def main(argv: Optional[list[str]] = None) -> None:
         raw[name]["note"] = data.note
         # write after every data set so a long run keeps what it has
         old = json.loads(out.read_text()) if out.exists() and out.stat().st_size else []
-        keep = [r for r in old if not (r.get("dataset") in {rec["dataset"] for rec in records} and r.get("method") in args.methods + ["probflux-temporal-poisson", "probflux-temporal-hawkes"])]
+        replaced = args.methods + ["probflux-temporal-poisson", "probflux-temporal-hawkes"]
+        keep = [r for r in old if not (r.get("dataset") in {rec["dataset"] for rec in records} and r.get("method") in replaced)]
         write_json(out, keep + records)
         write_json(out.with_name(out.stem + "_curves.json"), raw)
     print_table(json.loads(out.read_text()))
@@ -296,7 +306,8 @@ def merge(files: list[str], out: Path) -> None:
                 records[(name, method, metric)] = {
                     "benchmark": "events", "dataset": name, "method": method, "metric": metric,
                     "value": float(np.mean(v)) if v else None, "std": float(np.std(v)) if len(v) > 1 else 0.0,
-                    "seeds": len(v), "wall_seconds": wall, "command": command + " (merged: python benchmarks/bench_events.py --merge " + " ".join(files) + ")"}
+                    "seeds": len(v), "wall_seconds": wall,
+                    "command": command + " (merged: python benchmarks/bench_events.py --merge " + " ".join(files) + ")"}
     write_json(out, list(records.values()))
     write_json(out.with_name(out.stem + "_curves.json"), curves)
 
@@ -324,10 +335,12 @@ def print_table(records: list[dict]) -> None:
             print(f"| {m} | " + " | ".join(cells) + " |")
         if published:
             for label in ("time-varying CNF", "Jump CNF", "Attentive CNF", "paper factorized", "paper autoregressive"):
-                print(f"| published: {label} | " + " | ".join(f"{PUBLISHED[d][label]:.3f}" if d in PUBLISHED else "—" for d in datasets) + " |")
+                cells = [f"{PUBLISHED[d][label]:.3f}" if d in PUBLISHED else "—" for d in datasets]
+                print(f"| published: {label} | " + " | ".join(cells) + " |")
 
     table("test_spatial_nll_per_event", "test spatial NLL per event (mean ± std over seeds), lower is better", published=True)
-    table("seconds_to_reach_cnf_final_nll", "training seconds to first reach the CNF's final test NLL (— : never within the budget)", "{:.1f}")
+    table("seconds_to_reach_cnf_final_nll", "training seconds to first reach the CNF's final test NLL (— : never within the budget)",
+          "{:.1f}")
     table("cnf_seconds_over_ours_to_reach", "CNF training seconds / our seconds to reach the CNF's final test NLL", "{:.1f}")
     table("cnf_step_seconds_over_ours", "CNF seconds per step / ours (batch 1024 events both)", "{:.1f}")
     table("step_seconds", "seconds per training step", "{:.4f}")
