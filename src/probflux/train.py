@@ -383,19 +383,20 @@ def fit(
                             "history": history, "seed": seed, "world_size": world},
             }
 
-        def diverged(what: str, detail: str) -> TrainingDiverged:
+        def diverged(what: str, detail: str, *, after_update: bool = False) -> TrainingDiverged:
             where = (f"the last good checkpoint is {str(last_good[0])!r} (step {last_good[1]}), intact" if last_good is not None
                      else "no checkpoint was written yet" if ckpt_dir is not None else "no run_dir, so nothing was saved")
             return TrainingDiverged(
-                f"training diverged: {what} at step {step} ({detail}); the optimiser step was not taken and nothing was saved "
-                f"for it; {where} — lower train.lr, set train.clip or raise train.warmup, then resume", step=step, term=what)
+                f"training diverged: {what} at step {step} ({detail}); "
+                + ("nothing was saved for this step" if after_update else f"the update to step {step + 1} was not taken; nothing was saved")
+                + f"; {where} — lower train.lr, set train.clip or raise train.warmup, then resume", step=step, term=what)
 
         def check_weights() -> None:
             bad = non_finite_tensors(dynamics.state_dict(), "model")
             if ema is not None:
                 bad += non_finite_tensors(ema.module.state_dict(), "ema")
             if bad:
-                raise diverged("the weights are not finite", ", ".join(bad[:5]) + (" ..." if len(bad) > 5 else ""))
+                raise diverged("the weights are not finite", ", ".join(bad[:5]) + (" ..." if len(bad) > 5 else ""), after_update=True)
 
         def save(name: str) -> None:
             nonlocal last_good

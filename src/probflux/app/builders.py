@@ -13,6 +13,7 @@ from typing import Any, Optional
 
 import torch
 
+from ..data.checks import checked
 from ..data.events import EventSplits, event_file_splits, event_splits
 from ..data.files import read_file, resolve_kind
 from ..data.points import TemporalPoints, _fmt, builtin, points_from_file, split
@@ -115,6 +116,7 @@ def _event_points(cfg: Any, splits: EventSplits) -> tuple[TemporalPoints, Tempor
     return points(splits.train), points(splits.val), points(splits.test), normalizer
 
 
+@checked  # degenerate times, extreme outliers, one-point splits (probflux.data.checks)
 def load_data(cfg: Any, seed: int) -> tuple[TemporalPoints, TemporalPoints, TemporalPoints, Normalizer]:
     """Points for a :class:`~probflux.app.config.DataConfig`: ``(train, val, test, normalizer)``.
 

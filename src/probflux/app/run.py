@@ -228,6 +228,12 @@ def fit_config(cfg: Config, *, resume: bool = False, overwrite: bool = False, pr
     out = Path(cfg.out)
     main_process = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 writes
     manifest = provenance.read_manifest(out) if resume else None
+    if manifest is not None:  # before anything else: is the checkpoint this run's?
+        latest = out / "checkpoints" / "latest.pt"
+        found = load_checkpoint(latest).get("run_id")
+        if found != manifest.get("run_id"):
+            raise CheckpointError(f"checkpoint {str(latest)!r} belongs to run {found!r}, not to run {manifest.get('run_id')!r} of "
+                                  f"{str(out)!r} ({provenance.MANIFEST}); refusing to resume another run's checkpoint (nothing written)")
     if main_process and not resume and not overwrite and run_files(out):
         raise _refuse(out, run_files(out))
     cfg = _absolute_data_path(cfg, out, resume=resume)
