@@ -249,7 +249,8 @@ def test_animate_validation(dyn2: pf.Dynamics, tmp_path: Path) -> None:
 def _records() -> list[dict]:
     recs = []
     for i in range(60):
-        r = {"step": i * 10, "loss": 1.0 / (i + 1) + 0.1, "nll": 2.0 / (i + 1) + 0.2, "kinetic": 0.5 + 0.01 * i, "time": 0.1 * i, "tag": "x"}
+        r = {"step": i * 10, "loss": 1.0 / (i + 1) + 0.1, "nll": 2.0 / (i + 1) + 0.2, "kinetic": 0.5 + 0.01 * i,
+             "time": 0.1 * i, "tag": "x"}
         if i % 10 == 0:
             r["val_nll"] = 2.2 / (i + 1) + 0.2
         recs.append(r)
