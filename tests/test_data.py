@@ -271,7 +271,8 @@ def test_load_data_from_file_checks_the_time_interval(tmp_path: Path) -> None:
     a[5, 0] = 31.2
     np.savez(tmp_path / "quakes.npz", t=a[:, 0], x=a[:, 1:])
     cfg = DataConfig(name="file", path=str(tmp_path / "quakes.npz"), t0=0.0, t1=30.0)
-    with pytest.raises(ValueError, match=r"^t = 31\.2 at row 5 of quakes\.npz is outside the data interval \[0, 30\] \(data\.t0, data\.t1\)$"):
+    with pytest.raises(ValueError, match=r"^t = 31\.2 at row 5 of quakes\.npz is outside the data interval "
+                                         r"\[0, 30\] \(data\.t0, data\.t1\)$"):
         load_data(cfg, seed=0)
     a[5, 0] = -1.0
     np.savez(tmp_path / "quakes.npz", t=a[:, 0], x=a[:, 1:])

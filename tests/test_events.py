@@ -33,7 +33,8 @@ def toy(**kw) -> EventSequences:
 
 
 def test_package_exports() -> None:
-    for n in ("EventSequences", "earthquakes_jp", "pinwheel_hawkes", "windows", "EVENT_DATASETS", "event_dataset", "Snapshots", "TemporalPoints"):
+    for n in ("EventSequences", "earthquakes_jp", "pinwheel_hawkes", "windows", "EVENT_DATASETS", "event_dataset",
+              "Snapshots", "TemporalPoints"):
         assert n in pdata.__all__ and hasattr(pdata, n)
 
 

@@ -101,7 +101,8 @@ def _nan_at(k: int, r: int, c: int, value: float = float("nan")) -> list[np.ndar
         ([0.0], [np.zeros((3, 2))], r"need at least 2 snapshots \(K >= 2\), got K = 1 \(toy\)"),
         ([0.0, 1.0], [np.zeros((3, 2))], r"samples has 1 snapshots but times has 2"),
         ([0.0, 1.0, 2.0], [np.zeros((3, 2)), np.zeros((0, 2)), np.zeros((3, 2))], r"^snapshot 1 \(t=1\) is empty \(0 cells\) in toy$"),
-        ([0.0, 1.0, 2.5], [np.zeros((3, 2)), np.zeros((3, 2)), np.zeros((3, 4))], r"^snapshot 2 \(t=2\.5\) has D = 4 but snapshot 0 has D = 2"),
+        ([0.0, 1.0, 2.5], [np.zeros((3, 2)), np.zeros((3, 2)), np.zeros((3, 4))],
+         r"^snapshot 2 \(t=2\.5\) has D = 4 but snapshot 0 has D = 2"),
         ([0.0, 1.0], [np.zeros((3, 2)), np.zeros(3)], r"snapshot 1 \(t=1\) must have shape \(n, D\) with D >= 1; got \(3,\)"),
         ([0.0, 1.0, 2.0], _nan_at(1, 3, 2), r"^snapshot 1 \(t=1\) contains NaN at row 3 \(column 2\) of toy$"),
         ([0.0, 1.0, 2.0], _nan_at(2, 4, 0, float("-inf")), r"^snapshot 2 \(t=2\) contains inf at row 4 \(column 0\) of toy$"),
@@ -246,7 +247,8 @@ def test_generator_shapes_and_distributions() -> None:
 
 
 def test_registry_errors() -> None:
-    with pytest.raises(ValueError, match=r"unknown snapshot data set 'mnist'; valid names: cite, emt, emt10, weinreb, gaussians, 8gaussians, moons, tree"):
+    with pytest.raises(ValueError, match=r"unknown snapshot data set 'mnist'; "
+                                         r"valid names: cite, emt, emt10, weinreb, gaussians, 8gaussians, moons, tree"):
         snapshot_set("mnist")
 
 
@@ -264,7 +266,8 @@ def test_data_root_env_var_first_and_errors_name_every_path(tmp_path: Path, monk
     assert w.times.tolist() == [2.0, 4.0, 6.0] and w.sizes == (2, 2, 2) and str(tmp_path) in w.source
     assert snapmod.data_root_candidates()[1].parts[-2:] == ("shared", "data")
     monkeypatch.setattr(snapmod, "data_root_candidates", lambda: [tmp_path / "a", tmp_path / "b"])
-    with pytest.raises(FileNotFoundError, match=r"single_cell/tigon/emt_a549_3d\.npz not found; tried .*[/\\]a[/\\]single_cell.*[/\\]b[/\\]single_cell"):
+    with pytest.raises(FileNotFoundError,
+                       match=r"single_cell/tigon/emt_a549_3d\.npz not found; tried .*[/\\]a[/\\]single_cell.*[/\\]b[/\\]single_cell"):
         pdata.emt_3d()
     with pytest.raises(FileNotFoundError, match=r"no data folder found; tried .*[/\\]a'.*[/\\]b'"):
         snapmod.data_root()
@@ -313,7 +316,8 @@ def test_config_fields_and_checks() -> None:
     for name in registry.names("snapshots"):
         assert load_config(None, [f"data.name={name}"]).data.name == name
     for overrides, message in [
-        (["data.name=mnist"], "data.name: must be one of 'pinwheel', 'branching', 'file', got 'mnist', or a population-snapshot data set: 'cite', 'emt'"),
+        (["data.name=mnist"],
+         "data.name: must be one of 'pinwheel', 'branching', 'file', got 'mnist', or a population-snapshot data set: 'cite', 'emt'"),
         (["data.pcs=0"], "data.pcs: must lie in [1, 50], got 0"),
         (["data.name=cite", "data.leave_out=0"], "data.leave_out: must be an interior snapshot index >= 1"),
         (["data.leave_out=1"], "data.leave_out: only available for population-snapshot data sets"),
@@ -360,7 +364,7 @@ def test_load_data_without_leave_out_splits_every_snapshot() -> None:
     cfg = _data(val_fraction=0.1, test_fraction=0.25)
     train, val, test, norm = load_data(cfg, 0)
     full = branching_tree(n=200, seed=0)
-    for k, tk in enumerate(full.times.tolist()):
+    for tk in full.times.tolist():
         assert int((val.t == tk).sum()) == 20 and int((test.t == tk).sum()) == 50 and int((train.t == tk).sum()) == 130
     assert rows(train.x) | rows(val.x) | rows(test.x) == rows(full.pooled())
     assert len(rows(train.x)) + len(rows(val.x)) + len(rows(test.x)) == 800
@@ -368,7 +372,8 @@ def test_load_data_without_leave_out_splits_every_snapshot() -> None:
     assert t_out is None and cells is None and tr_s.sizes == (130,) * 4
     with pytest.raises(ValueError, match=r"data.leave_out: gaussians has K = 2 snapshots at t = 0, 1; allowed: none"):
         load_data(_data("gaussians", leave_out=1), 0)
-    with pytest.raises(ValueError, match=r"data.leave_out: tree has K = 4 snapshots .* allowed: an interior snapshot index in 1\.\.2; got 3"):
+    with pytest.raises(ValueError,
+                       match=r"data.leave_out: tree has K = 4 snapshots .* allowed: an interior snapshot index in 1\.\.2; got 3"):
         load_data(_data(leave_out=3), 0)
     with pytest.raises(ValueError, match=r"snapshot 0 of tree at t = 0 is outside the data interval \[0\.5, 1\]"):
         load_data(_data(t0=0.5), 0)

@@ -175,7 +175,8 @@ def _gaussian_nll(train: torch.Tensor, test: torch.Tensor) -> float:
 
 
 def _train(density, P, steps: int, seed: int = 0, lr: float = 5e-3, batch: int = 256):
-    cfg = TrainConfig(steps=steps, batch_size=batch, lr=lr, warmup=20, ema=None, device="cpu", dtype="float64", eval_every=10**9, checkpoint_every=10**9)
+    cfg = TrainConfig(steps=steps, batch_size=batch, lr=lr, warmup=20, ema=None, device="cpu", dtype="float64",
+                      eval_every=10**9, checkpoint_every=10**9)
     return fit(pf.Dynamics(density), NegativeLogLikelihood(), P, config=cfg, seed=seed, progress=False).model.density
 
 

@@ -52,7 +52,8 @@ class Normalizer:
         return cls(t0, t1, torch.zeros(dim), torch.ones(dim))
 
     @classmethod
-    def fit(cls, t: Tensor, x: Tensor, *, t0: Union[float, None] = None, t1: Union[float, None] = None, standardize: bool = True) -> Normalizer:
+    def fit(cls, t: Tensor, x: Tensor, *, t0: Union[float, None] = None, t1: Union[float, None] = None,
+            standardize: bool = True) -> Normalizer:
         """Time interval from ``t`` (or the given ``t0``/``t1``); per-dimension mean/std of ``x: (N, D)``."""
         t = torch.as_tensor(t, dtype=torch.float64)
         x = torch.as_tensor(x, dtype=torch.float64)

@@ -1,7 +1,7 @@
 """Spatio-temporal event sequences (marked temporal point processes with a location per event).
 
 Each sequence is a float64 tensor ``(n_i, 1 + D)`` with columns ``[t, x_1..x_D]``, sorted by ``t``,
-observed on a common window ``[t0, t1]`` — the Neural STPP format (``shared/data/README.md`` §1).
+observed on a common window ``[t0, t1]`` — the Neural STPP format (``docs/data_sources.md`` §1).
 
 * :class:`EventSequences` — validated sequences with keys, observation window, pooled views
   (:meth:`~EventSequences.events`, :meth:`~EventSequences.to_points`,
@@ -346,14 +346,16 @@ def split_sequences(seqs: EventSequences, fractions: Sequence[float] = (0.8, 0.1
     sizes = [int(round(n * f)) for f in fr[1:]]
     sizes = [n - sum(sizes)] + sizes
     if min(sizes) < 1:
-        raise ValueError(f"{seqs.name} has {n} sequences: splitting with fractions {tuple(fr)} gives sizes {sizes}; every part needs at least one sequence")
+        raise ValueError(f"{seqs.name} has {n} sequences: splitting with fractions {tuple(fr)} gives sizes {sizes}; "
+                         "every part needs at least one sequence")
     perm = np.random.default_rng(seed).permutation(n)
     names = _PART_NAMES if len(fr) == 3 else tuple(f"part{i}" for i in range(len(fr)))
     out, start = [], 0
     for size, part in zip(sizes, names):
         idx = np.sort(perm[start:start + size])
         start += size
-        out.append(EventSequences._trusted([seqs.sequences[i] for i in idx], [seqs.keys[i] for i in idx], seqs.window, f"{seqs.name}/{part}", seqs.source))
+        out.append(EventSequences._trusted([seqs.sequences[i] for i in idx], [seqs.keys[i] for i in idx], seqs.window,
+                                           f"{seqs.name}/{part}", seqs.source))
     return tuple(out)
 
 
@@ -415,7 +417,7 @@ def windows(
 
 # ------------------------------------------------------------------------------------ real data
 
-_STPP_HINT = "set PROBFLUX_DATA to the folder that holds stpp/ (see shared/data/README.md §1)"
+_STPP_HINT = "set PROBFLUX_DATA to the folder that holds stpp/ (see docs/data_sources.md §1)"
 
 
 def _stpp_file(relative: str) -> Path:
@@ -499,7 +501,8 @@ def earthquakes_jp(split: str = "train") -> EventSequences:
     return _build(arrays, keys, EARTHQUAKES_JP_WINDOW, f"earthquakes_jp/{split}", path)
 
 
-_VALTEST_MISSING = "only the val and test splits are in shared/data (the train pickle could not be obtained, see shared/data/README.md §1)"
+_VALTEST_MISSING = ("only the val and test splits are in the data folder "
+                    "(the train pickle could not be obtained, see docs/data_sources.md §1)")
 
 
 def covid_nj(split: str = "val") -> EventSequences:
@@ -755,7 +758,7 @@ def pinwheel_hawkes(n_sequences: int, seed: int = 0, *, t1: float = 30.0, return
     ``a = 2 pi k / 10 + 0.25 exp(f1)`` and location ``2 R(a)^T [f1, f2] = 2 (f1 cos a + f2 sin a,
     -f1 sin a + f2 cos a)`` — Neural STPP's ``einsum("ti,tij->tj", features, rotations)`` multiplies by
     the *transposed* rotation, so arms curl clockwise and class ``k + 1`` lies at ``-2 pi / 10`` from
-    class ``k``. The shipped DSTPP file agrees with this orientation (README §1.4 writes ``R(a)``,
+    class ``k``. The shipped DSTPP file agrees with this orientation (docs/data_sources.md §1.4 writes ``R(angle)``,
     the mirror image).
 
     Expected events per sequence: ``10 * 0.05 * 30 / (1 - 0.6) = 37.5`` minus a small edge loss
@@ -796,7 +799,8 @@ def pinwheel_hawkes(n_sequences: int, seed: int = 0, *, t1: float = 30.0, return
         c, s = np.cos(a), np.sin(a)
         seqs.append(np.stack([np.asarray(ti), 2.0 * (f1 * c + f2 * s), 2.0 * (-f1 * s + f2 * c)], 1))
         cls_out.append(torch.from_numpy(k))
-    out = EventSequences(seqs, window=(0.0, t1), name="pinwheel_hawkes", source=f"pinwheel_hawkes(n_sequences={n}, seed={seed}, t1={_fmt(t1)})")
+    out = EventSequences(seqs, window=(0.0, t1), name="pinwheel_hawkes",
+                         source=f"pinwheel_hawkes(n_sequences={n}, seed={seed}, t1={_fmt(t1)})")
     return (out, cls_out) if return_classes else out
 
 

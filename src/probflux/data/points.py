@@ -163,7 +163,8 @@ def _from_matrix(a: np.ndarray, context_columns: int, name: str) -> TemporalPoin
         raise ValueError(f"{name}: expected a numeric array, got dtype {a.dtype}")
     if a.ndim != 2 or a.shape[1] < 2 + context_columns:
         want = f"(N, 1 + D + {context_columns})" if context_columns else "(N, 1 + D)"
-        raise ValueError(f"{name}: expected an array of shape {want} with columns [t, x_1..x_D{', context...' if context_columns else ''}] and D >= 1; got shape {a.shape}")
+        cols = "t, x_1..x_D, context..." if context_columns else "t, x_1..x_D"
+        raise ValueError(f"{name}: expected an array of shape {want} with columns [{cols}] and D >= 1; got shape {a.shape}")
     if a.shape[0] == 0:
         raise ValueError(f"{name} contains no data rows")
     d = a.shape[1] - 1 - context_columns
@@ -274,7 +275,8 @@ def builtin(name: str, n: int, seed: int = 0) -> TemporalPoints:
 # ------------------------------------------------------------------------------ split, load_data
 
 
-def split(points: TemporalPoints, val_fraction: float, test_fraction: float, seed: int) -> tuple[TemporalPoints, TemporalPoints, TemporalPoints]:
+def split(points: TemporalPoints, val_fraction: float, test_fraction: float,
+          seed: int) -> tuple[TemporalPoints, TemporalPoints, TemporalPoints]:
     """Seeded random split into ``(train, val, test)``; each keeps the original row order.
 
     ``round(N * fraction)`` points go to val and test (possibly 0: an empty ``TemporalPoints``);
@@ -288,7 +290,8 @@ def split(points: TemporalPoints, val_fraction: float, test_fraction: float, see
     n = len(points)
     n_val, n_test = int(round(n * val_fraction)), int(round(n * test_fraction))
     if n - n_val - n_test < 1:
-        raise ValueError(f"{points.source} has {n} points: too few to keep a training point after taking {n_val} for validation and {n_test} for test")
+        raise ValueError(f"{points.source} has {n} points: too few to keep a training point after taking {n_val} for validation "
+                         f"and {n_test} for test")
     perm = np.random.default_rng(seed).permutation(n)
     val_idx, test_idx, train_idx = np.split(perm, [n_val, n_val + n_test])
     return tuple(points.subset(np.sort(i)) for i in (train_idx, val_idx, test_idx))  # type: ignore[return-value]

@@ -6,7 +6,7 @@ only ``K`` clouds ``X_k: (n_k, D)`` at times ``t_0 < ... < t_{K-1}``.
 * :class:`Snapshots` — validated float64 snapshots; :meth:`Snapshots.leave_out` (the
   leave-one-time-point-out protocol), :meth:`Snapshots.standardize`, :meth:`Snapshots.whiten`,
   :meth:`Snapshots.to_points` (a :class:`~probflux.data.TemporalPoints` with ``t = t_k`` per cell).
-* Real data (``<data root>/single_cell/``, see ``shared/data/README.md`` §2): :func:`cite`,
+* Real data (``<data root>/single_cell/``, see ``docs/data_sources.md`` §2): :func:`cite`,
   :func:`emt_3d`, :func:`emt_10d`, :func:`weinreb_2d`. The data root is ``$PROBFLUX_DATA`` if set,
   else ``<repo>/../shared/data`` (:func:`data_root_candidates`).
 * Synthetic data, ``n`` cells per snapshot, deterministic per ``seed``: :func:`gaussian_to_gaussian`,
@@ -224,7 +224,8 @@ class Snapshots:
             return (lo, hi) if hi > lo else (lo, lo + 1.0)
         a, b = float(span[0]), float(span[1])
         if not (math.isfinite(a) and math.isfinite(b) and a < b and a <= lo and hi <= b):
-            raise ValueError(f"span must be finite (t0, t1) with t0 < t1 containing every time [{_fmt(lo)}, {_fmt(hi)}]; got ({_fmt(a)}, {_fmt(b)}) ({self.name})")
+            raise ValueError(f"span must be finite (t0, t1) with t0 < t1 containing every time [{_fmt(lo)}, {_fmt(hi)}]; "
+                             f"got ({_fmt(a)}, {_fmt(b)}) ({self.name})")
         return (a, b)
 
     @classmethod
@@ -300,7 +301,8 @@ class Snapshots:
 
     def to_points(self) -> TemporalPoints:
         """A :class:`TemporalPoints` with ``t = times[k]`` for every row of ``samples[k]``; ``x: (sum n_k, D)``."""
-        t = torch.cat([torch.full((n,), float(tk), dtype=torch.float64, device=s.device) for n, tk, s in zip(self.sizes, self.times.tolist(), self.samples)])
+        t = torch.cat([torch.full((n,), float(tk), dtype=torch.float64, device=s.device)
+                       for n, tk, s in zip(self.sizes, self.times.tolist(), self.samples)])
         return TemporalPoints._unchecked(t.to(self.samples[0].dtype), self.pooled(), None, self.name)
 
     def to(self, dtype: Optional[torch.dtype] = None, device: Union[str, torch.device, None] = None) -> Snapshots:
@@ -341,8 +343,10 @@ class Snapshots:
         lo, hi = (0, n - 1) if allow_endpoints else (1, n - 2)
         if not lo <= k <= hi:
             if lo > hi:
-                raise ValueError(f"cannot leave out snapshot {k}: {self.name} has K = {n} snapshots, so none is interior (use allow_endpoints=True to hold out an endpoint)")
-            what = "a snapshot index" if allow_endpoints else "an interior snapshot index (the endpoints 0 and K-1 need allow_endpoints=True)"
+                raise ValueError(f"cannot leave out snapshot {k}: {self.name} has K = {n} snapshots, so none is interior "
+                                 "(use allow_endpoints=True to hold out an endpoint)")
+            what = ("a snapshot index" if allow_endpoints
+                    else "an interior snapshot index (the endpoints 0 and K-1 need allow_endpoints=True)")
             raise ValueError(f"cannot leave out snapshot {k}: must be {what} in {lo}..{hi}; {self.name} has K = {n} snapshots")
         keep = [i for i in range(n) if i != k]
         rest = Snapshots._trusted(self.times[keep].clone(), [self.samples[i] for i in keep], self.name, self.source, self._span)
@@ -398,7 +402,7 @@ class Snapshots:
 
 # ------------------------------------------------------------------------------------ real data
 
-_DATA_HINT = "set PROBFLUX_DATA to the folder that holds single_cell/ (see shared/data/README.md)"
+_DATA_HINT = "set PROBFLUX_DATA to the folder that holds single_cell/ (see docs/data_sources.md §2)"
 
 
 def data_root_candidates() -> list[Path]:
@@ -598,7 +602,8 @@ _8_CENTRES = np.array([(1, 0), (-1, 0), (0, 1), (0, -1), (1, 1), (1, -1), (-1, 1
 _8_CENTRES[4:] /= math.sqrt(2.0)
 
 
-def gaussian_to_8gaussians(n: int = 2000, seed: int = 0, *, radius: float = 5.0, std: float = 0.1 ** 0.25, times: Sequence[float] = (0.0, 1.0)) -> Snapshots:
+def gaussian_to_8gaussians(n: int = 2000, seed: int = 0, *, radius: float = 5.0, std: float = 0.1 ** 0.25,
+                           times: Sequence[float] = (0.0, 1.0)) -> Snapshots:
     """TorchCFM's benchmark pair: ``N(0, I)`` at ``times[0]``, eight Gaussians at ``times[1]``; ``n`` cells each.
 
     The target follows TorchCFM's ``sample_8gaussians`` (``eight_normal_sample(n, 2, scale=5, var=0.1)``):
@@ -612,7 +617,8 @@ def gaussian_to_8gaussians(n: int = 2000, seed: int = 0, *, radius: float = 5.0,
     x0 = rng.standard_normal((n, 2))
     comp = rng.integers(0, 8, n)
     x1 = r * _8_CENTRES[comp] + sd * rng.standard_normal((n, 2))
-    return Snapshots(_two_times(times), [x0, x1], name="8gaussians", source=f"gaussian_to_8gaussians(n={n}, seed={seed}, radius={r:g}, std={sd:.4g})")
+    return Snapshots(_two_times(times), [x0, x1], name="8gaussians",
+                     source=f"gaussian_to_8gaussians(n={n}, seed={seed}, radius={r:g}, std={sd:.4g})")
 
 
 def moons(n: int = 2000, seed: int = 0, *, noise: float = 0.1, times: Sequence[float] = (0.0, 1.0)) -> Snapshots:
@@ -719,7 +725,8 @@ def _split_rows(data: Snapshots, val_fraction: float, test_fraction: float, seed
     for k, n in enumerate(data.sizes):
         n_val, n_test = int(round(n * val_fraction)), int(round(n * test_fraction))
         if n - n_val - n_test < 1:
-            raise ValueError(f"snapshot {k} (t={_fmt(data.times[k])}) of {data.name} has {n} cells: too few to keep a training cell after taking {n_val} for validation and {n_test} for test")
+            raise ValueError(f"snapshot {k} (t={_fmt(data.times[k])}) of {data.name} has {n} cells: too few to keep a training cell "
+                             f"after taking {n_val} for validation and {n_test} for test")
         perm = rng.permutation(n)
         val, test, train = np.split(perm, [n_val, n_val + n_test])
         out.append((np.sort(train), np.sort(val), np.sort(test)))
@@ -761,7 +768,8 @@ def split_snapshots(cfg: Any, seed: int, data: Optional[Snapshots] = None) -> Sn
     for k, tk in enumerate(full.times.tolist()):
         if not lo <= tk <= hi:
             given = ", ".join(key for key, v in (("data.t0", cfg.t0), ("data.t1", cfg.t1)) if v is not None)
-            raise ValueError(f"snapshot {k} of {full.name} at t = {_fmt(tk)} is outside the data interval [{_fmt(lo)}, {_fmt(hi)}] ({given})")
+            raise ValueError(f"snapshot {k} of {full.name} at t = {_fmt(tk)} is outside the data interval "
+                             f"[{_fmt(lo)}, {_fmt(hi)}] ({given})")
     leave = getattr(cfg, "leave_out", None)
     if leave is not None:
         kk = len(full)

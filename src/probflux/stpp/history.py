@@ -106,7 +106,8 @@ class HistoryEncoder(nn.Module):
     def forward(self, c: Tensor) -> Tensor:
         """``c: (N, in_features)`` → ``(N, out_features)``."""
         if c.dim() != 2 or c.shape[1] != self.in_features:
-            raise ValueError(f"history context must have shape (N, {self.in_features}) for dim={self.dim}, events={self.events}; got {tuple(c.shape)}")
+            raise ValueError(f"history context must have shape (N, {self.in_features}) for dim={self.dim}, events={self.events}; "
+                             f"got {tuple(c.shape)}")
         n, k, d = c.shape[0], self.events, self.dim
         glob = c[:, :2]
         slots = c[:, 2:].reshape(n, k, d + 2)

@@ -103,7 +103,8 @@ class HawkesProcess(nn.Module):
         span = seqs.window[1] - seqs.window[0]
         rate = seqs.n_events / (len(seqs) * span)
         with torch.no_grad():
-            self.log_params.copy_(torch.tensor([math.log(rate * 0.5), math.log(0.5), math.log(max(rate, 1e-6))], dtype=self.log_params.dtype))
+            init = [math.log(rate * 0.5), math.log(0.5), math.log(max(rate, 1e-6))]
+            self.log_params.copy_(torch.tensor(init, dtype=self.log_params.dtype))
         opt = torch.optim.Adam([self.log_params], lr=lr)
         n = seqs.n_events
         for _ in range(steps):
