@@ -317,7 +317,8 @@ def _grid(bounds: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, Tensor]:
     return xs, ys, pts
 
 
-def _density_grid(model: Any, s: float, bounds: np.ndarray, n: int, coords: _Coords, context: Optional[Tensor]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _density_grid(model: Any, s: float, bounds: np.ndarray, n: int, coords: _Coords,
+                  context: Optional[Tensor]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``rho`` in data coordinates on an ``n x n`` grid over ``bounds`` (rows = y)."""
     xs, ys, pts = _grid(bounds, n)
     rho = coords.logp(_log_prob(model, s, coords.x_to_model(pts), context)).exp().numpy().reshape(n, n)
@@ -837,7 +838,8 @@ def snapshot_paths(
             with seeded(seed, device), torch.no_grad():
                 moved = simulate(dynamics, coords.x_to_model(prev), s_prev, s_h, steps=steps, method=method)[-1]
             mp = show(coords.x_to_data(moved)).numpy()
-            ax2.scatter(mp[:, 0], mp[:, 1], s=3, alpha=0.3, color="tab:green", rasterized=True, label=f"cells of t = {float(times[k]):g} transported")
+            ax2.scatter(mp[:, 0], mp[:, 1], s=3, alpha=0.3, color="tab:green", rasterized=True,
+                        label=f"cells of t = {float(times[k]):g} transported")
         ax2.legend(fontsize=7, markerscale=3, loc="best")
         ax2.set_title(f"held-out time t = {t_h:g}")
     for a in axes:
@@ -869,7 +871,8 @@ def _is_number(v: Any) -> bool:
     return isinstance(v, numbers.Real) and not isinstance(v, bool)
 
 
-def loss_curves(records: Union[Iterable[Mapping[str, Any]], PathLike], path: Optional[PathLike] = None, *, title: Optional[str] = None) -> Figure:
+def loss_curves(records: Union[Iterable[Mapping[str, Any]], PathLike], path: Optional[PathLike] = None, *,
+                title: Optional[str] = None) -> Figure:
     """Training curves: one line per numeric key against ``step`` on one axes.
 
     Args:
