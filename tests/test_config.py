@@ -76,7 +76,8 @@ def test_empty_file_gives_defaults(tmp_path: Path) -> None:
 
 
 def test_round_trip_dict_and_yaml(tmp_path: Path) -> None:
-    cfg = load_config(None, ["model.family=gaussian", "model.flux=mixture", "train.clip=null", "train.lr=1e-5", "data.t0=-2", "train.patience=3"])
+    cfg = load_config(None, ["model.family=gaussian", "model.flux=mixture", "train.clip=null", "train.lr=1e-5",
+                             "data.t0=-2", "train.patience=3"])
     d = config_to_dict(cfg)
     assert isinstance(d["model"], dict) and d["train"]["clip"] is None
     assert config_from_dict(d) == cfg

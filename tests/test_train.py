@@ -253,7 +253,8 @@ def test_fit_budget_follows_the_given_clock():
         ticks[0] += 1.0
         return ticks[0]
 
-    res = fit(tiny_dynamics(), objective(), moving_points(256), config=tiny_config(steps=10**6, eval_every=10**7, checkpoint_every=10**7, log_every=10**7),
+    res = fit(tiny_dynamics(), objective(), moving_points(256),
+              config=tiny_config(steps=10**6, eval_every=10**7, checkpoint_every=10**7, log_every=10**7),
               max_seconds=50.0, clock=fake_clock, progress=False)
     assert res.step == 50  # one tick at the start and one per step: after step 50 the clock reads start + 50
     assert res.wall_seconds == pytest.approx(50.0, abs=3.0)  # + the final log record and the result

@@ -184,7 +184,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from ..io import write_json
 
     write_json(Path(out) / "metrics.json", metrics)
-    print(json.dumps({k: metrics[k] for k in ("test_nll", "continuity_residual_max", "w1_sde_vs_model", "w1_model_vs_model") if k in metrics}, indent=2))
+    shown = ("test_nll", "continuity_residual_max", "w1_sde_vs_model", "w1_model_vs_model")
+    print(json.dumps({k: metrics[k] for k in shown if k in metrics}, indent=2))
     print(f"""
 done in {wall:.0f} s. Everything is in {out}/:
   metrics.json        test NLL, continuity residual, W1(SDE particles, model samples) and its noise floor
@@ -210,10 +211,12 @@ def build_parser() -> argparse.ArgumentParser:
     def run_parser(name: str, help: str) -> argparse.ArgumentParser:
         q = sub.add_parser(name, help=help, description=help)
         q.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by probflux fit")
-        q.add_argument("--checkpoint", default="best", choices=["best", "latest"], help="which checkpoint (default best = EMA weights at the best validation NLL)")
+        q.add_argument("--checkpoint", default="best", choices=["best", "latest"],
+                       help="which checkpoint (default best = EMA weights at the best validation NLL)")
         return q
 
-    q = sub.add_parser("fit", help="train a model from a YAML config", description="Train, evaluate and plot the run a YAML config describes.")
+    q = sub.add_parser("fit", help="train a model from a YAML config",
+                       description="Train, evaluate and plot the run a YAML config describes.")
     q.add_argument("config", metavar="CONFIG", help="YAML config (see configs/)")
     q.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. model.components=32 train.steps=2000")
     q.add_argument("--no-plots", action="store_true", help="skip the figures")
@@ -221,7 +224,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="replace the run already in the output directory (its run files only; without it fit refuses such a directory)")
     q.set_defaults(func=cmd_fit)
 
-    q = sub.add_parser("resume", help="continue a run from its latest checkpoint", description="Continue a run from RUN_DIR/checkpoints/latest.pt; train.* overrides (e.g. train.steps=8000) extend it.")
+    q = sub.add_parser("resume", help="continue a run from its latest checkpoint",
+                       description="Continue a run from RUN_DIR/checkpoints/latest.pt; "
+                                   "train.* overrides (e.g. train.steps=8000) extend it.")
     q.add_argument("run_dir", metavar="RUN_DIR")
     q.add_argument("overrides", nargs="*", metavar="train.key=value")
     q.add_argument("--no-plots", action="store_true")
@@ -241,7 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--diffusion", type=float, help="g in model coordinates (default: the model's model.diffusion)")
     q.add_argument("--t0", type=float, help="start time, data units (default: start of the data interval)")
     q.add_argument("--t1", type=float, help="end time, data units (default: end of the data interval)")
-    q.add_argument("--method", choices=["euler_maruyama", "euler", "midpoint", "rk4", "dopri5"], help="default: euler_maruyama if diffusion > 0 else euler")
+    q.add_argument("--method", choices=["euler_maruyama", "euler", "midpoint", "rk4", "dopri5"],
+                   help="default: euler_maruyama if diffusion > 0 else euler")
     q.add_argument("-o", "--output", required=True, help="output .npz with paths (steps+1, n, D) and times (steps+1,)")
     q.add_argument("--context", help=".npy of shape (n, C) for a model with context")
     q.add_argument("--seed", type=int, default=0)

@@ -240,7 +240,8 @@ _CONSTRAINTS: dict[str, tuple[Check, ...]] = {
     "data.n": (_at_least(1),),
     "data.history": (lambda v: None if v is None or v >= 1 else "must be a number of past events >= 1 or null",),
     "data.pcs": (_interval(1, 50, hi_open=False),),
-    "data.leave_out": (lambda v: None if v is None or v >= 1 else "must be an interior snapshot index >= 1 (0 is the first snapshot) or null",),
+    "data.leave_out": (lambda v: None if v is None or v >= 1
+                       else "must be an interior snapshot index >= 1 (0 is the first snapshot) or null",),
     "data.val_fraction": (_interval(0, 1, hi_open=True),),
     "data.test_fraction": (_interval(0, 1, hi_open=True),),
     "data.kind": (lambda v: None if v in (None, "points", "events", "snapshots") else "must be 'points', 'events', 'snapshots' or null",),
@@ -279,15 +280,18 @@ def _cross_checks(cfg: Config) -> list[tuple[str, tuple[str, ...]]]:
     m, d, o = cfg.model, cfg.data, cfg.objective
     allowed = FLUXES.get(m.type)  # None: the flow family's flux is fixed by its map
     if allowed is not None and m.flux not in allowed:
-        out.append((f"model.flux: {m.flux!r} is not available for model.type={m.type!r} (choose {' or '.join(map(repr, allowed))})", ("model.flux", "model.type")))
+        out.append((f"model.flux: {m.flux!r} is not available for model.type={m.type!r} (choose {' or '.join(map(repr, allowed))})",
+                    ("model.flux", "model.type")))
     if m.type == "autoregressive" and m.family != "logistic":
-        out.append((f"model.family: {m.family!r} is only available for model.type='factorized' (the autoregressive model is logistic)", ("model.family", "model.type")))
+        out.append((f"model.family: {m.family!r} is only available for model.type='factorized' (the autoregressive model is logistic)",
+                    ("model.family", "model.type")))
     point_names = data_registry.names("points") + data_registry.names("file")
     snapshot_names, event_names = data_registry.names("snapshots"), data_registry.names("events")
     if d.name not in point_names + snapshot_names + event_names:
         snaps = ", ".join(repr(n) for n in snapshot_names)
         events = ", ".join(repr(n) for n in event_names)
-        out.append((f"data.name: must be one of {', '.join(repr(n) for n in point_names)}, got {_show(d.name)}, or a population-snapshot data set: {snaps}, "
+        out.append((f"data.name: must be one of {', '.join(repr(n) for n in point_names)}, got {_show(d.name)}, "
+                    f"or a population-snapshot data set: {snaps}, "
                     f"or an event data set: {events}", ("data.name",)))
     is_file = d.name in data_registry.names("file")
     if d.kind is not None and not is_file and d.name in point_names + snapshot_names + event_names:
@@ -319,11 +323,13 @@ def _cross_checks(cfg: Config) -> list[tuple[str, tuple[str, ...]]]:
     if d.t0 is not None and d.t1 is not None and not d.t0 < d.t1:
         out.append((f"data.t0: must be < data.t1, got t0={d.t0} and t1={d.t1}", ("data.t0", "data.t1")))
     if d.val_fraction + d.test_fraction >= 1:
-        out.append((f"data.val_fraction + data.test_fraction must be < 1, got {d.val_fraction} + {d.test_fraction}", ("data.val_fraction", "data.test_fraction")))
+        out.append((f"data.val_fraction + data.test_fraction must be < 1, got {d.val_fraction} + {d.test_fraction}",
+                    ("data.val_fraction", "data.test_fraction")))
     if o.nll == 0 and o.kinetic == 0 and o.drift_energy == 0:
         out.append(("objective.nll and objective.kinetic are both 0: nothing to train", ("objective.nll", "objective.kinetic")))
     if o.drift_energy > 0 and m.diffusion == 0:
-        out.append(("objective.drift_energy: needs model.diffusion > 0 (with g = 0 it is objective.kinetic)", ("objective.drift_energy", "model.diffusion")))
+        out.append(("objective.drift_energy: needs model.diffusion > 0 (with g = 0 it is objective.kinetic)",
+                    ("objective.drift_energy", "model.diffusion")))
     return out
 
 
@@ -545,7 +551,8 @@ def load_config(path: Union[str, os.PathLike, None], overrides: Sequence[str] = 
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):
-            raise ConfigError(f"{fname}: top level must be a mapping of sections (model, data, objective, train), got {type(loaded).__name__}")
+            raise ConfigError(f"{fname}: top level must be a mapping of sections (model, data, objective, train), "
+                              f"got {type(loaded).__name__}")
         raw = copy.deepcopy(loaded)
     file_raw = copy.deepcopy(raw)
 

@@ -351,7 +351,8 @@ def make_plots(run: Run, data: Optional[TemporalPoints] = None, *, gif: bool = T
     files.append(path / "density.png")
     plot.trajectories(dyn, path=path / "trajectories.png", normalizer=norm, context=ctx)
     files.append(path / "trajectories.png")
-    records = [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines() if line.strip()] if (path / "metrics.jsonl").exists() else []
+    log = path / "metrics.jsonl"
+    records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()] if log.exists() else []
     if records:
         plot.loss_curves(records, path=path / "loss.png")
         files.append(path / "loss.png")
