@@ -25,6 +25,7 @@ from typing import Any, NamedTuple, Optional
 import torch
 from torch import Tensor
 
+from ._random import seeded
 from .checks import continuity_residual
 from .data.points import TemporalPoints
 from .dynamics import Dynamics
@@ -76,6 +77,10 @@ def mean_nll(model: Any, t: Tensor, x: Tensor, ctx: Optional[Tensor] = None, lim
 
 def _dtype(dynamics: Dynamics) -> torch.dtype:
     return next(dynamics.parameters()).dtype
+
+
+def _device(dynamics: Dynamics) -> torch.device:
+    return next(dynamics.parameters()).device
 
 
 def heldout_nll(dynamics: Dynamics, normalizer: Normalizer, points: TemporalPoints) -> dict[str, float]:
@@ -133,8 +138,7 @@ def evaluate(dynamics: Dynamics, normalizer: Normalizer, test: Optional[Temporal
     out: dict[str, Any] = {"dim": dynamics.dim, "test_points": n_test}
     if n_test:
         out.update(heldout_nll(dynamics, normalizer, test))
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
+    with seeded(seed, _device(dynamics)):
         ctx = None
         if dynamics.context_dim:
             if not n_test:
@@ -223,8 +227,7 @@ def heldout_snapshot_scores(dynamics: Dynamics, normalizer: Normalizer, train: T
     if method is None:
         g_k = dynamics.diffusion(torch.tensor([s_prev, s_k], dtype=dtype))
         method = "euler_maruyama" if bool((g_k > 0).any()) else "euler"
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
+    with seeded(seed, _device(dynamics)):
         with torch.no_grad():
             direct = dynamics.density.sample(torch.full((len(pair.target),), s_k, dtype=dtype))
         moved = simulate(dynamics, normalizer.x_to_model(pair.start.to(dtype)), s_prev, s_k, steps=steps, method=method)[-1]
@@ -256,8 +259,7 @@ def kinetic_over_ot(dynamics: Dynamics, train: TemporalPoints, *, samples: int =
     bound = sum(ot_cost(snaps[i], snaps[i + 1]) / (times[i + 1] - times[i]) for i in range(len(times) - 1))
     dtype = _dtype(dynamics)
     t = torch.rand(samples, generator=torch.Generator().manual_seed(seed), dtype=torch.float64).to(dtype)
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
+    with seeded(seed, _device(dynamics)):
         x = dynamics.density.sample(t)
     with torch.no_grad():
         energy = float(dynamics.velocity(t, x).double().pow(2).sum(-1).mean())

@@ -37,6 +37,7 @@ import torch
 from torch import Tensor
 
 from .. import evaluation
+from .._random import seeded
 from ..checkpoint import CheckpointError, load_checkpoint, load_state, model_weights
 from ..data.points import TemporalPoints
 from ..dynamics import Dynamics
@@ -99,9 +100,7 @@ class Run:
     def sample(self, t: float, n: int, *, context: Optional[Tensor] = None, seed: Optional[int] = None) -> Tensor:
         """``(n, D)`` exact samples of ``rho_t`` at data time ``t``, in data units (float64)."""
         s = self.model_time(t)
-        with torch.random.fork_rng():
-            if seed is not None:
-                torch.manual_seed(seed)
+        with seeded(seed, next(self.dynamics.parameters()).device):
             z = self.dynamics.density.sample(torch.full((n,), s, dtype=self.dtype), context=context)
         return self.normalizer.x_to_data(z).double()
 
@@ -119,9 +118,7 @@ class Run:
         dyn = self.dynamics
         if diffusion is not None:
             dyn = Dynamics(dyn.density, diffusion=diffusion, divergence_free=dyn.divergence_free)
-        with torch.random.fork_rng():
-            if seed is not None:
-                torch.manual_seed(seed)
+        with seeded(seed, next(self.dynamics.parameters()).device):
             x0 = dyn.density.sample(torch.full((n,), s0, dtype=self.dtype), context=context)
             method = method or ("euler_maruyama" if float(dyn.diffusion(torch.tensor([s0]))[0]) > 0 else "euler")
             path = simulate(dyn, x0, s0, s1, steps=steps, method=method, context=context)
