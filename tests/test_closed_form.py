@@ -67,7 +67,7 @@ def test_one_component_velocity_is_affine(family, flux, dim):
 def test_one_component_velocity_far_out_float32(flux):
     """Affine in x even where rho underflows (float32, |x| = 1e4): no NaN, no inf."""
     model = gaussian_path(2, "gaussian", flux).float()
-    model.fns = tuple((lambda f: (lambda t: f(t.double()).float()))(f) for f in model.fns)
+    model.fns = tuple((lambda t, fn=fn: fn(t.double()).float()) for fn in model.fns)
     x = torch.tensor([[1e4, 0.0], [0.0, -1e4], [1e4, -1e4]], dtype=torch.float32)
     assert torch.isneginf(model.log_prob(0.5, x)).all() or (model.log_prob(0.5, x) < -1e6).all()
     u = model.velocity(0.5, x)
@@ -92,7 +92,8 @@ def test_constant_weights_mixture_velocity_is_posterior_average():
     t = torch.rand(100, generator=g, dtype=f64)
     x = 2 * torch.randn(100, D, generator=g, dtype=f64)
     mu = locs0 + vel * t[:, None, None]
-    post = torch.softmax(torch.log_softmax(logits, -1) + pf.densities.mixture1d.Logistic.log_pdf((x[:, None] - mu) / math.exp(1) ** (-0.3 + 0.2 * t[:, None, None])).sum(-1), -1)
+    z = (x[:, None] - mu) / math.exp(1) ** (-0.3 + 0.2 * t[:, None, None])
+    post = torch.softmax(torch.log_softmax(logits, -1) + pf.densities.mixture1d.Logistic.log_pdf(z).sum(-1), -1)
     u_k = vel + 0.2 * (x[:, None] - mu)  # each component translates and dilates
     torch.testing.assert_close(model.velocity(t, x), (post[..., None] * u_k).sum(1), rtol=1e-10, atol=1e-12)
     model.flux_name = "kr"

@@ -128,7 +128,8 @@ def test_normalised_2d_spline_coupling():
     model = make_flow(2, "spline", transforms=1, seed=4, perturb=0.2)
     assert model.couplings[0].mask.tolist() == [True, False]  # x_0 conditions the spline of x_1
     with torch.no_grad():
-        spline = model.couplings[0](model._condition(torch.zeros(1, dtype=torch.float64), None)).meta(torch.zeros(1, 1, dtype=torch.float64)).base
+        cond = model._condition(torch.zeros(1, dtype=torch.float64), None)
+        spline = model.couplings[0](cond).meta(torch.zeros(1, 1, dtype=torch.float64)).base
         assert (spline.vertical - spline.horizontal).abs().max() > 0.3  # far from the identity map
     y0, w0 = (v[0] for v in _gauss_legendre(torch.linspace(-12, 12, 13, dtype=torch.float64)[None]))
     edges = torch.linspace(-12, 12, 97, dtype=torch.float64)  # rho is steep near some knots: short pieces

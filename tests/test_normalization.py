@@ -17,7 +17,7 @@ TIMES = [0.0, 0.37, 1.0]
 def test_normalised_1d(kind):
     model = make_density(kind, 1, components=4, seed=2)
     for t in TIMES:
-        def pdf(x: float) -> float:
+        def pdf(x: float, t: float = t) -> float:
             return float(model.log_prob(t, torch.tensor([[x]], dtype=torch.float64)).detach().exp())
 
         mass, err = integrate.quad(pdf, -np.inf, np.inf, limit=400, epsabs=1e-12, epsrel=1e-12)

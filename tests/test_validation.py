@@ -87,7 +87,8 @@ def _residual(m, t, x, context=None):
     return pf.continuity_residual(m, t, x, context)
 
 
-DENSITY_METHODS = [("log_prob", "x"), ("velocity", "x"), ("flux", "x"), ("score", "x"), ("cdf", "x"), ("icdf", "u"), ("reparameterize", "x_hat")]
+DENSITY_METHODS = [("log_prob", "x"), ("velocity", "x"), ("flux", "x"), ("score", "x"), ("cdf", "x"), ("icdf", "u"),
+                   ("reparameterize", "x_hat")]
 DYNAMICS_METHODS = ["log_prob", "velocity", "flux", "score", "drift"]
 
 # (model kind, call(model, t, x, context), name of the point argument)
@@ -374,7 +375,8 @@ def test_bad_diffusion_callable_raises_when_drift_is_evaluated(g):
         pf.simulate(dyn, points(), steps=4)  # evaluates g at t = 0, 0.25, 0.5, 0.75
 
 
-@pytest.mark.parametrize("g", [0, 1, 0.0, 0.7, lambda t: 0.3, lambda t: 1.0 - t], ids=["0", "1", "0.0", "0.7", "callable-float", "callable-tensor"])
+@pytest.mark.parametrize("g", [0, 1, 0.0, 0.7, lambda t: 0.3, lambda t: 1.0 - t],
+                         ids=["0", "1", "0.0", "0.7", "callable-float", "callable-tensor"])
 def test_valid_diffusions(g):
     dyn = pf.Dynamics(model("fm"), diffusion=g)
     t = torch.linspace(0.0, 1.0, N, dtype=F64)
@@ -409,11 +411,14 @@ BAD_CONSTRUCTORS = [
     pytest.param(lambda: pf.Dynamics(torch.nn.Linear(2, 2)), TypeError, "density", id="dynamics-density=Linear"),
     pytest.param(lambda: pf.Dynamics(None), TypeError, "density", id="dynamics-density=None"),
     pytest.param(lambda: pf.Dynamics(pf.DivergenceFree(2)), TypeError, "density", id="dynamics-density=DivergenceFree"),
-    pytest.param(lambda: pf.Dynamics(model("fm"), divergence_free=pf.DivergenceFree(3)), ValueError, "divergence_free", id="dynamics-divfree-dim=3"),
+    pytest.param(lambda: pf.Dynamics(model("fm"), divergence_free=pf.DivergenceFree(3)), ValueError, "divergence_free",
+                 id="dynamics-divfree-dim=3"),
     pytest.param(
-        lambda: pf.Dynamics(model("fm"), divergence_free=pf.DivergenceFree(2, context_dim=C)), ValueError, "divergence_free", id="dynamics-divfree-context_dim"
+        lambda: pf.Dynamics(model("fm"), divergence_free=pf.DivergenceFree(2, context_dim=C)), ValueError, "divergence_free",
+        id="dynamics-divfree-context_dim"
     ),
-    pytest.param(lambda: pf.Dynamics(model("fm"), divergence_free=model("ar")), TypeError, "divergence_free", id="dynamics-divfree=density"),
+    pytest.param(lambda: pf.Dynamics(model("fm"), divergence_free=model("ar")), TypeError, "divergence_free",
+                 id="dynamics-divfree=density"),
 ]
 
 
