@@ -18,14 +18,16 @@ KINDS = (
 )
 
 
-def make_density(kind: str, dim: int, *, context_dim: int = 0, components: int = 3, hidden: int = 32, seed: int = 0, perturb: float = 0.1) -> pf.TimeDensity:
+def make_density(kind: str, dim: int, *, context_dim: int = 0, components: int = 3, hidden: int = 32, seed: int = 0,
+                 perturb: float = 0.1) -> pf.TimeDensity:
     """A float64 density of the given kind with every parameter perturbed by ``perturb * N(0, 1)``."""
     torch.manual_seed(seed)
     if kind.startswith("factorized"):
         _, family, flux = kind.split("-")
         model = pf.FactorizedMixture(dim, components=components, hidden=hidden, family=family, flux=flux, context_dim=context_dim, layers=2)
     elif kind.startswith("ar"):
-        model = pf.AutoregressiveMixture(dim, components=components, hidden=hidden, layers=2, flux=kind.split("-")[1], context_dim=context_dim)
+        model = pf.AutoregressiveMixture(dim, components=components, hidden=hidden, layers=2, flux=kind.split("-")[1],
+                                         context_dim=context_dim)
     else:
         raise ValueError(kind)
     model = model.double()
