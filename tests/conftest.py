@@ -8,33 +8,81 @@ import torch
 
 import probflux as pf
 
-KINDS = (
-    "factorized-logistic-kr",
-    "factorized-logistic-mixture",
-    "factorized-gaussian-kr",
-    "factorized-gaussian-mixture",
-    "ar-kr",
-    "ar-sigmoid",
-)
+Builder = Callable[[int, int, int, int], pf.TimeDensity]
+
+def _factorized(family: str, flux: str) -> Builder:
+    return lambda dim, context_dim, components, hidden: pf.FactorizedMixture(
+        dim, components, hidden=hidden, layers=2, context_dim=context_dim, family=family, flux=flux)
+
+
+def _autoregressive(flux: str) -> Builder:
+    return lambda dim, context_dim, components, hidden: pf.AutoregressiveMixture(
+        dim, components, hidden=hidden, layers=2, context_dim=context_dim, flux=flux)
+
+
+def _flow(coupling: str) -> Builder:
+    return lambda dim, context_dim, components, hidden: pf.FlowDensity(
+        dim, 2, hidden=16, context_dim=context_dim, coupling=coupling)
+
+
+def _pinned(dim: int, context_dim: int, components: int, hidden: int) -> pf.TimeDensity:
+    from probflux.control import Gaussian, PinnedMixture
+
+    initial = Gaussian(torch.linspace(-0.5, 0.5, dim).tolist(), torch.linspace(0.5, 1.5, dim).tolist())
+    return PinnedMixture(initial, components, hidden=hidden, layers=2, context_dim=context_dim)
+
+
+def _conditioned_flow(dim: int, context_dim: int, components: int, hidden: int) -> pf.TimeDensity:
+    """A flow conditioned on a history encoding (its context is the encoder's input, whatever ``context_dim``)."""
+    from probflux.stpp.history import HistoryEncoder
+
+    flow = pf.FlowDensity(dim, 2, hidden=16, context_dim=3, coupling="affine")
+    return pf.Conditioned(flow, HistoryEncoder(dim, events=1, hidden=8, out_features=3))
+
+
+def _conditioned_mixture(dim: int, context_dim: int, components: int, hidden: int) -> pf.TimeDensity:
+    inner = pf.FactorizedMixture(dim, components, hidden=hidden, layers=2, context_dim=3, family="gaussian")
+    return pf.Conditioned(inner, torch.nn.Linear(context_dim or 2, 3))
+
+
+# Every TimeDensity the package ships, by name: ``builder(dim, context_dim, components, hidden)``.
+# tests/test_contract.py runs the whole density contract over this list: a new family is one line here.
+FAMILIES: dict[str, Builder] = {
+    "factorized-logistic-kr": _factorized("logistic", "kr"),
+    "factorized-logistic-mixture": _factorized("logistic", "mixture"),
+    "factorized-gaussian-kr": _factorized("gaussian", "kr"),
+    "factorized-gaussian-mixture": _factorized("gaussian", "mixture"),
+    "ar-kr": _autoregressive("kr"),
+    "ar-sigmoid": _autoregressive("sigmoid"),
+    "flow-spline": _flow("spline"),
+    "flow-affine": _flow("affine"),
+    "pinned": _pinned,
+    "conditioned-flow": _conditioned_flow,
+    "conditioned-mixture": _conditioned_mixture,
+}
+
+# the mixture families (Rosenblatt transforms, closed forms in 1-D)
+KINDS = tuple(k for k in FAMILIES if k.startswith(("factorized", "ar")))
 
 
 def make_density(kind: str, dim: int, *, context_dim: int = 0, components: int = 3, hidden: int = 32, seed: int = 0,
                  perturb: float = 0.1) -> pf.TimeDensity:
-    """A float64 density of the given kind with every parameter perturbed by ``perturb * N(0, 1)``."""
+    """A float64 density of the given kind (a key of FAMILIES) with every parameter perturbed by ``perturb * N(0, 1)``."""
+    if kind not in FAMILIES:
+        raise ValueError(f"unknown kind {kind!r}; known: {sorted(FAMILIES)}")
     torch.manual_seed(seed)
-    if kind.startswith("factorized"):
-        _, family, flux = kind.split("-")
-        model = pf.FactorizedMixture(dim, components=components, hidden=hidden, family=family, flux=flux, context_dim=context_dim, layers=2)
-    elif kind.startswith("ar"):
-        model = pf.AutoregressiveMixture(dim, components=components, hidden=hidden, layers=2, flux=kind.split("-")[1],
-                                         context_dim=context_dim)
-    else:
-        raise ValueError(kind)
-    model = model.double()
+    model = FAMILIES[kind](dim, context_dim, components, hidden).double()
     with torch.no_grad():
         for p in model.parameters():
             p.add_(perturb * torch.randn_like(p))
     return model
+
+
+def random_context(model: pf.TimeDensity, n: int, seed: int = 0):
+    """``(n, C)`` uniform contexts for a model with ``context_dim = C > 0`` (history-like: non-negative), else None."""
+    if model.context_dim == 0:
+        return None
+    return torch.rand(n, model.context_dim, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
 
 
 def make_divfree(dim: int, *, context_dim: int = 0, seed: int = 1, perturb: float = 0.3) -> pf.DivergenceFree:
