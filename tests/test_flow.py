@@ -1,21 +1,18 @@
-"""FlowDensity (DESIGN §5): the §8 exactness checks, inverse accuracy, closed forms, gradients, training."""
+"""FlowDensity: exact quadrature, inverse accuracy, closed forms, kinetic energy, training.
+
+Continuity, far-field flux, SDE marginals and rsample gradients of the flows are in tests/test_contract.py."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
-from scipy import integrate
 
 import probflux as pf
-from conftest import make_divfree
 from probflux.app.builders import build_dynamics
 from probflux.app.config import load_config
 from probflux.densities.flow import FlowDensity
 from probflux.objectives import Batch, KineticEnergy, NegativeLogLikelihood
 from probflux.train import fit
-from test_rsample import _directional_fd, phi
-from test_sde_marginals import N as N_SDE
-from test_sde_marginals import energy_distance
 from test_train import moving_points, tiny_config
 
 COUPLINGS = ["spline", "affine"]
@@ -43,31 +40,7 @@ def _points(model: FlowDensity, n: int = 40, seed: int = 0, context=None) -> tup
     return t, torch.cat([x_model, x_broad])
 
 
-# ------------------------------------------------------------------ exactness (DESIGN §8)
-@pytest.mark.parametrize("coupling", COUPLINGS)
-@pytest.mark.parametrize("dim", [1, 2, 5])
-def test_continuity_residual(coupling, dim):
-    model = make_flow(dim, coupling, seed=dim)
-    t, x = _points(model)
-    r = pf.continuity_residual(model, t, x)
-    assert torch.isfinite(r.residual).all() and (r.scale > 0).all()
-    assert r.relative.max() < 1e-10, r.relative.max()
-
-
-@pytest.mark.parametrize("coupling", COUPLINGS)
-def test_continuity_with_context_and_divergence_free(coupling):
-    model = make_flow(3, coupling, context_dim=2, seed=7)
-    g = torch.Generator().manual_seed(3)
-    ctx = torch.randn(32, 2, generator=g, dtype=torch.float64)
-    t, x = _points(model, 32, context=ctx)
-    r = pf.continuity_residual(model, t, x, context=ctx)
-    assert r.relative.max() < 1e-10
-    assert not torch.allclose(model.log_prob(t, x, ctx), model.log_prob(t, x, ctx.flip(0)))  # the context matters
-    dyn = pf.Dynamics(model, diffusion=0.5, divergence_free=make_divfree(3, context_dim=2))
-    r = pf.continuity_residual(dyn, t, x, context=ctx)
-    assert r.relative.max() < 1e-10
-
-
+# ------------------------------------------------------------------ exactness beyond tests/test_contract.py
 _GL_NODES, _GL_WEIGHTS = (torch.tensor(a) for a in np.polynomial.legendre.leggauss(32))
 
 
@@ -109,18 +82,6 @@ def test_normalised_1d(coupling):
         assert abs(mass - 1) < 1e-10, (t, mass)
 
 
-def test_normalised_2d_affine_coupling():
-    model = make_flow(2, "affine", seed=4)  # smooth density: composite Simpson on a grid
-    grid = np.linspace(-15, 15, 801)
-    xx, yy = np.meshgrid(grid, grid, indexing="ij")
-    pts = torch.tensor(np.stack([xx.ravel(), yy.ravel()], -1))
-    for t in (0.0, 0.37, 1.0):
-        with torch.no_grad():
-            rho = model.log_prob(t, pts).exp().numpy().reshape(xx.shape)
-        mass = integrate.simpson(integrate.simpson(rho, x=grid, axis=1), x=grid)
-        assert abs(mass - 1) < 1e-6, (t, mass)
-
-
 def test_normalised_2d_spline_coupling():
     """One spline coupling then the time-affine layer ``x = m + e^a y``: for fixed ``x_0`` the knots in ``x_1``
     are known, so iterated Gauss–Legendre with pieces ending at the knots is exact to round-off. The nodes
@@ -148,40 +109,6 @@ def test_normalised_2d_spline_coupling():
                 jac = a.sum(-1, keepdim=True).exp()  # dx_0 dx_1 = e^{a_0 + a_1} dy_0 dy_1
                 mass += float(((rho * jac * w1).sum(1) * w0[rows]).sum())
         assert abs(mass - 1) < 1e-9, (t, mass)
-
-
-@pytest.mark.parametrize("coupling", COUPLINGS)
-@pytest.mark.parametrize("side", [-50.0, 50.0])
-def test_flux_vanishes_far_away(coupling, side):
-    model = make_flow(3, coupling, seed=6)
-    torch.manual_seed(1)
-    t_in = torch.rand(256, dtype=torch.float64)
-    j_in = model.flux(t_in, model.sample(t_in)).abs().max()
-    assert j_in > 1e-3
-    for coord in range(3):
-        torch.manual_seed(0)
-        t = torch.rand(32, dtype=torch.float64)
-        x = model.sample(t)
-        x[:, coord] = side
-        j = model.flux(t, x)
-        assert torch.isfinite(j).all() and torch.isfinite(model.velocity(t, x)).all()
-        assert j.abs().max() < 1e-12 * j_in, (coord, j.abs().max())
-
-
-@pytest.mark.parametrize("coupling", COUPLINGS)
-@pytest.mark.parametrize("g", [0.0, 0.8])
-def test_sde_reproduces_marginal(coupling, g):
-    model = make_flow(2, coupling, seed=11, perturb=0.15, move=0.6)
-    dyn = pf.Dynamics(model, diffusion=g)
-    torch.manual_seed(0)
-    x0 = model.sample(0.0, N_SDE)
-    path = pf.simulate(dyn, x0, steps=200, generator=torch.Generator().manual_seed(1))
-    assert torch.isfinite(path).all()
-    torch.manual_seed(123)
-    ref1, ref2 = model.sample(1.0, N_SDE), model.sample(1.0, N_SDE)
-    noise, moved = energy_distance(ref1, ref2), energy_distance(x0, ref1)
-    assert moved > 10 * noise, "the model hardly moves: the test would be vacuous"
-    assert energy_distance(path[-1], ref1) < 2.5 * noise
 
 
 # ------------------------------------------------------------------ the map and closed forms
@@ -246,35 +173,6 @@ def test_kinetic_objective_uses_the_flow_shortcut_and_agrees_in_mean():
     t, x, _ = KineticEnergy(samples=4000)._draw(dyn, Batch(batch.t, batch.x, generator=torch.Generator().manual_seed(1)))
     slow = dyn.velocity(t, x).pow(2).sum(-1).detach()
     assert abs(float(fast) - float(slow.mean())) < 4 * float(slow.std()) / 4000 ** 0.5 + 1e-12
-
-
-# ------------------------------------------------------------------ gradients through samples
-@pytest.mark.parametrize("coupling", COUPLINGS)
-def test_rsample_gradient_equals_finite_difference(coupling):
-    model = make_flow(3, coupling, seed=21)
-    t = torch.rand(64, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-
-    def objective() -> torch.Tensor:
-        torch.manual_seed(7)  # the same z every call
-        return phi(model.sample(t)).mean()
-
-    torch.manual_seed(7)
-    x = model.rsample(t)
-    torch.manual_seed(7)
-    assert torch.allclose(x, model.sample(t))  # rsample and sample push the same z forward
-    model.zero_grad()
-    phi(x).mean().backward()
-    grads = [p.grad.clone() for p in model.parameters()]
-    # reparameterize(t, x_hat) attaches the same pathwise gradient
-    model.zero_grad()
-    phi(model.reparameterize(t, x.detach())).mean().backward()
-    for a, b in zip(grads, (p.grad for p in model.parameters())):
-        assert torch.allclose(a, b, atol=1e-9)
-    torch.manual_seed(5)
-    for _ in range(2):
-        v = [torch.randn_like(p) for p in model.parameters()]
-        analytic = sum(float((gr * vv).sum()) for gr, vv in zip(grads, v))
-        assert abs(analytic - _directional_fd(model, objective, v)) < 1e-6 * (1 + abs(analytic))
 
 
 def test_rosenblatt_transforms_are_not_available():

@@ -29,10 +29,10 @@ def _directional_fd(model: pf.TimeDensity, f, direction: list[torch.Tensor], eps
 
 
 @pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize("dim", [1, 3])
+@pytest.mark.parametrize("dim", [1])
 def test_reparameterised_gradient_equals_finite_difference(kind, dim):
     """With the uniforms ``u`` held fixed, ``x = icdf_theta(u)`` is a smooth map of the parameters and
-    ``reparameterize`` must give exactly its derivative."""
+    ``reparameterize`` must give exactly its derivative. (D = 3 for every family: tests/test_contract.py.)"""
     model = make_density(kind, dim, components=3, seed=21)
     g = torch.Generator().manual_seed(0)
     u = torch.rand(64, dim, generator=g, dtype=torch.float64)

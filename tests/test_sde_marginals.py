@@ -39,6 +39,7 @@ def _check(x_end: torch.Tensor, model: pf.TimeDensity, t_end: float, x_start: to
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("g", [0.0, 0.8])
 def test_sde_reproduces_marginal(kind, g):
+    """Fast-moving mixtures, 200 steps (every family, slower-moving, 80 steps: tests/test_contract.py)."""
     model = _moving_model(kind)
     dyn = pf.Dynamics(model, diffusion=g)
     torch.manual_seed(0)
