@@ -89,6 +89,13 @@ def simulate(
 
     Returns:
         ``(steps + 1, N, D)`` path, detached.
+
+    >>> import torch, probflux as pf
+    >>> rho = pf.FactorizedMixture(2, 3, hidden=8).double()
+    >>> path = pf.simulate(pf.Dynamics(rho, diffusion=0.5), rho.sample(0.0, 4), steps=10,
+    ...                    generator=torch.Generator().manual_seed(0))
+    >>> tuple(path.shape)
+    (11, 4, 2)
     """
     if isinstance(dynamics, TimeDensity):
         dynamics = Dynamics(dynamics)
