@@ -75,7 +75,7 @@ def test_one_component_velocity_far_out_float32(flux):
 
 
 def test_constant_weights_mixture_velocity_is_posterior_average():
-    """DESIGN §3: constant weights ``gamma_k`` give ``u = sum_k (gamma_k rho_k / rho) u_k`` with the
+    """docs/mathematics.md §3: constant weights ``gamma_k`` give ``u = sum_k (gamma_k rho_k / rho) u_k`` with the
     component velocities ``u_k`` — that is the ``mixture`` flux; the KR flux differs but is also exact."""
     K, D = 3, 2
     locs0 = torch.tensor([[-2.0, 0.0], [1.0, 1.0], [0.0, -2.0]], dtype=f64)

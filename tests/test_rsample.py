@@ -1,4 +1,4 @@
-"""Implicit reparameterisation (DESIGN §6): gradients of E[phi(x)] through samples are exact."""
+"""Implicit reparameterisation (docs/mathematics.md §6): gradients of E[phi(x)] through samples are exact."""
 from __future__ import annotations
 
 import numpy as np

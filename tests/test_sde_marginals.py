@@ -1,4 +1,4 @@
-"""DESIGN §8: simulating the ODE/SDE from rho_0 reproduces rho_1 (and back), for every family."""
+"""docs/mathematics.md §8: simulating the ODE/SDE from rho_0 reproduces rho_1 (and back), for every family."""
 from __future__ import annotations
 
 import pytest

@@ -257,7 +257,7 @@ def test_event_data_loader_for_configs() -> None:
 
 
 def test_conditioned_flux_vanishes_far_away_and_sde_reproduces_marginals() -> None:
-    """DESIGN §8 for the conditioned density at a fixed history: j -> 0 far out, and Euler–Maruyama particles started
+    """docs/mathematics.md §8 for the conditioned density at a fixed history: j -> 0 far out, and Euler–Maruyama particles started
     from rho_0 follow rho_1."""
     from test_sde_marginals import energy_distance
 

@@ -1,4 +1,4 @@
-"""Divergence-free flux corrections ``div(rho S)`` with ``S`` antisymmetric (DESIGN §4)."""
+"""Divergence-free flux corrections ``div(rho S)`` with ``S`` antisymmetric (docs/mathematics.md §4)."""
 from __future__ import annotations
 
 from typing import Optional

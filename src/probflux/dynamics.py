@@ -21,7 +21,7 @@ class Dynamics(nn.Module):
 
     .. math:: u = j/\rho, \qquad b = u + \tfrac{g_t^2}{2}\nabla\log\rho
 
-    satisfies the Fokker–Planck equation of ``rho`` by construction (DESIGN, introduction). With a
+    satisfies the Fokker–Planck equation of ``rho`` by construction (docs/mathematics.md, introduction). With a
     :class:`DivergenceFree` term the flux is ``j + div(rho S)``: same ``rho``, other dynamics.
 
     Args:

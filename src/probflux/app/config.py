@@ -181,7 +181,7 @@ class ObjectiveConfig(_Section):
     """Terms of the training loss and their weights.
 
     ``likelihood``: ``points`` weights every observed point equally (spatio-temporal data);
-    ``snapshots`` weights every observation time equally (population snapshots, DESIGN §7).
+    ``snapshots`` weights every observation time equally (population snapshots, docs/mathematics.md §7).
     ``kinetic`` weights ``E|u|^2``, ``drift_energy`` weights ``E|b|^2`` (Schrödinger bridge when
     ``model.diffusion > 0``), ``jacobian_symmetry`` weights ``E||J - J^T||_F^2``; all three use
     ``kinetic_samples`` draws per step and switch on at ``kinetic_start`` over ``kinetic_ramp`` steps.

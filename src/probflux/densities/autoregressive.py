@@ -1,4 +1,4 @@
-"""Autoregressive mixtures: ``rho_t(x) = prod_i p_i(x_i | x_<i, t)`` from a MADE network (DESIGN §3)."""
+"""Autoregressive mixtures: ``rho_t(x) = prod_i p_i(x_i | x_<i, t)`` from a MADE network (docs/mathematics.md §3)."""
 from __future__ import annotations
 
 import math
@@ -23,7 +23,7 @@ class AutoregressiveMixture(TimeDensity):
     r"""Autoregressive density whose conditionals are 1-D logistic mixtures with parameters from a
     MADE-masked MLP of ``(time embedding, context, x_<i)``.
 
-    Two exact fluxes (DESIGN §3):
+    Two exact fluxes (docs/mathematics.md §3):
 
     * ``flux="kr"`` — Knothe–Rosenblatt velocity, the triangular transport that keeps every conditional
       CDF value fixed:  ``u_i = -(dF_i/dt + sum_{j<i} dF_i/dx_j u_j) / p_i``. One forward-mode pass in

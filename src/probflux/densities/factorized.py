@@ -1,4 +1,4 @@
-"""Factorized mixtures: ``rho_t(x) = sum_k w_k(t) prod_d f_kd(t, x_d)`` (DESIGN §2), fully parallel."""
+"""Factorized mixtures: ``rho_t(x) = sum_k w_k(t) prod_d f_kd(t, x_d)`` (docs/mathematics.md §2), fully parallel."""
 from __future__ import annotations
 
 import math
@@ -35,9 +35,9 @@ class FactorizedMixture(TimeDensity):
     One network pass with a forward-mode tangent in ``t`` per velocity call, for either exact flux:
 
     * ``flux="kr"`` (default) — the Knothe–Rosenblatt velocity of the mixture read autoregressively
-      (conditionals ``p_d(x_d | x_<d) = sum_k pi_kd f_kd``, DESIGN §3b); ``D-1`` analytic sweeps,
+      (conditionals ``p_d(x_d | x_<d) = sum_k pi_kd f_kd``, docs/mathematics.md §3b); ``D-1`` analytic sweeps,
       no extra network pass. Stays moderate between separated components.
-    * ``flux="mixture"`` — DESIGN §2: within-component quantile flux plus the mass-transfer term of
+    * ``flux="mixture"`` — docs/mathematics.md §2: within-component quantile flux plus the mass-transfer term of
       the time-varying weights, with reference marginal ``r_d = sum_k w_k f_kd``:
 
     .. math:: j_d = -\sum_k w_k \dot Q_{kd} \prod_{e\ne d} f_{ke}
@@ -156,7 +156,7 @@ class FactorizedMixture(TimeDensity):
         return self._velocity_mixture(params, rates, x)
 
     def _velocity_kr(self, params: Params, rates: Params, x: Tensor) -> Tensor:
-        """Knothe–Rosenblatt velocity of the mixture viewed autoregressively (DESIGN §3b).
+        """Knothe–Rosenblatt velocity of the mixture viewed autoregressively (docs/mathematics.md §3b).
 
         The conditionals are ``p_d(x_d | x_<d) = sum_k pi_kd f_kd`` with logits
         ``L_kd = log w_k + sum_{e<d} log f_ke``. The velocity solves ``u_d = -(A_d + sum_{e<d} C_de u_e)``
@@ -185,7 +185,7 @@ class FactorizedMixture(TimeDensity):
         return torch.linalg.solve_triangular(eye + C, -A.unsqueeze(-1), upper=False, unitriangular=True).squeeze(-1)
 
     def _velocity_mixture(self, params: Params, rates: Params, x: Tensor) -> Tensor:
-        """DESIGN §2: within-component quantile flux plus mass transfer through the average marginal."""
+        """docs/mathematics.md §2: within-component quantile flux plus mass transfer through the average marginal."""
         (logits, loc, log_scale), (dlogits, dloc, dlog_scale) = params, rates
         fam = self.family
         xk = x.unsqueeze(1)

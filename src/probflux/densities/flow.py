@@ -1,4 +1,4 @@
-r"""Time-conditioned coupling flows: ``rho_t`` is the push-forward of ``N(0, I)`` by ``x = T_t(z)`` (DESIGN §5).
+r"""Time-conditioned coupling flows: ``rho_t`` is the push-forward of ``N(0, I)`` by ``x = T_t(z)`` (docs/mathematics.md §5).
 
 Every layer of ``T_t`` sees a sinusoidal embedding of ``t`` (and the context) and has an analytic inverse,
 so the density is exact by change of variables and the velocity is exact by
@@ -63,7 +63,7 @@ def _inverse_and_ladj(f, y: Tensor) -> tuple[Tensor, Tensor]:
 
 
 class FlowDensity(TimeDensity):
-    r"""``rho_t = (T_t)_# N(0, I)`` for a time-conditioned coupling flow ``T_t`` (DESIGN §5).
+    r"""``rho_t = (T_t)_# N(0, I)`` for a time-conditioned coupling flow ``T_t`` (docs/mathematics.md §5).
 
     .. math:: T_t = A_t \circ C^{(L)}_t \circ \dots \circ C^{(1)}_t, \qquad
               \log\rho_t(x) = \log\mathcal N(z) - \log|\det \partial_z T_t(z)|,\; z = T_t^{-1}(x)
