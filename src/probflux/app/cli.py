@@ -146,10 +146,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     run = _load(args)
     train, val, test = run.data()
     points = {"test": test, "val": val, "train": train}[args.split]
-    ev = run.config.evaluate  # defaults: the run's evaluate section
-    steps = ev.steps if args.steps is None else args.steps
-    particles = (ev.particles if args.particles is None else args.particles) if steps else 0
-    metrics = run.evaluate(points, particles=particles, steps=steps, heldout=False)
+    metrics = run.evaluate(points, particles=args.particles, steps=args.steps, heldout=False)  # None: the run's evaluate section
     metrics["split"] = args.split
     write_json(run.path / f"metrics_{args.split}.json", metrics)
     print(json.dumps(metrics, indent=2))

@@ -124,21 +124,30 @@ class Run:
             path = simulate(dyn, x0, s0, s1, steps=steps, method=method, context=context)
         return np.linspace(t0, t1, steps + 1), self.normalizer.x_to_data(path).double(), method
 
-    def evaluate(self, points: Optional[TemporalPoints] = None, *, particles: int = 1000, steps: int = 200,
-                 seed: Optional[int] = None, heldout: bool = True) -> dict[str, Any]:
+    def evaluate(self, points: Optional[TemporalPoints] = None, *, train: Optional[TemporalPoints] = None,
+                 particles: Optional[int] = None, steps: Optional[int] = None, residual_points: Optional[int] = None,
+                 heldout_cells: Optional[int] = None, seed: Optional[int] = None, heldout: bool = True) -> dict[str, Any]:
         """:func:`probflux.evaluation.evaluate` on ``points`` (default: the run's test split, or validation when
-        the test split is empty), plus the held-out snapshot scores when the run leaves a snapshot out."""
+        the test split is empty), plus the held-out snapshot scores against ``train`` (default: the run's training
+        split) when the run leaves a snapshot out and ``heldout``. Sizes left None come from the run's ``evaluate``
+        config section; 0 switches a part off (``steps = 0`` also switches the simulation off)."""
+        ev = self.config.evaluate
+        particles = ev.particles if particles is None else particles
+        steps = ev.steps if steps is None else steps
+        residual_points = ev.residual_points if residual_points is None else residual_points
+        heldout_cells = ev.heldout_cells if heldout_cells is None else heldout_cells
         seed = self.config.seed if seed is None else seed
-        train = None
         if points is None:
             train, val, test = self.data()
             points = test if len(test) else val
         out = {"diffusion": self.config.model.diffusion,
-               **evaluation.evaluate(self.dynamics, self.normalizer, points, particles=particles, steps=steps, seed=seed)}
-        if heldout and getattr(self.config.data, "leave_out", None) is not None and len(points):
+               **evaluation.evaluate(self.dynamics, self.normalizer, points, particles=particles if steps else 0, steps=steps,
+                                     residual_points=residual_points, seed=seed)}
+        if heldout and getattr(self.config.data, "leave_out", None) is not None and len(points) and heldout_cells:
             if train is None:
                 train = self.data()[0]
-            out.update(evaluation.heldout_snapshot_scores(self.dynamics, self.normalizer, train, points, seed=seed))
+            out.update(evaluation.heldout_snapshot_scores(self.dynamics, self.normalizer, train, points, seed=seed,
+                                                          cells=heldout_cells))
         return out
 
 
@@ -277,11 +286,8 @@ def fit_config(cfg: Config, *, resume: bool = False, overwrite: bool = False, pr
         start = time.perf_counter()
         _stage(progress, f"evaluating {out}: held-out NLL of {len(held)} points, continuity residual at {ev.residual_points} samples"
                          + (f", SDE/ODE distances with {ev.particles} particles x {ev.steps} steps" if ev.steps and ev.particles else ""))
-        scores = evaluation.evaluate(run.dynamics, normalizer, held, seed=cfg.seed, particles=ev.particles if ev.steps else 0,
-                                     steps=ev.steps, residual_points=ev.residual_points)
-        metrics = {"diffusion": cfg.model.diffusion, **scores, **metrics}
-        if getattr(cfg.data, "leave_out", None) is not None and len(test) and ev.heldout_cells:
-            metrics.update(evaluation.heldout_snapshot_scores(run.dynamics, normalizer, train, test, seed=cfg.seed, cells=ev.heldout_cells))
+        # the held-out snapshot scores need the held-out snapshot itself: the test split
+        metrics = {**run.evaluate(held, train=train, heldout=len(test) > 0), **metrics}
         write_json(out / "metrics.json", metrics)
         _stage(progress, f"evaluated in {time.perf_counter() - start:.1f} s; wrote {out / 'metrics.json'}")
         if plots:
