@@ -16,6 +16,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "probflux"
 LAYERS = {
     "probflux._validation": 0, "probflux._version": 0, "probflux._random": 0, "probflux.options": 0, "probflux.nn": 0,
     "probflux.io": 0, "probflux.checkpoint": 0, "probflux.normalize": 0, "probflux.metrics": 0,
+    "probflux.transport": 0,
     "probflux.densities": 1, "probflux.divfree": 1,
     "probflux.dynamics": 2, "probflux.simulate": 2, "probflux.checks": 2, "probflux": 2,  # the package root re-exports the core
     "probflux.data": 3, "probflux.objectives": 3, "probflux.evaluation": 4, "probflux.train": 5,
