@@ -120,11 +120,13 @@ class AutoregressiveMixture(TimeDensity):
         terms = m1.mixture_terms(x, *params, self.family)
         A = m1.cdf_tangent_over_pdf(terms, *self._split(dout, True, raw))  # (dF_i/dt) / p_i
         if self.flux_name == "kr":
-            u = -A
+            # forward substitution, exact after D-1 sweeps; each sweep clipped (m1.clamp_velocity) so that a
+            # velocity beyond the floating range where rho underflows cannot overflow the next sweep
+            u = m1.clamp_velocity(-A)
             pad = torch.zeros_like(inp[:, : inp.shape[1] - self.dim])
-            for _ in range(self.dim - 1):  # forward substitution, exact after D-1 sweeps
+            for _ in range(self.dim - 1):
                 dparams = self._split(MLP.tangent(torch.cat([pad, u], -1), lin), True, raw)
-                u = -(A + m1.cdf_tangent_over_pdf(terms, *dparams))
+                u = m1.clamp_velocity(-(A + m1.cdf_tangent_over_pdf(terms, *dparams)))
             return u
         # sigmoid-corrected last-coordinate flux, divided by rho in log space
         dlogp = m1.log_prob_tangent(terms, *self._split(dout, True, raw))
@@ -137,7 +139,7 @@ class AutoregressiveMixture(TimeDensity):
         # sigma - F  =  e^{log sigma} - e^{log F}  =  e^{log(1-F)} - e^{log(1-sigma)}
         log_gap, sign = m1.log_diff_exp(torch.where(left, ls_pos, log_S), torch.where(left, log_F, ls_neg))
         G = _exclusive_reverse_cumsum(ls_pos + ls_neg - log_p, -1)  # sum_{e>i} log sigma'(x_e) - log p_e
-        return sign * torch.exp(G + log_gap - log_p) * dlog_rho_before - torch.exp(G) * A
+        return m1.clamp_velocity(sign * m1.capped_exp(G + log_gap - log_p) * dlog_rho_before - m1.capped_exp(G) * A)
 
     # ------------------------------------------------------------------ sampling
     def _icdf(self, t: Tensor, u: Tensor, ctx: Optional[Tensor]) -> Tensor:

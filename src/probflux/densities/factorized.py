@@ -162,7 +162,7 @@ class FactorizedMixture(TimeDensity):
         ``L_kd = log w_k + sum_{e<d} log f_ke``. The velocity solves ``u_d = -(A_d + sum_{e<d} C_de u_e)``
         (``A_d = (dF_d/dt)/p_d``; ``C_de = sum_k (dF_d/dL_kd)/p_d * d log f_ke/dx_e``): the forward substitution
         of :class:`AutoregressiveMixture`, but here the map ``x_<d -> L_kd`` is analytic, so ``C`` is one
-        ``O(NKD^2)`` contraction and ``u`` one batched unit-lower-triangular solve, with no network pass.
+        ``O(NKD^2)`` contraction and ``u`` a batched forward substitution, with no network pass.
         """
         (logits, loc, log_scale), (dlogits, dloc, dlog_scale) = params, rates
         fam = self.family
@@ -177,12 +177,16 @@ class FactorizedMixture(TimeDensity):
         terms = m1.mixture_terms(x, T(L), T(loc), T(log_scale), fam)
         A = m1.cdf_tangent_over_pdf(terms, T(dL_dt), T(dloc), T(dlog_scale))  # (dF_d/dt) / p_d
         if self.dim == 1:
-            return -A
+            return m1.clamp_velocity(-A)
         M = m1.cdf_logit_gradient_over_pdf(terms)  # (N, D, K)
         grad_log_f = T(dlog_pdf / scale)  # d log f_ke / d x_e, (N, D, K)
-        C = torch.einsum("ndk,nek->nde", M, grad_log_f).tril(-1)
-        eye = torch.eye(self.dim, dtype=C.dtype, device=C.device)
-        return torch.linalg.solve_triangular(eye + C, -A.unsqueeze(-1), upper=False, unitriangular=True).squeeze(-1)
+        C = torch.einsum("ndk,nek->nde", M, grad_log_f)
+        # forward substitution, each coordinate clipped (m1.clamp_velocity) so that a velocity beyond the
+        # floating range where rho underflows cannot overflow the next coordinate's sum into inf - inf
+        u = [m1.clamp_velocity(-A[:, 0])]
+        for d in range(1, self.dim):
+            u.append(m1.clamp_velocity(-(A[:, d] + (C[:, d, :d] * torch.stack(u, -1)).sum(-1))))
+        return torch.stack(u, -1)
 
     def _velocity_mixture(self, params: Params, rates: Params, x: Tensor) -> Tensor:
         """docs/mathematics.md §2: within-component quantile flux plus mass transfer through the average marginal."""
@@ -197,7 +201,7 @@ class FactorizedMixture(TimeDensity):
         # within-component quantile flux: -w_k dQ_kd/dt prod_{e!=d} f_ke / rho
         u = (post.unsqueeze(-1) * (dloc + dlog_scale * (xk - loc))).sum(1)
         if self.components == 1:
-            return u
+            return m1.clamp_velocity(u)
         # mass transfer between components (time-varying weights)
         a = dlogits - (log_w.exp() * dlogits).sum(-1, keepdim=True)  # d log w_k / dt
         lw = log_w.unsqueeze(-1)
@@ -211,7 +215,7 @@ class FactorizedMixture(TimeDensity):
         # Q_k - R = e^{log Q_k} - e^{log R}  =  e^{log(1-R)} - e^{log(1-Q_k)}
         log_gap, sign = m1.log_diff_exp(torch.where(left, log_Q, log_SR), torch.where(left, log_R, log_S))
         expo = lw + prefix + suffix + log_gap - log_rho[:, None, None]
-        return u - (a.unsqueeze(-1) * sign * torch.exp(expo)).sum(1)
+        return m1.clamp_velocity(u - (a.unsqueeze(-1) * sign * m1.capped_exp(expo)).sum(1))
 
     # ------------------------------------------------------------------ sampling
     def _sample(self, t: Tensor, ctx: Optional[Tensor]) -> Tensor:

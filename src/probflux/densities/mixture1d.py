@@ -17,6 +17,14 @@ pdf so that they stay finite where ``p`` underflows:
 * :func:`log_prob_tangent` — ``d log p`` for a tangent ``(dlogits, dloc, dlog_scale, dx)``;
 * :func:`cdf_tangent_over_pdf` — ``dF / p`` for the same tangent. For a time tangent this is
   ``(dF/dt)/p``, i.e. minus the 1-D probability-flow velocity.
+
+**Ratios are capped, never infinite.** A ratio such as ``F/p`` is exact in log space but can exceed the
+floating range where ``p`` underflows (between two narrow, far-apart components the exact velocity is
+``e^{700}`` and more). Every such ratio is exponentiated by :func:`capped_exp`, which clips its log at
+:func:`log_ratio_cap` (a quarter of ``log(finfo.max)``: ``e^{177}`` in float64, ``e^{22}`` in float32), and
+every velocity is clipped to ``±e^{cap}`` by :func:`clamp_velocity`; a quarter leaves room for the products
+of two capped factors and the sums over components and coordinates that follow, so no ``inf`` (and no
+``inf - inf = nan``) is ever formed. Below the cap nothing changes: values are exact.
 """
 from __future__ import annotations
 
@@ -43,6 +51,9 @@ __all__ = [
     "log_prob_tangent",
     "cdf_tangent_over_pdf",
     "log_diff_exp",
+    "log_ratio_cap",
+    "capped_exp",
+    "clamp_velocity",
 ]
 
 _LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
@@ -111,6 +122,22 @@ def get_family(family: str | type) -> type:
     if not isinstance(family, str) or family not in FAMILIES:
         raise ValueError(f"family must be one of {sorted(FAMILIES)}; got {family!r}")
     return FAMILIES[family]
+
+
+def log_ratio_cap(dtype: torch.dtype) -> float:
+    """The largest log-ratio that is exponentiated: ``log(finfo(dtype).max) / 4`` (177.4 in float64, 22.2 in float32)."""
+    return 0.25 * math.log(torch.finfo(dtype).max)
+
+
+def capped_exp(a: Tensor) -> Tensor:
+    """``exp(min(a, cap))``: a ratio given by its log, exact below :func:`log_ratio_cap`, finite always."""
+    return torch.exp(a.clamp(max=log_ratio_cap(a.dtype)))
+
+
+def clamp_velocity(u: Tensor) -> Tensor:
+    """``u`` clipped to ``[-e^cap, e^cap]`` (:func:`log_ratio_cap`): exact below, finite always."""
+    bound = math.exp(log_ratio_cap(u.dtype))
+    return u.clamp(-bound, bound)
 
 
 def log_diff_exp(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
@@ -287,14 +314,15 @@ def cdf_logit_gradient_over_pdf(terms: MixtureTerms) -> Tensor:
     .. math:: \frac{1}{p}\frac{\partial F}{\partial \ell_k} = \frac{w_k F_k}{p} - w_k \sum_j \frac{w_j F_j}{p}
 
     evaluated with ``F_k`` replaced by ``-(1 - F_k)`` on the right of the median (``sum_k w_k (F_k - F) = 0``
-    makes the two forms equal), so every ratio stays bounded in its tail.
+    makes the two forms equal), so every ratio stays bounded in its tail; where ``p`` underflows between
+    components the ratios are capped by :func:`capped_exp`.
     """
     log_Fk = terms.component_log_cdf()
     log_Sk = terms.component_log_sf()
     log_F = torch.logsumexp(terms.log_w + log_Fk, -1, keepdim=True)
     left = log_F < math.log(0.5)
     sign = torch.where(left, 1.0, -1.0).to(log_Fk.dtype)
-    G = sign * torch.exp(terms.log_w + torch.where(left, log_Fk, log_Sk) - terms.log_pdf.unsqueeze(-1))
+    G = sign * capped_exp(terms.log_w + torch.where(left, log_Fk, log_Sk) - terms.log_pdf.unsqueeze(-1))
     return G - terms.log_w.exp() * G.sum(-1, keepdim=True)
 
 
