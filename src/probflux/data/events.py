@@ -14,6 +14,9 @@ observed on a common window ``[t0, t1]`` — the Neural STPP format (``docs/data
 * :func:`split_sequences` (seeded split of whole sequences) and :func:`windows` (cut long sequences
   into fixed-length, re-based windows).
 * :data:`EVENT_DATASETS` / :func:`event_dataset` — the registry ``name -> loader``.
+* :class:`EventCatalog` / :func:`earthquakenpp_catalog` — ONE continuous catalog (train, val and test periods
+  in one time-ordered array with the period boundaries), for the continuous protocol of
+  :mod:`probflux.stpp.continuous`.
 
 Neural STPP protocol: standardise ``x`` with the mean/std of **all training events**
 (``train.spatial_stats()``), leave ``t`` unchanged, report log-likelihood per event.
@@ -51,6 +54,8 @@ __all__ = [
     "pinwheel_stpp",
     "earthquakenpp",
     "earthquakenpp_window",
+    "EventCatalog",
+    "earthquakenpp_catalog",
     "bh_conflicts",
     "pinwheel_hawkes",
     "split_sequences",
@@ -587,6 +592,133 @@ def earthquakenpp(catalog: str = "Japan_25", split: str = "train", *, path: Unio
         raise ValueError(f"{data.name}: expected the EarthquakeNPP layout (arrays train, val, test of shape (1, N, 1 + D)); "
                          f"got {data.describe()}")
     return _file_sequences(data.splits[split], None, f"{catalog}/{split}", str(path), keys=[f"{catalog}/{split}"])
+
+
+class EventCatalog:
+    """One continuous event catalog: every event of consecutive periods (train, val, test) in one time-ordered array.
+
+    Args:
+        t: ``(N,)`` event times (days for EarthquakeNPP), non-decreasing (ties allowed).
+        x: ``(N, D)`` locations (km for EarthquakeNPP: spatial log-likelihoods are then per km^2).
+        boundaries: ``(b_0, b_1, ..., b_P)`` increasing; period ``p`` is ``[b_p, b_{p+1})``, the last one
+            ``[b_{P-1}, b_P]`` (closed at the end). Every event must lie in ``[b_0, b_P]``.
+        periods: ``P`` names (default ``train``, ``val``, ``test`` for three periods).
+
+    Attributes: ``t``, ``x`` (float64), ``boundaries`` (tuple of floats), ``periods`` (tuple of str), ``name``,
+    ``source``. The catalog is never windowed or re-based: the continuous protocol conditions each event on all
+    strictly earlier events of the whole catalog, whatever period they fall in.
+    """
+
+    def __init__(self, t: ArrayLike, x: ArrayLike, boundaries: Sequence[float], *, periods: Optional[Sequence[str]] = None,
+                 name: str = "catalog", source: str = "<arrays>") -> None:
+        self.name, self.source = str(name), str(source)
+        t = _as_float64(t, "t", self.name).reshape(-1)
+        x = _as_float64(x, "x", self.name)
+        if x.dim() != 2 or x.shape[0] != t.shape[0]:
+            raise ValueError(f"x must have shape (N, D) with N = {t.shape[0]} (the length of t); got {tuple(x.shape)} ({self.name})")
+        if not (bool(torch.isfinite(t).all()) and bool(torch.isfinite(x).all())):
+            raise ValueError(f"t and x must be finite ({self.name})")
+        if t.shape[0] > 1 and bool((t[1:] < t[:-1]).any()):
+            r = int(torch.nonzero(t[1:] < t[:-1])[0, 0]) + 1
+            raise ValueError(f"t must be non-decreasing: t[{r}] = {_fmt(t[r])} < t[{r - 1}] = {_fmt(t[r - 1])} ({self.name})")
+        b = tuple(float(v) for v in boundaries)
+        if len(b) < 2 or any(not (math.isfinite(u) and u < v) for u, v in zip(b[:-1], b[1:])):
+            raise ValueError(f"boundaries must be >= 2 finite increasing times; got {b} ({self.name})")
+        if t.shape[0] and (float(t[0]) < b[0] or float(t[-1]) > b[-1]):
+            raise ValueError(f"events must lie in [{_fmt(b[0])}, {_fmt(b[-1])}]; got t in [{_fmt(t[0])}, {_fmt(t[-1])}] ({self.name})")
+        names = tuple(periods) if periods is not None else (_PART_NAMES if len(b) == 4 else tuple(f"period{i}" for i in range(len(b) - 1)))
+        if len(names) != len(b) - 1 or len(set(names)) != len(names):
+            raise ValueError(f"periods must be {len(b) - 1} distinct names (one per interval of boundaries); got {names} ({self.name})")
+        self.t, self.x, self.boundaries, self.periods = t.contiguous(), x.contiguous(), b, names
+
+    def __len__(self) -> int:
+        return int(self.t.shape[0])
+
+    @property
+    def dim(self) -> int:
+        return int(self.x.shape[1])
+
+    def span(self, period: str) -> tuple[float, float]:
+        """``(start, end)`` of ``period``."""
+        if period not in self.periods:
+            raise ValueError(f"unknown period {period!r} of {self.name}; valid periods: {', '.join(self.periods)}")
+        i = self.periods.index(period)
+        return self.boundaries[i], self.boundaries[i + 1]
+
+    def indices(self, period: str) -> slice:
+        """Rows ``[i0, i1)`` of the events of ``period`` (``start <= t < end``; the last period includes ``t = end``)."""
+        a, b = self.span(period)
+        last = period == self.periods[-1]
+        i0 = int(torch.searchsorted(self.t, torch.tensor(a, dtype=self.t.dtype), right=False))
+        i1 = int(torch.searchsorted(self.t, torch.tensor(b, dtype=self.t.dtype), right=last))
+        return slice(i0, i1)
+
+    def events(self, period: Optional[str] = None) -> tuple[Tensor, Tensor]:
+        """``(t: (n,), x: (n, D))`` of ``period`` (all events when None)."""
+        s = slice(None) if period is None else self.indices(period)
+        return self.t[s], self.x[s]
+
+    def before(self, period: str) -> tuple[Tensor, Tensor]:
+        """``(t, x)`` of every event strictly before ``period`` starts (e.g. train + val before ``test``)."""
+        i0 = self.indices(period).start
+        return self.t[:i0], self.x[:i0]
+
+    def counts(self) -> dict[str, int]:
+        return {p: self.indices(p).stop - self.indices(p).start for p in self.periods}
+
+    def __repr__(self) -> str:
+        parts = ", ".join(f"{p}={n}" for p, n in self.counts().items())
+        return f"EventCatalog(name={self.name!r}, N={len(self)}, dim={self.dim}, {parts}, boundaries={self.boundaries})"
+
+
+def earthquakenpp_catalog(catalog: str = "Japan_25", *, path: Union[str, Path, None] = None,
+                          starts: Optional[Sequence[float]] = None) -> EventCatalog:
+    """An EarthquakeNPP catalog as ONE continuous :class:`EventCatalog`: train, val and test periods, ``t`` in days since
+    the training period's start, ``x, y`` in km (as stored), boundaries ``(0, val start, test start, test end)``.
+
+    ``catalog`` in ``Japan_25``, ``ComCat_25``: the periods are placed at their split dates (:func:`earthquakenpp`), e.g.
+    ComCat_25 boundaries ``(0, 6209, 9496, 14260)`` days (1981-01-01, 1998-01-01, 2007-01-01, 2020-01-17). The files
+    store each split's time since its own *first event*, so each split's events are shifted by its start date: the
+    first event of a split sits at the split start (the true delay, unknown from the file, is typically under a day;
+    the ordering across periods is exact because the periods do not overlap).
+
+    ``path``: any ``.npz`` in that layout (arrays ``train``, ``val``, ``test`` of shape ``(1, N, 1 + D)``); then
+    ``catalog`` is only a name. ``starts = (val start, test start)`` in days after the training start places the
+    periods; by default each period starts at the previous period's last event (its stored duration), and the test
+    period ends at its last event.
+    """
+    if path is None:
+        if catalog not in _EARTHQUAKENPP_DATES:
+            raise ValueError(f"unknown EarthquakeNPP catalog {catalog!r}; valid catalogs: {', '.join(_EARTHQUAKENPP_DATES)} "
+                             "(or give path= to a file in that layout)")
+        parts = [earthquakenpp(catalog, s) for s in _PART_NAMES]
+        d = _EARTHQUAKENPP_DATES[catalog]
+        bounds = [float((v - d[0]).days) for v in d]
+        if starts is not None:
+            raise ValueError(f"starts applies to files given by path; {catalog} has its split dates")
+        src = parts[0].source
+    else:
+        parts = [earthquakenpp(catalog, s, path=path) for s in _PART_NAMES]
+        ends = [float(p.sequences[0][-1, 0]) for p in parts]
+        if starts is None:
+            bounds = [0.0, ends[0], ends[0] + ends[1]]
+        else:
+            st = [float(v) for v in starts]
+            if len(st) != 2 or not (0.0 < st[0] < st[1]):
+                raise ValueError(f"starts must be (val start, test start) with 0 < val start < test start (days); got {tuple(starts)!r}")
+            bounds = [0.0, *st]
+        bounds.append(bounds[2] + ends[2])
+        src = str(path)
+    ts, xs = [], []
+    for p, a, b in zip(parts, bounds[:-1], bounds[1:]):
+        s = p.sequences[0]
+        t = s[:, 0] - float(s[0, 0]) + a
+        if float(t[-1]) > b + 1e-9 * max(1.0, abs(b)):
+            raise ValueError(f"{src}: the {p.name} events span {_fmt(float(t[-1]) - a)} days, past the period end {_fmt(b)} "
+                             f"(start {_fmt(a)}); check starts=")
+        ts.append(t.clamp_max(b) if p is parts[-1] else t.clamp_max(math.nextafter(b, -math.inf)))
+        xs.append(s[:, 1:])
+    return EventCatalog(torch.cat(ts), torch.cat(xs), bounds, name=f"earthquakenpp/{catalog}", source=src)
 
 
 def bh_conflicts(path: Union[str, Path, None] = None) -> EventSequences:
