@@ -1,44 +1,50 @@
-"""Population dynamics from snapshots, leave-one-time-out: probflux vs TorchCFM's OT-CFM and SF2M.
+"""Population dynamics from snapshots: probflux vs OT-CFM, SF2M, Metric Flow Matching, McCann interpolation, no motion.
 
-Protocol (TorchCFM's single-cell protocol, run here side by side in one process on the same data):
-for every data set and every interior snapshot ``k``, all methods train on the other snapshots for the
-same CPU budget (``--budget`` seconds of ``time.process_time``, one torch thread each), then are scored at
-the held-out time ``t_k`` against the held-out cells by
+Two protocols, every method in one process on the same data with the same CPU budget (``--budget`` seconds of
+``time.process_time`` per training run, one torch thread; set-up and scoring count for no one):
 
-* ``w1_transport`` / ``w2_transport``: cells of snapshot ``k-1`` pushed to ``t_k`` by the learned ODE
-  (probability flow; for g > 0 models and SF2M: the SDE, Euler–Maruyama) — the TorchCFM metric;
-* ``w1_density`` / ``w2_density`` (probflux only): exact samples of ``rho_{t_k}``, no simulation at all;
-* ``no-motion``: the cells of snapshot ``k-1`` scored as they are (what the transport has to beat).
+**Leave one time out** (``<set>-holdout-t<time>``) on every interior snapshot of every set we hold — CITE 5 and
+50 PCs, EMT 10-D (DeepRUOT), EMT A549 3-D and Weinreb 2-D (TIGON) — and of any file given by ``--path FILE
+--holdout 1,2`` (snapshot indices). Split and standardisation are the library's
+(:func:`probflux.data.snapshots.split_snapshots` with ``data.leave_out = k``, no validation cells; ``x``
+standardised by the training cells, times mapped to ``[0, 1]``; every method trains in these coordinates).
+Scores (data units, exact EMD on at most ``--eval-cells`` cells per side, fixed subsample
+:func:`probflux.evaluation.snapshot_pair`):
 
-Everything that is data handling or scoring is the library's, so these figures and ``probflux fit``'s agree:
-the split and standardisation are :func:`probflux.data.snapshots.split_snapshots` (``data.leave_out = k``,
-no validation cells: the training snapshots are all the other cells; ``x`` standardised by the training
-cells' mean and std, times mapped to ``[0, 1]`` over the full set — every method trains in these
-coordinates); probflux models are scored by :func:`probflux.evaluation.heldout_snapshot_scores`; the
-peers' transported cells and the no-motion baseline by :func:`probflux.evaluation.sample_distances` on the
-same :func:`probflux.evaluation.snapshot_pair` (at most ``--eval-cells`` cells per side, fixed subsample,
-exact EMD in the data's own coordinates: PC units for CITE). For probflux models the table also gives
-``kinetic / OT`` (:func:`probflux.evaluation.kinetic_over_ot`): the kinetic energy ``int E|u|^2 dt`` of the
-learned path (Monte Carlo, 8192 draws) over its lower bound ``sum_k W_2^2(rho_k, rho_{k+1}) / (t_{k+1} - t_k)``
-from exact discrete OT between consecutive training snapshots (standardised coordinates, at most
-``--eval-cells`` cells each). The discrete cost between finite samples overestimates ``W_2^2`` (its sampling
-bias grows with D), so the ratio can fall below 1.
+* ``w1_transport`` / ``w2_transport``: the cells of the snapshot before ``t_k`` pushed to ``t_k`` (probflux:
+  probability-flow ODE, or the SDE when g > 0, :func:`probflux.evaluation.heldout_snapshot_scores`; OT-CFM and
+  MFM: their ODE; SF2M: its SDE) — TorchCFM's metric;
+* ``w1_density`` / ``w2_density`` (probflux only): exact samples of ``rho_{t_k}``, no simulation;
+* ``mccann-interpolation`` (no training): the exact discrete OT plan (:func:`probflux.transport.ot_plan`)
+  between the two neighbouring training snapshots (model coordinates, at most ``--eval-cells`` cells each),
+  displacement interpolation at ``s = (t_k - t_prev) / (t_next - t_prev)``, as many points as target cells
+  drawn from the plan (:func:`probflux.transport.mccann_interpolation`, seeded) — recorded as transport;
+* ``no-motion``: the start cells as they are.
 
-Budgets (the same for every method): ``--budget`` seconds of this process's CPU time
-(``probflux.train.fit(clock=time.process_time)``, ``CFMPeer.fit(clock=time.process_time)``), counting the
-optimiser steps only. No method runs validation passes (probflux: no ``val`` points; the peers have none),
-so none is charged for them. probflux runs the warm-up + cosine schedule over the budget
-(``time_schedule=True``) and stops when it is spent; its schedule length and warm-up come from a 10-step
-probe run before the budgeted run (not counted, a fraction of a second). Set-up (network construction)
-and the scoring afterwards count for no one. ``train_seconds`` in the records is that CPU time.
+**LightSB protocol** (``cite50-lightsb-day3``, ``cite50-lightsb-day4``), replicating ngushchin/LightSB
+``notebooks/LightSB_MSCI.ipynb``: train on two days only (2 and 4 for day 3; 3 and 7 for day 4), every cell
+divided by one constant (:func:`probflux.metrics.lightsb_constant_scale` of the start, end and evaluation
+days, as the notebook), times mapped so the start day is 0 and the end day 1; predict the evaluation day and
+score :func:`probflux.metrics.energy_distance_lightsb` (half the unbiased energy distance) in PC units against
+ALL cells of that day. Predictions: probflux's exact density samples (as many as evaluation cells) and its
+transport of all start cells; the peers' transport of all start cells (the notebook resamples as many start
+cells with replacement; we push each once); McCann from a plan between at most ``--eval-cells`` cells of each
+end day. Published anchors are records too (``lightsb-published`` 2.31 ± 0.27, ``sinkhorn-published`` 2.34;
+LightSB paper, Table "MSCI", 50 PCs; their ``command`` names the source). The published numbers are the mean
+over both evaluation days, so our ``cite50-lightsb-mean`` row is the comparable one.
 
-Writes ``benchmarks/results/populations.json`` (records: benchmark, dataset, method, metric, value, std,
-seeds, wall_seconds, command) and prints markdown tables.
+Records (``benchmarks/results/populations.json``, merged by key into the existing file, so runs of separate
+sets or methods add up): ``{"benchmark", "dataset", "method", "metric", "value", "std", "seeds",
+"cpu_seconds", "command"}``, mean and std over seeds, ``cpu_seconds`` the mean training CPU seconds of the
+method's runs. Ratio records (metric ``best_w1_density_ratio`` / ``best_w1_transport_ratio``, method
+``probflux-best/best-peer``): probflux's best mean over the best peer's (OT-CFM, SF2M, MFM, McCann).
+``--tables`` re-renders the RESULTS.md section from the JSON without running anything.
 """
 from __future__ import annotations
 
 import argparse
-import os
+import fcntl
+import json
 import shlex
 import statistics
 import sys
@@ -46,36 +52,48 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 from torch import Tensor
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
 
-import probflux as pf
-from probflux.app.config import DataConfig
-from probflux.data import TemporalPoints
-from probflux.data import snapshots as snap
-from probflux.evaluation import (
-    SnapshotPair,
+import probflux as pf  # noqa: E402
+from probflux._random import seeded  # noqa: E402
+from probflux.app.config import DataConfig  # noqa: E402
+from probflux.data import TemporalPoints  # noqa: E402
+from probflux.data import snapshots as snap  # noqa: E402
+from probflux.evaluation import (  # noqa: E402
     heldout_snapshot_scores,
-    kinetic_over_ot,
     sample_distances,
     snapshot_pair,
+    subsample,
     to_model_coordinates,
 )
-from probflux.io import write_json
-from probflux.objectives import DriftEnergy, EndpointLikelihood, KineticEnergy
-from probflux.train import TrainConfig, fit
+from probflux.io import write_json  # noqa: E402
+from probflux.metrics import energy_distance_lightsb, lightsb_constant_scale  # noqa: E402
+from probflux.normalize import Normalizer  # noqa: E402
+from probflux.objectives import DriftEnergy, EndpointLikelihood, KineticEnergy  # noqa: E402
+from probflux.train import TrainConfig, fit  # noqa: E402
+from probflux.transport import mccann_interpolation  # noqa: E402
 
-# name -> (loader, the DataConfig that names it): loaded once, split once per held-out snapshot
 DATASETS: dict[str, tuple[Callable[[], snap.Snapshots], dict]] = {
     "cite5": (lambda: snap.cite(pcs=5), {"name": "cite", "pcs": 5}),
+    "cite50": (lambda: snap.cite(pcs=50), {"name": "cite", "pcs": 50}),
     "emt10": (snap.emt_10d, {"name": "emt10"}),
+    "emt3": (snap.emt_3d, {"name": "emt"}),
+    "weinreb2": (snap.weinreb_2d, {"name": "weinreb"}),
 }
+LIGHTSB = {"cite50-lightsb-day3": (2, 4, 3), "cite50-lightsb-day4": (3, 7, 4)}  # (start day, end day, evaluation day)
+PUBLISHED = [  # (method, value, std, source)
+    ("lightsb-published", 2.31, 0.27, "published: Korotin et al. 2024, LightSB (ICLR), Table 'MSCI' DIM 50; ngushchin/LightSB"),
+    ("sinkhorn-published", 2.34, None, "published: Korotin et al. 2024, LightSB (ICLR), Table 'MSCI' DIM 50 (Sinkhorn row)"),
+]
 EVAL_SEED = 1234  # the fixed subsample of scored cells (and the scoring's own draws), the same for every method and seed
 CLOCK = time.process_time  # every method's budget: this process's CPU time
+RESULTS = HERE / "results" / "populations.json"
 
 
 @dataclass
@@ -89,49 +107,60 @@ class Ours:
 
 OURS = {
     "probflux-factorized": Ours(),
-    "probflux-factorized-divfree": Ours(divergence_free=True),
     "probflux-autoregressive": Ours(family="autoregressive"),
+    "probflux-factorized-divfree": Ours(divergence_free=True),
     "probflux-factorized-sb": Ours(diffusion=0.5),
 }
-PEERS = ("otcfm", "sf2m")
-BASELINES = ("no-motion",)  # cells of snapshot k-1 compared with snapshot k as they are
+DEFAULT_OURS = ("probflux-factorized", "probflux-autoregressive")
+PEERS = {"otcfm": "torchcfm-otcfm", "sf2m": "torchcfm-sf2m", "mfm": "mfm"}
+BASELINES = ("mccann-interpolation", "no-motion")
+PEER_LABELS = ("torchcfm-otcfm", "torchcfm-sf2m", "mfm", "mccann-interpolation")  # "the best peer" is among these
 
 
 @dataclass
-class Holdout:
-    """One leave-one-time-out problem, split and normalised by the library (the same for every method)."""
+class Problem:
+    """One prediction problem, the same for every method: train on ``cells``, predict ``target`` at ``s_held``."""
 
-    dataset: str  # record name, e.g. "cite5-holdout-t3"
-    split: snap.SnapshotSplit  # split.test: the held-out cells (data units); split.normalizer
+    dataset: str
+    kind: str  # "holdout" or "lightsb"
+    normalizer: Normalizer
     train_data: TemporalPoints  # training snapshots, data units
-    train_model: TemporalPoints  # the same in model coordinates: what every method trains on
+    train_model: TemporalPoints  # the same in model coordinates
     times: list[float]  # model times of the training snapshots
-    cells: list[Tensor]  # float32 model-coordinate training cells per snapshot (the peers' input)
-    pair: SnapshotPair  # the scored cells: start (snapshot before t_k) and target (held out), data units
+    cells: list[Tensor]  # float32 model-coordinate training cells per snapshot
+    start: Tensor  # data units: the cells pushed forwards (snapshot before the target)
+    target: Tensor  # data units: the held-out cells scored against
     s_prev: float
     s_held: float
+    held: Optional[TemporalPoints] = None  # holdout: the held-out points (for heldout_snapshot_scores)
 
 
-def holdout(prefix: str, full: snap.Snapshots, data_cfg: dict, k: int, eval_cells: int) -> Holdout:
-    """Hold out snapshot ``k`` of ``full`` (:func:`probflux.data.snapshots.split_snapshots` with
-    ``data.leave_out = k`` and no validation cells) and fix the scored cells (:func:`probflux.evaluation.snapshot_pair`)."""
+def holdout(prefix: str, full: snap.Snapshots, data_cfg: dict, k: int, eval_cells: int) -> Problem:
+    """Hold out snapshot ``k`` (:func:`split_snapshots`, ``leave_out = k``, no validation cells)."""
     split = snap.split_snapshots(DataConfig(**data_cfg, leave_out=k, val_fraction=0.0), seed=0, data=full)
     norm = split.normalizer
     train_data = split.train.to_points()
     pair = snapshot_pair(train_data, split.test, cells=eval_cells, seed=EVAL_SEED)
-    return Holdout(f"{prefix}-holdout-t{pair.t_held:g}", split, train_data, to_model_coordinates(train_data, norm),
+    return Problem(f"{prefix}-holdout-t{pair.t_held:g}", "holdout", norm, train_data, to_model_coordinates(train_data, norm),
                    [float(norm.t_to_model(float(t))) for t in split.train.times], [norm.x_to_model(c).float() for c in split.train.samples],
-                   pair, float(norm.t_to_model(pair.t_prev)), float(norm.t_to_model(pair.t_held)))
+                   pair.start, pair.target, float(norm.t_to_model(pair.t_prev)), float(norm.t_to_model(pair.t_held)), split.test)
 
 
-def peer_transport_scores(peer, h: Holdout, *, sde: bool, steps: int) -> dict[str, float]:
-    """``{"w1", "w2"}`` of a fitted peer: the start cells pushed from ``t_prev`` to ``t_k`` in model coordinates,
-    mapped back to data units and scored by :func:`probflux.evaluation.sample_distances`."""
-    norm = h.split.normalizer
-    moved = peer.transport(norm.x_to_model(h.pair.start).float(), h.s_prev, h.s_held, sde=sde, steps=steps)
-    return sample_distances(norm.x_to_data(moved.double()), h.pair.target)
+def lightsb_problem(name: str) -> Problem:
+    """The notebook's set-up: two training days, one scaling constant, start day = model time 0, end day = 1."""
+    d0, d1, de = LIGHTSB[name]
+    days = snap.cite(pcs=50)
+    by_day = dict(zip([int(t) for t in days.times.tolist()], days.samples))
+    x0, x1, xe = by_day[d0], by_day[d1], by_day[de]
+    c = lightsb_constant_scale(x0, x1, xe)
+    dim = x0.shape[1]
+    norm = Normalizer(float(d0), float(d1), torch.zeros(dim), torch.full((dim,), c))
+    train_data = snap.Snapshots([float(d0), float(d1)], [x0, x1], name="cite50").to_points()
+    return Problem(name, "lightsb", norm, train_data, to_model_coordinates(train_data, norm), [0.0, 1.0],
+                   [norm.x_to_model(x0).float(), norm.x_to_model(x1).float()], x0, xe, 0.0, float(norm.t_to_model(float(de))))
 
 
+# ------------------------------------------------------------------------------------------- probflux
 def build(spec: Ours, dim: int) -> pf.Dynamics:
     if spec.family == "factorized":
         density = pf.FactorizedMixture(dim, components=16, hidden=128, layers=3, max_frequency=spec.max_frequency)
@@ -142,10 +171,8 @@ def build(spec: Ours, dim: int) -> pf.Dynamics:
 
 
 def train_ours(spec: Ours, train: TemporalPoints, budget: float, seed: int) -> tuple[pf.Dynamics, dict]:
-    """Endpoint NLL at the training times + kinetic (g = 0) or drift (g > 0) energy for ``budget`` CPU seconds.
-
-    ``train``: the training snapshots in model coordinates (``t`` in ``[0, 1]``, standardised ``x``).
-    """
+    """Endpoint NLL at the training times + kinetic (g = 0) or drift (g > 0) energy for ``budget`` CPU seconds;
+    the warm-up + cosine schedule runs over the budget (its length from a 10-step probe, not counted)."""
     dim = train.x.shape[1]
     energy = DriftEnergy if spec.diffusion > 0 else KineticEnergy
     objective = EndpointLikelihood(torch.unique(train.t).tolist()) + energy(spec.kinetic, samples=128)
@@ -158,110 +185,230 @@ def train_ours(spec: Ours, train: TemporalPoints, budget: float, seed: int) -> t
         return fit(dyn, objective, train, config=cfg, seed=seed, progress=False, max_seconds=seconds,
                    time_schedule=seconds is not None, clock=CLOCK)
 
-    probe = run(10, 1, None)  # step time on this machine (includes first-call overheads: conservative)
+    probe = run(10, 1, None)
     planned = max(20, int(budget / (probe.wall_seconds / 10)))
-    # The schedule runs over the budget's CPU time; the step cap (twice the plan) never binds first, so the whole
-    # budget is used; the warm-up is min(100, planned / 10) steps of the planned run, as a fraction of the budget.
     res = run(2 * planned, 2 * min(100, planned // 10), budget)
-    return res.model, {"steps": res.step, "train_seconds": res.wall_seconds}
+    return res.model, {"steps": res.step, "cpu_seconds": res.wall_seconds}
 
 
+def ours_predictions(dyn: pf.Dynamics, p: Problem, steps: int) -> tuple[Tensor, Tensor]:
+    """(exact density samples at ``s_held``, start cells pushed there), data units — the LightSB protocol's
+    predictions, drawn as :func:`probflux.evaluation.heldout_snapshot_scores` draws them."""
+    g = dyn.diffusion(torch.tensor([p.s_prev, p.s_held], dtype=torch.float32))
+    method = "euler_maruyama" if bool((g > 0).any()) else "euler"
+    with seeded(EVAL_SEED, torch.device("cpu")):
+        with torch.no_grad():
+            direct = dyn.density.sample(torch.full((len(p.target),), p.s_held))
+        moved = pf.simulate(dyn, p.normalizer.x_to_model(p.start).float(), p.s_prev, p.s_held, steps=steps, method=method)[-1]
+    return p.normalizer.x_to_data(direct.double()), p.normalizer.x_to_data(moved.double())
+
+
+# ------------------------------------------------------------------------------------------- baselines
+def mccann(p: Problem, eval_cells: int) -> Tensor:
+    """Displacement interpolation between the training snapshots either side of ``s_held`` (model coordinates)."""
+    k = max(i for i, s in enumerate(p.times) if s < p.s_held)
+    x0, x1 = subsample(p.cells[k].double(), eval_cells, EVAL_SEED), subsample(p.cells[k + 1].double(), eval_cells, EVAL_SEED)
+    s = (p.s_held - p.times[k]) / (p.times[k + 1] - p.times[k])
+    return p.normalizer.x_to_data(mccann_interpolation(x0, x1, s, n=len(p.target), seed=EVAL_SEED))
+
+
+def score(p: Problem, pred: Tensor, prefix: str) -> dict[str, float]:
+    if p.kind == "lightsb":
+        return {"energy_distance_lightsb" if prefix == "transport" else "energy_distance_lightsb_density":
+                energy_distance_lightsb(pred, p.target)}
+    d = sample_distances(pred, p.target)
+    return {f"w1_{prefix}": d["w1"], f"w2_{prefix}": d["w2"]}
+
+
+def run_method(method: str, p: Problem, seed: int, args: argparse.Namespace) -> tuple[dict[str, float], float]:
+    """``({metric: value}, training CPU seconds)`` of one method on one problem."""
+    if method in OURS:
+        dyn, info = train_ours(OURS[method], p.train_model, args.budget, seed)
+        if p.kind == "holdout":
+            sc = heldout_snapshot_scores(dyn, p.normalizer, p.train_data, p.held, cells=args.eval_cells, steps=args.steps, seed=EVAL_SEED)
+            out = {m: sc[f"heldout_{m}"] for m in ("w1_density", "w2_density", "w1_transport", "w2_transport")}
+        else:
+            direct, moved = ours_predictions(dyn, p, args.steps)
+            out = {"energy_distance_lightsb_density": energy_distance_lightsb(direct, p.target),
+                   "energy_distance_lightsb": energy_distance_lightsb(moved, p.target)}
+        return out, info["cpu_seconds"]
+    if method == "mccann-interpolation":
+        return score(p, mccann(p, args.eval_cells), "transport"), 0.0
+    if method == "no-motion":
+        return score(p, p.start, "transport"), 0.0
+    if method == "mfm":
+        from peers.mfm import MFMPeer
+
+        peer = MFMPeer(p.cells[0].shape[1], seed=seed)
+    else:
+        from peers.torchcfm_peer import CFMPeer
+
+        peer = CFMPeer(method, p.cells[0].shape[1], seed=seed)
+    fitted = peer.fit(p.times, p.cells, wall_seconds=args.budget, clock=CLOCK)
+    moved = peer.transport(p.normalizer.x_to_model(p.start).float(), p.s_prev, p.s_held, sde=method == "sf2m", steps=args.steps)
+    return score(p, p.normalizer.x_to_data(moved.double()), "transport"), float(fitted["wall_seconds"])
+
+
+# --------------------------------------------------------------------------------------------- records
+def label(method: str) -> str:
+    return PEERS.get(method, method)
+
+
+def summarise(results: dict, cpu: dict, command: str, seeds: int) -> list[dict[str, Any]]:
+    recs = []
+    for (ds, m, metric), v in results.items():
+        recs.append({"benchmark": "populations", "dataset": ds, "method": label(m), "metric": metric,
+                     "value": statistics.mean(v), "std": statistics.stdev(v) if len(v) > 1 else None, "seeds": len(v),
+                     "cpu_seconds": statistics.mean(cpu[(ds, m)]), "command": command})
+    return recs
+
+
+def derived(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Ratio records (best probflux / best peer) and the LightSB mean over both evaluation days, from ``records``."""
+    out = []
+    by = {(r["dataset"], r["method"], r["metric"]): r for r in records}
+    datasets = list(dict.fromkeys(r["dataset"] for r in records if "-holdout-" in r["dataset"]))
+    for ds in datasets:
+        peers = [by[(ds, m, "w1_transport")] for m in PEER_LABELS if (ds, m, "w1_transport") in by]
+        if not peers:
+            continue
+        best_peer = min(peers, key=lambda r: r["value"])
+        for metric in ("w1_density", "w1_transport"):
+            ours = [r for r in records if r["dataset"] == ds and r["method"].startswith("probflux-") and r["metric"] == metric
+                    and "/" not in r["method"]]
+            if ours:
+                best = min(ours, key=lambda r: r["value"])
+                out.append({"benchmark": "populations", "dataset": ds, "method": "probflux-best/best-peer",
+                            "metric": f"best_{metric}_ratio", "value": best["value"] / best_peer["value"], "std": None,
+                            "seeds": best["seeds"], "cpu_seconds": best["cpu_seconds"],
+                            "command": f"derived: {best['method']} {metric} / {best_peer['method']} w1_transport"})
+    days = list(LIGHTSB)
+    methods = {r["method"] for r in records if r["dataset"] in days}
+    for m in sorted(methods):
+        for metric in ("energy_distance_lightsb", "energy_distance_lightsb_density"):
+            rs = [by.get((d, m, metric)) for d in days]
+            if all(rs):
+                out.append({"benchmark": "populations", "dataset": "cite50-lightsb-mean", "method": m, "metric": metric,
+                            "value": statistics.mean(r["value"] for r in rs), "std": None, "seeds": rs[0]["seeds"],
+                            "cpu_seconds": statistics.mean(r["cpu_seconds"] for r in rs),
+                            "command": "derived: mean of cite50-lightsb-day3 and cite50-lightsb-day4"})
+    return out
+
+
+def merge_write(path: Path, new: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Merge ``new`` into the records at ``path`` (same dataset/method/metric replaced), recompute the derived
+    records, write atomically; a lock file serialises concurrent runs."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(str(path) + ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        old = json.loads(path.read_text()) if path.exists() else []
+        key = lambda r: (r["dataset"], r["method"], r["metric"])  # noqa: E731
+        fresh = {key(r) for r in new}
+        base = [r for r in old if key(r) not in fresh and not str(r.get("command", "")).startswith("derived:")]
+        records = base + new
+        records = records + derived(records)
+        write_json(path, records)
+    return records
+
+
+# ---------------------------------------------------------------------------------------------- tables
+def render_tables(records: list[dict[str, Any]]) -> str:
+    """The populations section of RESULTS.md, from the records alone."""
+    from tables import commands, pivot
+
+    def low(_c, recs):
+        vals = [r["value"] for r in recs if isinstance(r.get("value"), (int, float))]
+        return vals.index(min(vals)) if vals else None
+
+    budgets = sorted({round(r["cpu_seconds"]) for r in records if r.get("cpu_seconds") and r["method"].startswith("probflux-")
+                      and "/" not in r["method"]})
+    parts = [
+        "Generated by `benchmarks/bench_populations.py --tables` from `benchmarks/results/populations.json`. "
+        f"Training budget per run: CPU seconds (time.process_time) measured {budgets} (mean per method in the records); "
+        "mean ± std over seeds. W_p in data units (exact EMD, at most 2000 cells per side).",
+        "",
+        "### Leave one time out: W1 / W2 at the held-out time",
+        "",
+        pivot(records, where=lambda r: "-holdout-" in r["dataset"] and "/" not in r["method"],
+              columns=["w1_density", "w1_transport", "w2_density", "w2_transport"], bold=low),
+        "",
+        "### Ratio: probflux's best over the best peer (OT-CFM, SF2M, MFM, McCann); goal ≤ 0.9",
+        "",
+        pivot(records, where=lambda r: r["method"] == "probflux-best/best-peer", rows=("dataset",),
+              columns=["best_w1_density_ratio", "best_w1_transport_ratio"]),
+        "",
+        "### LightSB protocol, CITE 50 PCs: energy distance (LightSB convention; goal ≤ 2.2)",
+        "",
+        pivot(records, where=lambda r: "lightsb" in r["dataset"],
+              columns=["energy_distance_lightsb_density", "energy_distance_lightsb"], bold=low),
+        "",
+        "Commands:",
+        "",
+        commands(r for r in records if not str(r.get("command", "")).startswith(("derived", "published"))),
+    ]
+    return "\n".join(parts)
+
+
+# ------------------------------------------------------------------------------------------------ main
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
-    p.add_argument("--methods", nargs="+", default=[*OURS, *PEERS, *BASELINES], choices=[*OURS, *PEERS, *BASELINES])
+    every = [*OURS, *PEERS, *BASELINES]
+    p.add_argument("--datasets", nargs="*", default=[*DATASETS, "lightsb"], choices=[*DATASETS, "lightsb"])
+    p.add_argument("--path", help="a snapshot file of your own (probflux.data.snapshots.read_snapshots)")
+    p.add_argument("--holdout", help="with --path: comma-separated interior snapshot indices to hold out (default: all)")
+    p.add_argument("--methods", nargs="+", default=[*DEFAULT_OURS, *PEERS, *BASELINES], choices=every)
     p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--budget", type=float, default=20.0, help="training CPU seconds (time.process_time) per run")
+    p.add_argument("--budget", type=float, default=10.0, help="training CPU seconds (time.process_time) per run")
     p.add_argument("--eval-cells", type=int, default=2000)
     p.add_argument("--steps", type=int, default=100, help="integration steps for transport")
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--out", default=os.path.join("benchmarks", "results", "populations.json"))
+    p.add_argument("--out", default=str(RESULTS))
+    p.add_argument("--fresh", action="store_true", help="discard the records already in --out instead of merging")
+    p.add_argument("--tables", action="store_true", help="re-render the RESULTS.md section from --out and exit")
     args = p.parse_args()
+    if args.tables:
+        from tables import RESULTS_MD, replace_section
+
+        replace_section(RESULTS_MD, "populations", render_tables(json.loads(Path(args.out).read_text())))
+        print(f"regenerated the populations section of {RESULTS_MD}")
+        return
     torch.set_num_threads(args.threads)
     command = shlex.join(sys.orig_argv)
-    start = time.perf_counter()
-    results: dict[tuple[str, str, str], list[float]] = {}
-
-    def put(ds: str, method: str, metric: str, v: float) -> None:
-        results.setdefault((ds, method, metric), []).append(v)
-
+    if args.fresh and Path(args.out).exists():
+        Path(args.out).unlink()
+    problems: list[Callable[[], list[Problem]]] = []
     for name in args.datasets:
+        if name == "lightsb":
+            problems.append(lambda: [lightsb_problem(n) for n in LIGHTSB])
+            continue
         load, data_cfg = DATASETS[name]
-        full = load()
-        for k in range(1, len(full) - 1):
-            h = holdout(name, full, data_cfg, k, args.eval_cells)
-            ds = h.dataset
-            for seed in range(args.seeds):
-                for method in args.methods:
+        problems.append(lambda load=load, cfg=data_cfg, name=name: [
+            holdout(name, full, cfg, k, args.eval_cells) for full in [load()] for k in range(1, len(full) - 1)])
+    if args.path:
+        full = snap.read_snapshots(args.path)
+        ks = [int(v) for v in args.holdout.split(",")] if args.holdout else list(range(1, len(full) - 1))
+        stem = Path(args.path).stem
+        problems.append(lambda: [holdout(stem, full, {"name": "file", "path": args.path}, k, args.eval_cells) for k in ks])
+    if "lightsb" in args.datasets:
+        merge_write(Path(args.out), [{"benchmark": "populations", "dataset": "cite50-lightsb-mean", "method": m,
+                                      "metric": "energy_distance_lightsb", "value": v, "std": s, "seeds": None,
+                                      "cpu_seconds": None, "command": src} for m, v, s, src in PUBLISHED])
+    for make in problems:
+        for prob in make():
+            results: dict[tuple[str, str, str], list[float]] = {}
+            cpu: dict[tuple[str, str], list[float]] = {}
+            for method in args.methods:
+                for seed in range(args.seeds if method not in BASELINES else 1):
                     tic = time.perf_counter()
-                    if method in OURS:
-                        dyn, info = train_ours(OURS[method], h.train_model, args.budget, seed)
-                        sc = heldout_snapshot_scores(dyn, h.split.normalizer, h.train_data, h.split.test, cells=args.eval_cells,
-                                                     steps=args.steps, seed=EVAL_SEED)
-                        transport = {"w1": sc["heldout_w1_transport"], "w2": sc["heldout_w2_transport"]}
-                        put(ds, method, "w1_density", sc["heldout_w1_density"])
-                        put(ds, method, "w2_density", sc["heldout_w2_density"])
-                        ratio = kinetic_over_ot(dyn, h.train_model, cells=args.eval_cells, seed=EVAL_SEED)["kinetic_over_ot"]
-                        put(ds, method, "kinetic_over_ot", ratio)
-                    elif method in BASELINES:
-                        if seed:
-                            continue
-                        transport, info = sample_distances(h.pair.start, h.pair.target), {"steps": 0, "train_seconds": 0.0}
-                    else:
-                        from peers.torchcfm_peer import CFMPeer
-
-                        peer = CFMPeer(method, full.dim, seed=seed)
-                        fitted = peer.fit(h.times, h.cells, wall_seconds=args.budget, clock=CLOCK)
-                        info = {"steps": fitted["steps"], "train_seconds": fitted["wall_seconds"]}
-                        transport = peer_transport_scores(peer, h, sde=method == "sf2m", steps=args.steps)
-                    put(ds, method, "w1_transport", transport["w1"])
-                    put(ds, method, "w2_transport", transport["w2"])
-                    put(ds, method, "train_seconds", float(info["train_seconds"]))
-                    put(ds, method, "steps", float(info["steps"]))
-                    print(f"  {ds} seed {seed} {method}: W1 transport {transport['w1']:.3f} "
-                          f"({time.perf_counter() - tic:.0f} s)", file=sys.stderr, flush=True)
-    wall = time.perf_counter() - start
-
-    def cell(ds: str, m: str, metric: str, fmt: str = "{:.3f}") -> str:
-        v = results.get((ds, m, metric))
-        if not v:
-            return "–"
-        return fmt.format(statistics.mean(v)) + ("" if len(v) < 2 else " ± " + fmt.format(statistics.stdev(v)))
-
-    datasets = sorted({k[0] for k in results}, key=lambda d: (d.split("-")[0], float(d.split("-t")[-1])))
-    print(f"# {command}\n# torch {torch.__version__}, {args.threads} thread(s), budget {args.budget:g} CPU s per run, "
-          f"{args.seeds} seeds, mean ± std over seeds; W_p in data units; wall {wall:.0f} s\n")
-    head = ["data (held-out time)", "method", "W1 transport", "W2 transport", "W1 density", "W2 density", "kinetic / OT", "steps"]
-    print("| " + " | ".join(head) + " |\n|" + "---|" * len(head))
-    for ds in datasets:
-        for m in args.methods:
-            metrics = ("w1_transport", "w2_transport", "w1_density", "w2_density", "kinetic_over_ot")
-            print(f"| {ds} | {m} | " + " | ".join(cell(ds, m, x) for x in metrics) + f" | {cell(ds, m, 'steps', '{:.0f}')} |")
-    ratios = []
-    for ds in datasets:
-        for peer in [m for m in args.methods if m in PEERS]:
-            for ours in [m for m in args.methods if m in OURS]:
-                for metric in ("w1_transport", "w1_density"):
-                    a, b = results.get((ds, ours, metric)), results.get((ds, peer, "w1_transport"))
-                    if a and b:
-                        r = statistics.mean(a) / statistics.mean(b)
-                        ratios.append((ds, ours, peer, metric, r))
-    if ratios:
-        print("\nRatio of mean W1 (ours / peer's transport W1; < 1 = ours better)\n")
-        print("| data | ours | peer | our metric | ratio |\n|---|---|---|---|---|")
-        for ds, ours, peer, metric, r in ratios:
-            print(f"| {ds} | {ours} | {peer} | {metric} | {r:.3f} |")
-    records = []
-    for (ds, m, metric), v in results.items():
-        label = m if m.startswith("probflux") or m in BASELINES else f"torchcfm-{m}"
-        records.append({"benchmark": "populations", "dataset": ds, "method": label,
-                        "metric": metric, "value": statistics.mean(v), "std": statistics.stdev(v) if len(v) > 1 else None,
-                        "seeds": len(v), "wall_seconds": wall, "command": command})
-    for ds, ours, peer, metric, r in ratios:
-        records.append({"benchmark": "populations", "dataset": ds, "method": f"{ours}/torchcfm-{peer}", "metric": f"{metric}_ratio",
-                        "value": r, "std": None, "seeds": args.seeds, "wall_seconds": wall, "command": command})
-    write_json(args.out, records)
-    print(f"\n# wrote {len(records)} records to {args.out}")
+                    out, secs = run_method(method, prob, seed, args)
+                    for metric, v in out.items():
+                        results.setdefault((prob.dataset, method, metric), []).append(float(v))
+                    cpu.setdefault((prob.dataset, method), []).append(secs)
+                    print(f"  {prob.dataset} seed {seed} {method}: " + ", ".join(f"{k} {v:.3f}" for k, v in out.items())
+                          + f" ({secs:.1f} CPU s training, {time.perf_counter() - tic:.0f} s wall)", file=sys.stderr, flush=True)
+            merge_write(Path(args.out), summarise(results, cpu, command, args.seeds))
+    records = json.loads(Path(args.out).read_text())
+    print(render_tables(records))
 
 
 if __name__ == "__main__":
