@@ -20,7 +20,7 @@ from typing import Any
 from ._validation import set_validation
 from ._version import __version__
 from .checks import Residual, continuity_residual
-from .densities import AutoregressiveMixture, Conditioned, FactorizedMixture, FlowDensity, TimeDensity
+from .densities import AnchoredMixture, AutoregressiveMixture, Conditioned, FactorizedMixture, FlowDensity, TimeDensity
 from .divfree import DivergenceFree
 from .dynamics import SDE, Dynamics
 from .simulate import simulate
@@ -32,6 +32,7 @@ __all__ = [
     "TimeDensity",
     "FactorizedMixture",
     "AutoregressiveMixture",
+    "AnchoredMixture",
     "FlowDensity",
     "DivergenceFree",
     "Conditioned",
