@@ -32,6 +32,12 @@ def _pinned(dim: int, context_dim: int, components: int, hidden: int) -> pf.Time
     return PinnedMixture(initial, components, hidden=hidden, layers=2, context_dim=context_dim)
 
 
+def _anchored(dim: int, context_dim: int, components: int, hidden: int) -> pf.TimeDensity:
+    """Data-anchored kernels on spline paths through 4 knots, with a Brownian-bridge spread between them."""
+    return pf.AnchoredMixture(dim, 2 * components, knots=[0.0, 0.3, 0.7, 1.0], curvature=0.7, bridge=0.6,
+                              per_kernel_scale=True, context_dim=context_dim)
+
+
 def _conditioned_flow(dim: int, context_dim: int, components: int, hidden: int) -> pf.TimeDensity:
     """A flow conditioned on a history encoding (its context is the encoder's input, whatever ``context_dim``)."""
     from probflux.stpp.history import HistoryEncoder
@@ -57,6 +63,7 @@ FAMILIES: dict[str, Builder] = {
     "flow-spline": _flow("spline"),
     "flow-affine": _flow("affine"),
     "pinned": _pinned,
+    "anchored": _anchored,
     "conditioned-flow": _conditioned_flow,
     "conditioned-mixture": _conditioned_mixture,
 }
