@@ -6,9 +6,10 @@
 * :mod:`~probflux.control.lq` (Riccati closed form), :mod:`~probflux.control.problems` (DeepGSB crowds, motion
   planning), :mod:`~probflux.control.baseline` (simulation-based neural policy).
 """
+from .bridge import BridgeMixture, FlowBridge, coupling_plan, pins
 from .costs import Congestion, Disc, Ellipse, Entropy, InteractionKernel, MeanField, Obstacle, inverse_quadratic, kde_log_density
 from .evaluate import model_drift, model_log_density, monte_carlo_cost, simulation_free_cost
-from .laws import Gaussian, GaussianMixture, Law, LogDensity, Samples
+from .laws import Gaussian, GaussianMixture, Law, LogDensity, Samples, fit_gaussian_mixture
 from .lq import lq_optimal_cost, lq_problem, riccati, riccati_integral
 from .objective import ControlObjective, endpoint_points
 from .pinned import PinnedMixture
@@ -16,7 +17,8 @@ from .problem import ControlProblem
 from .solve import default_density, solve
 
 __all__ = [
-    "ControlProblem", "ControlObjective", "endpoint_points", "PinnedMixture",
+    "ControlProblem", "ControlObjective", "endpoint_points", "PinnedMixture", "BridgeMixture", "FlowBridge",
+    "coupling_plan", "pins", "fit_gaussian_mixture",
     "Law", "Gaussian", "GaussianMixture", "Samples", "LogDensity",
     "Obstacle", "Disc", "Ellipse", "MeanField", "Entropy", "Congestion", "InteractionKernel", "inverse_quadratic",
     "kde_log_density", "monte_carlo_cost", "simulation_free_cost", "model_drift", "model_log_density",

@@ -10,7 +10,7 @@ from torch.distributions import Categorical, MixtureSameFamily, MultivariateNorm
 
 from .._random import draw_seed, seeded
 
-__all__ = ["Law", "Gaussian", "GaussianMixture", "Samples", "LogDensity", "as_law"]
+__all__ = ["Law", "Gaussian", "GaussianMixture", "Samples", "LogDensity", "as_law", "fit_gaussian_mixture"]
 
 
 def _matrix(cov: Any, dim: int, name: str) -> Tensor:
@@ -163,3 +163,35 @@ def as_law(spec: Any, dim: int, name: str) -> Law:
     if law.dim != dim:
         raise ValueError(f"{name} has dimension {law.dim} but the problem has dim={dim}")
     return law
+
+
+def fit_gaussian_mixture(x: Any, components: int = 1, *, iterations: int = 200, seed: int = 0,
+                         min_variance: float = 1e-6) -> GaussianMixture:
+    """A diagonal :class:`GaussianMixture` fitted to samples ``x: (N, D)`` by EM (k-means++-style start), so a law
+    given by samples can be pinned exactly by a bridge: the bridge then pins *this fitted density*, not the
+    empirical law. ``components = 1`` is the moment match."""
+    x = Samples(x).x
+    N, D = x.shape
+    if isinstance(components, bool) or not isinstance(components, int) or not 1 <= components <= N:
+        raise ValueError(f"components must be an int in [1, {N}] (the number of samples); got {components!r}")
+    g = torch.Generator().manual_seed(seed)
+    centers = [x[torch.randint(N, (1,), generator=g)][0]]
+    for _ in range(components - 1):  # k-means++ seeding
+        d2 = torch.cdist(x, torch.stack(centers)).pow(2).min(-1).values
+        prob = d2 if float(d2.sum()) > 0 else torch.ones_like(d2)
+        centers.append(x[torch.multinomial(prob, 1, generator=g)][0])
+    mu = torch.stack(centers)
+    var = x.var(0, unbiased=False).clamp_min(min_variance).expand(components, D).clone()
+    logw = torch.full((components,), -torch.log(torch.tensor(float(components))).item(), dtype=torch.float64)
+    for _ in range(iterations):
+        logp = -0.5 * (((x[:, None] - mu) ** 2 / var) + var.log() + torch.log(torch.tensor(2 * torch.pi))).sum(-1) + logw
+        r = torch.softmax(logp, -1)  # (N, K)
+        nk = r.sum(0).clamp_min(1e-12)
+        new_mu = (r.T @ x) / nk[:, None]
+        var = ((r.T @ x.pow(2)) / nk[:, None] - new_mu.pow(2)).clamp_min(min_variance)
+        logw = (nk / N).log()
+        if float((new_mu - mu).abs().max()) < 1e-10:
+            mu = new_mu
+            break
+        mu = new_mu
+    return GaussianMixture(mu, [v.tolist() for v in var] if components > 1 else var[0].tolist(), weights=logw.exp().tolist())

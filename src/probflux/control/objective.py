@@ -9,7 +9,8 @@ Every term is an expectation under the model's own exact marginals (docs/mathema
 * ``terminal = E_{rho_1}[G]``,
 * ``initial_nll = E_{q0}[-log rho_0]``, ``target_nll = E_{q1}[-log rho_1]`` on the batch rows at ``t = 0`` / ``t = 1``
   (a log-density law enters as ``KL(rho || q)`` from model samples instead; a :class:`PinnedMixture` drops
-  ``initial_nll``, its ``rho_0`` being exact).
+  ``initial_nll``, its ``rho_0`` being exact, and the bridges of :mod:`~probflux.control.bridge` drop both terms
+  they pin).
 
 The running costs can be switched on in stages (the paper's schedule): endpoint likelihoods from step 0,
 the control term from ``control_start``, state/mean-field/terminal costs from ``running_start``, each
@@ -25,9 +26,9 @@ import torch
 from .._random import draw_seed, seeded
 from ..dynamics import Dynamics
 from ..objectives import Batch, Terms, ramp_factor, sample_path_points
+from .bridge import pins
 from .costs import Obstacle, mean_field_values, smooth_obstacles
 from .laws import LogDensity
-from .pinned import PinnedMixture
 from .problem import ControlProblem
 
 __all__ = ["ControlObjective", "endpoint_points", "check_dynamics"]
@@ -106,9 +107,9 @@ class ControlObjective:
         loss = zero
 
         # endpoint laws
-        pinned = isinstance(dynamics.density, PinnedMixture)
-        for name, time, law in (("initial_nll", 0.0, P.initial), ("target_nll", 1.0, P.target)):
-            if law is None or (name == "initial_nll" and pinned):
+        pinned = pins(dynamics.density)
+        for (name, time, law), exact in zip((("initial_nll", 0.0, P.initial), ("target_nll", 1.0, P.target)), pinned):
+            if law is None or exact:  # a pinned endpoint is the law itself: its NLL is a constant
                 continue
             if isinstance(law, LogDensity):  # KL(rho || q) from exact model samples
                 with seeded(draw_seed(batch.generator), batch.x.device):

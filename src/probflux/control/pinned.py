@@ -35,6 +35,8 @@ class PinnedMixture(FactorizedMixture):
         Other keyword arguments go to :class:`~probflux.FactorizedMixture`.
     """
 
+    pins_initial, pins_target = True, False  # read by probflux.control.bridge.pins
+
     def __init__(self, initial, components: int = 8, *, loc_scale: float = 1.0, fixed_weights: bool = False, **kwargs) -> None:
         if not isinstance(initial, (Gaussian, GaussianMixture)):
             raise TypeError(f"initial must be a probflux.control.Gaussian or GaussianMixture to be pinned; got {type(initial).__name__}")
