@@ -32,6 +32,23 @@ def _pinned(dim: int, context_dim: int, components: int, hidden: int) -> pf.Time
     return PinnedMixture(initial, components, hidden=hidden, layers=2, context_dim=context_dim)
 
 
+def _bridge(flow: bool, target: bool) -> Builder:
+    """Endpoint-exact bridges of probflux.control.bridge: diagonal Gaussian mixtures (mixture) or Gaussians (flow)."""
+    def build(dim: int, context_dim: int, components: int, hidden: int) -> pf.TimeDensity:
+        from probflux.control import Gaussian, GaussianMixture
+        from probflux.control.bridge import BridgeMixture, FlowBridge
+
+        base = torch.linspace(-0.5, 0.5, dim)
+        if flow:
+            q0 = Gaussian(base.tolist(), torch.linspace(0.5, 1.5, dim).tolist())
+            q1 = Gaussian((1.0 - base).tolist(), torch.linspace(1.2, 0.6, dim).tolist()) if target else None
+            return FlowBridge(q0, q1, 2, hidden=16, context_dim=context_dim, coupling_kind="affine")
+        q0 = GaussianMixture(torch.stack([base, base + 1]), [torch.linspace(0.5, 1.5, dim).tolist(), 0.7], weights=[0.4, 0.6])
+        q1 = GaussianMixture(torch.stack([1 - base, base - 1]), 0.8, weights=[0.6, 0.4])
+        return BridgeMixture(q0, q1, hidden=hidden, layers=2, context_dim=context_dim)
+    return build
+
+
 def _anchored(dim: int, context_dim: int, components: int, hidden: int) -> pf.TimeDensity:
     """Data-anchored kernels on spline paths through 4 knots, with a Brownian-bridge spread between them."""
     return pf.AnchoredMixture(dim, 2 * components, knots=[0.0, 0.3, 0.7, 1.0], curvature=0.7, bridge=0.6,
@@ -63,6 +80,9 @@ FAMILIES: dict[str, Builder] = {
     "flow-spline": _flow("spline"),
     "flow-affine": _flow("affine"),
     "pinned": _pinned,
+    "bridge-mixture": _bridge(flow=False, target=True),
+    "bridge-flow": _bridge(flow=True, target=True),
+    "pinned-flow": _bridge(flow=True, target=False),
     "anchored": _anchored,
     "conditioned-flow": _conditioned_flow,
     "conditioned-mixture": _conditioned_mixture,
