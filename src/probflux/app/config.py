@@ -616,3 +616,179 @@ def save_config(cfg: Config, path: Union[str, os.PathLike]) -> None:
     """Write ``cfg`` as YAML atomically (:func:`probflux.checkpoint.atomic_write`)."""
     text = yaml.safe_dump(config_to_dict(cfg), sort_keys=False, default_flow_style=False)
     atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+
+
+# ------------------------------------------------------------------------------ reference table
+
+# one line per key; config_reference() refuses a key without one (tests/test_config_docs.py)
+_MEANINGS: dict[str, str] = {
+    "seed": "seeds data generation and splits, initialisation, batches, Monte-Carlo draws and evaluation",
+    "out": "the run directory (fit refuses one holding another run unless --overwrite)",
+    "model.type": "`FactorizedMixture`, `AutoregressiveMixture` or `FlowDensity` (docs/concepts.md, docs/flow.md)",
+    "model.family": "component family of a mixture (`gaussian`: factorized only)",
+    "model.flux": "the exact flux of a mixture (docs/concepts.md); allowed values depend on `model.type`",
+    "model.components": "`K`: mixture components (factorized) or logistics per conditional (autoregressive)",
+    "model.hidden": "network width",
+    "model.layers": "network depth (time MLP, MADE, or coupling networks of a flow)",
+    "model.divergence_free": "add a learned `DivergenceFree` velocity term (needs `D >= 2`)",
+    "model.divfree_hidden": "width of the divergence-free term's network",
+    "model.diffusion": "`g` in model coordinates, for simulation, evaluation and plots (the NLL does not depend on it)",
+    "model.time_frequency": "highest frequency of the sinusoidal time features (`>= pi/2`: one period covers `[0, 1]`)",
+    "model.transforms": "coupling transforms of a flow (`type: flow` only)",
+    "model.coupling": "coupling layer of a flow: monotone rational-quadratic spline or affine (`type: flow` only)",
+    "data.name": "a built-in data set or `file` (read `data.path`)",
+    "data.path": "the data file of `name: file` (`.csv`/`.tsv` with a header, `.npz`, `.npy`; docs/data.md)",
+    "data.n": "points of a built-in point set, or cells per snapshot of a synthetic snapshot set",
+    "data.t0": "start of the data time interval mapped to `[0, 1]` (null: the earliest time)",
+    "data.t1": "end of the data time interval mapped to `[0, 1]` (null: the latest time); `t0 < t1`",
+    "data.standardize": "standardise `x` with the training split's mean and standard deviation",
+    "data.val_fraction": "validation share of a seeded split; `val_fraction + test_fraction < 1`",
+    "data.test_fraction": "test share of a seeded split (ignored with `leave_out`)",
+    "data.pcs": "principal components of `cite` (ignored otherwise)",
+    "data.leave_out": "index of an interior snapshot held out as the test split (snapshot data only)",
+    "data.whiten": "PCA-whiten with the training cells (snapshot data only)",
+    "data.history": "condition on the `k` newest earlier events of the sequence (event data only)",
+    "data.kind": "what a file holds: `points`, `events` or `snapshots` (null: from the file and the other keys)",
+    "data.columns.t": "the time column of a CSV/TSV (null: `t`/`time`, or `time_index`/`day` for snapshots)",
+    "data.columns.x": "the coordinate columns of a CSV/TSV, in order (null: every other numeric column)",
+    "data.columns.sequence": "the event-sequence column of a CSV/TSV (null: `sequence`/`id` when present)",
+    "data.columns.context": "per-point context columns of a CSV/TSV (points only)",
+    "data.cuts": "`[val_start, test_start]`: split times of one long event sequence from a file",
+    "data.window": "cut every part of an event file into windows of this length (null: continuous)",
+    "data.stride": "step between training windows (default: `window`); needs `window`",
+    "objective.nll": "weight of the likelihood term",
+    "objective.likelihood": "`points`: every point weighs the same; `snapshots`: every observation time does",
+    "objective.kinetic": "weight of the kinetic energy `E|u|^2` (least-action dynamics)",
+    "objective.drift_energy": "weight of `E|b|^2` (Schrödinger bridge; needs `model.diffusion > 0`)",
+    "objective.jacobian_symmetry": "weight of `E||J - J^T||_F^2` (a gradient-field velocity)",
+    "objective.kinetic_samples": "global draws per step of the kinetic, drift-energy and Jacobian terms",
+    "objective.kinetic_start": "step at which those terms switch on",
+    "objective.kinetic_ramp": "steps over which their weight ramps up linearly from 0",
+    "train.steps": "optimisation steps",
+    "train.batch_size": "global mini-batch size",
+    "train.optimizer": "Adam or AdamW",
+    "train.lr": "peak learning rate",
+    "train.weight_decay": "weight decay of the optimiser",
+    "train.warmup": "linear learning-rate warm-up steps",
+    "train.min_lr_ratio": "final learning rate / `lr` of the cosine decay",
+    "train.clip": "gradient-norm clipping (null: none)",
+    "train.ema": "EMA decay of the weights used for evaluation and `best.pt` (null: no EMA)",
+    "train.dtype": "floating-point precision of the model",
+    "train.device": "`auto`: cuda, else mps, else cpu",
+    "train.eval_every": "steps between validation evaluations",
+    "train.log_every": "steps between `metrics.jsonl` lines",
+    "train.checkpoint_every": "steps between `latest.pt` writes",
+    "train.patience": "stop after this many evaluations without improvement (null: never)",
+    "train.eval_points": "validation points per evaluation",
+    "evaluate.particles": "SDE/ODE particles of the simulation distances `w1_*` (0: off)",
+    "evaluate.steps": "Euler steps of those simulations (0: off)",
+    "evaluate.residual_points": "model samples of the continuity-residual check (0: off)",
+    "evaluate.heldout_cells": "cells per side of the held-out snapshot scores (`leave_out` runs)",
+}
+
+REGENERATE = "python -m probflux.app.config --markdown > docs/config.md"
+
+
+def _yaml_value(v: Any) -> str:
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, list):
+        return "[" + ", ".join(_yaml_value(x) for x in v) + "]"
+    return str(v)
+
+
+def _allowed(key: str, tp: Any) -> str:
+    """What ``_CONSTRAINTS`` allows for ``key``, read from the message of each check on a value it must refuse."""
+    base, optional = _unwrap_optional(tp)
+    probes: list[Any] = {int: [-math.inf], float: [-math.inf], str: ["\0", ""]}.get(base, [[math.inf, -math.inf]])
+    parts = []
+    for check in _CONSTRAINTS.get(key, ()):
+        for probe in probes:
+            try:
+                problem = check(probe)
+            except (TypeError, ValueError):
+                continue
+            if problem:
+                text = re.sub(r"^must (be |lie )?", "", problem.replace("must not be empty", "non-empty"))
+                text = re.sub(r"\d+\.\d{5,}", lambda m: f"{float(m.group()):.4g}", text)
+                text = re.sub(r"'([^']*)'", r"`\1`", text)
+                parts.append(text.removesuffix(" or null"))
+                break
+    if key == "data.name":
+        kinds = ("points", "file", "snapshots", "events")
+        parts.append("; ".join(f"{kind}: " + ", ".join(f"`{n}`" for n in data_registry.names(kind)) for kind in kinds))
+    if key == "model.flux":
+        parts = ["; ".join(f"{t}: " + ", ".join(f"`{f}`" for f in fl) for t, fl in FLUXES.items())]
+    text = "; ".join(parts) or ("`true`, `false`" if base is bool else "any")
+    return f"{text} or null" if optional else text
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")  # a bar inside a table cell, even in a code span, must be escaped
+
+
+def _rst_to_markdown(text: str) -> str:
+    text = re.sub(r":(?:class|func|mod|meth|attr):`~?([^`]+)`", r"`\1`", text)
+    return " ".join(text.replace("``", "`").split())
+
+
+def config_reference() -> str:
+    """The reference of every config key as markdown (the content of docs/config.md): one table with the type,
+    default, allowed values (read from ``_CONSTRAINTS``) and meaning of each key, then each section's docstring.
+    Regenerate the file with ``python -m probflux.app.config --markdown > docs/config.md``."""
+    missing = [k for k in valid_keys() if k not in _MEANINGS]
+    stale = [k for k in _MEANINGS if k not in valid_keys()]
+    if missing or stale:
+        raise ConfigError(f"probflux.app.config._MEANINGS: add a one-line meaning for {missing}; remove {stale}", missing + stale)
+    defaults = dict(_leaves(Config()))
+    lines = [
+        "# Configuration keys",
+        "",
+        f"<!-- Generated from the schema in src/probflux/app/config.py by `{REGENERATE}`;",
+        "     do not edit by hand: tests/test_config_docs.py fails when this file and the schema disagree. -->",
+        "",
+        "Every key of a YAML config (`probflux fit CONFIG`) and of a `key=value` override. Missing keys take the",
+        "default. Override values are read as YAML (`train.clip=null` is `None`, `1e-3` a float). A wrong type,",
+        "a value outside *allowed*, an unknown key (with a \"did you mean\") or a broken rule between keys is a",
+        "`ConfigError` naming the dotted key and the file or override it came from. *type*: `int` fields take",
+        "integers only (never `true`), `float` fields finite numbers. How the keys are used: docs/training.md,",
+        "docs/data.md, docs/populations.md and docs/events.md.",
+        "",
+        "| key | type | default | allowed | meaning |",
+        "|---|---|---|---|---|",
+    ]
+    sections: list[tuple[str, type]] = []
+
+    def walk(cls: type, prefix: str) -> None:
+        hints = get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            key, tp = prefix + f.name, hints[f.name]
+            if dataclasses.is_dataclass(tp):
+                sections.append((key, tp))
+                lines.append(f"| **{key}** | | | | |")
+                walk(tp, key + ".")
+            else:
+                default = _yaml_value(defaults[key])
+                allowed = _allowed(key, tp)
+                cells = (f"`{key}`", _type_name(tp), f"`{default}`", allowed, _MEANINGS[key])
+                lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+
+    walk(Config, "")
+    lines += ["", "## Sections", ""]
+    for key, cls in sections:
+        lines += [f"**{key}** (`{cls.__module__}.{cls.__qualname__}`): {_rst_to_markdown(cls.__doc__ or '')}", ""]
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+if __name__ == "__main__":
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m probflux.app.config", description="print the config reference")
+    parser.add_argument("--markdown", action="store_true", required=True, help="the table of every key (docs/config.md)")
+    parser.parse_args()
+    from probflux.app.config import config_reference as reference  # the package's module, not this __main__ copy
+
+    sys.stdout.write(reference())
