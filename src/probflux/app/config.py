@@ -496,14 +496,16 @@ def _field_type(key: str) -> Any:
     return cls
 
 
-def _parse_override(item: Any) -> tuple[str, Any]:
+def _parse_override(item: Any, field_type: Optional[Any] = None) -> tuple[str, Any]:
+    """``key=value`` → ``(key, YAML value)``; ``field_type(key)`` gives the key's type hint (default: :class:`Config`'s;
+    another schema, e.g. :mod:`probflux.app.control`'s, passes its own, which raises for an unknown key)."""
     if not isinstance(item, str) or "=" not in item:
         raise ConfigError(f"override {item!r} must have the form key=value (e.g. model.components=32)")
     key, text = item.split("=", 1)
     key = key.strip()
     if not key:
         raise ConfigError(f"override {item!r} has an empty key; expected key=value (e.g. model.components=32)")
-    tp = _field_type(key)
+    tp = (field_type or _field_type)(key)
     if tp is None:
         raise _unknown_key(key)
     try:
