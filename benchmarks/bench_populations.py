@@ -26,10 +26,11 @@ Scores (data units, exact EMD on at most ``--eval-cells`` cells per side, fixed 
 divided by one constant (:func:`probflux.metrics.lightsb_constant_scale` of the start, end and evaluation
 days, as the notebook), times mapped so the start day is 0 and the end day 1; predict the evaluation day and
 score :func:`probflux.metrics.energy_distance_lightsb` (half the unbiased energy distance) in PC units against
-ALL cells of that day. Predictions: probflux's exact density samples (as many as evaluation cells) and its
-transport of all start cells; the peers' transport of all start cells (the notebook resamples as many start
-cells with replacement; we push each once); McCann from a plan between at most ``--eval-cells`` cells of each
-end day. Published anchors are records too (``lightsb-published`` 2.31 ± 0.27, ``sinkhorn-published`` 2.34;
+ALL cells of that day. Predictions: probflux's exact density samples (as many as evaluation cells); every
+method's transport of at most ``--eval-cells`` start-day cells (fixed subsample; the notebook pushes as many
+cells as the start day has, drawn with replacement — the energy distance's U-statistics are unbiased for any
+sample size, so this changes the variance, not the expectation); McCann from a plan between at most
+``--eval-cells`` cells of each end day. Published anchors are records too (``lightsb-published`` 2.31 ± 0.27, ``sinkhorn-published`` 2.34;
 LightSB paper, Table "MSCI", 50 PCs; their ``command`` names the source). The published numbers are the mean
 over both evaluation days, so our ``cite50-lightsb-mean`` row is the comparable one.
 
@@ -150,7 +151,7 @@ def holdout(prefix: str, full: snap.Snapshots, data_cfg: dict, k: int, eval_cell
                    pair.start, pair.target, float(norm.t_to_model(pair.t_prev)), float(norm.t_to_model(pair.t_held)), split.test)
 
 
-def lightsb_problem(name: str) -> Problem:
+def lightsb_problem(name: str, eval_cells: int) -> Problem:
     """The notebook's set-up: two training days, one scaling constant, start day = model time 0, end day = 1."""
     d0, d1, de = LIGHTSB[name]
     days = snap.cite(pcs=50)
@@ -161,7 +162,8 @@ def lightsb_problem(name: str) -> Problem:
     norm = Normalizer(float(d0), float(d1), torch.zeros(dim), torch.full((dim,), c))
     train_data = snap.Snapshots([float(d0), float(d1)], [x0, x1], name="cite50").to_points()
     return Problem(name, "lightsb", norm, train_data, to_model_coordinates(train_data, norm), [0.0, 1.0],
-                   [norm.x_to_model(x0).float(), norm.x_to_model(x1).float()], x0, xe, 0.0, float(norm.t_to_model(float(de))))
+                   [norm.x_to_model(x0).float(), norm.x_to_model(x1).float()], subsample(x0, eval_cells, EVAL_SEED), xe, 0.0,
+                   float(norm.t_to_model(float(de))))
 
 
 # ------------------------------------------------------------------------------------------- probflux
@@ -405,7 +407,7 @@ def main() -> None:
     problems: list[Callable[[], list[Problem]]] = []
     for name in args.datasets:
         if name == "lightsb":
-            problems.append(lambda: [lightsb_problem(n) for n in LIGHTSB])
+            problems.append(lambda: [lightsb_problem(n, args.eval_cells) for n in LIGHTSB])
             continue
         load, data_cfg = DATASETS[name]
         problems.append(lambda load=load, cfg=data_cfg, name=name: [
