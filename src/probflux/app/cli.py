@@ -7,6 +7,7 @@
     probflux evaluate RUN_DIR                    held-out NLL, continuity residual, SDE-vs-model W1
     probflux plot RUN_DIR                        density snapshots, trajectories, loss curves, GIF
     probflux demo                                the main job on built-in data (into $DEMO_OUT or runs/demo)
+    probflux control CONFIG [key=value ...]      a control problem: train, Monte Carlo check, figures (docs/control.md)
 
 Times and positions given to and written by the CLI are in the data's coordinates.
 
@@ -197,6 +198,12 @@ next (after `source .venv/bin/activate`, or prefix with .venv/bin/):
     return 0
 
 
+def cmd_control(args: argparse.Namespace) -> int:
+    from .control import cmd_control as run
+
+    return run(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .._version import __version__
 
@@ -266,6 +273,12 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--overwrite", action="store_true", help="replace another command's run there (a previous demo run is replaced anyway)")
     q.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides of the demo config")
     q.set_defaults(func=cmd_demo)
+
+    q = sub.add_parser("control", help="solve a control / mean-field problem from a YAML config (docs/control.md)",
+                       description="Train a simulation-free control solver on a YAML problem, then check it by Monte Carlo.")
+    q.add_argument("config", metavar="CONFIG", help="YAML control config (see configs/control_*.yaml)")
+    q.add_argument("overrides", nargs="*", default=[], metavar="key=value", help="dotted overrides, e.g. train.steps=200")
+    q.set_defaults(func=cmd_control)
     return p
 
 
