@@ -61,7 +61,7 @@ def default_density(problem: ControlProblem, components: int = 8, hidden: int = 
 
 def solve(problem: ControlProblem, density: Optional[Any] = None, *, objective: Optional[ControlObjective] = None,
           config: Optional[TrainConfig] = None, seed: int = 0, endpoint_samples: int = 20000,
-          max_seconds: Optional[float] = None, progress: bool = False, callback: Any = None,
+          max_seconds: Optional[float] = None, progress: bool = False, callback: Any = None, clock: Any = None,
           **train_overrides: Any) -> FitResult:
     """Fit ``density`` (default :func:`default_density`) to ``problem``; returns :class:`probflux.train.FitResult`
     whose ``model`` is a :class:`probflux.Dynamics` with the problem's model diffusion.
@@ -76,4 +76,6 @@ def solve(problem: ControlProblem, density: Optional[Any] = None, *, objective: 
     cfg = replace(config or TrainConfig(device="cpu"), **train_overrides)
     data = endpoint_points(problem, endpoint_samples, torch.Generator().manual_seed(seed))
     cfg = replace(cfg, batch_size=min(cfg.batch_size, data.t.shape[0]))
-    return fit(dynamics, objective, data, config=cfg, seed=seed, progress=progress, max_seconds=max_seconds, callback=callback)
+    extra = {} if clock is None else {"clock": clock}  # e.g. time.process_time: a CPU-time budget on a shared machine
+    return fit(dynamics, objective, data, config=cfg, seed=seed, progress=progress, max_seconds=max_seconds, callback=callback,
+               **extra)
