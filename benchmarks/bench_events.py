@@ -13,7 +13,11 @@ Rows (``method`` in ``benchmarks/results/events.json``):
 * ``probflux-history`` — the factorized density conditioned on the newest 16 past events of the sequence
   (:func:`probflux.stpp.history_context` → :class:`probflux.stpp.HistoryEncoder` inside
   :class:`probflux.Conditioned`);
-* ``cnf-time-varying`` — ``benchmarks/peers/cnf_stpp.py`` (dopri5, tol 1e-4, exact trace).
+* ``cnf-time-varying`` — ``benchmarks/peers/cnf_stpp.py`` (dopri5, tol 1e-4, exact trace);
+* ``kernel-baseline`` — ``benchmarks/peers/kernel_stpp.py``: a KDE of the training locations plus Gaussian kernels at
+  the newest k strictly earlier events of the sequence, ``h_b, h_l, w, k`` by grid search on the validation events
+  (coarse, then 4x finer around the best), the test events scored once through the same
+  ``spatial_log_likelihood(model, model_points(test, history=64))`` as our models; deterministic (one "seed").
 
 Test scores use the weights with the best validation NLL (ours: EMA weights, validation every 50 steps; CNF: every
 50 steps on up to 4,096 validation events, evaluations outside its clock); small training sets (COVID-19: 3,925
@@ -62,6 +66,7 @@ from probflux.train import TrainConfig, fit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "peers"))
 from cnf_stpp import cnf_mean_log_likelihood, fit_cnf  # noqa: E402
+from kernel_stpp import DEFAULT_K, KernelSTPP, slots_from_context, tune_refined  # noqa: E402
 
 HISTORY = 16
 # Budgets are CPU seconds of this single-threaded process: other load on a shared machine does not eat into them,
@@ -182,6 +187,18 @@ def run_cnf(data: SimpleNamespace, budget: float, seed: int) -> dict:
             "step_seconds": info["step_seconds"], "curve": curve}
 
 
+def run_kernel(data: SimpleNamespace) -> dict:
+    """The tuned kernel baseline (validation only), scored once on the test events; CPU seconds include the tuning."""
+    a = CLOCK()
+    K = max(DEFAULT_K)
+    V, T = model_points(data.val, K), model_points(data.test, K)
+    bg = data.train.events().x
+    tu = tune_refined(bg, V.x, slots_from_context(V.context, V.x.shape[1]))
+    model = KernelSTPP(bg, tu.h_b, tu.h_l, tu.w, tu.k)
+    nll = -spatial_log_likelihood(model, T)
+    return {"nll": nll, "tuned": vars(tu), "train_seconds": CLOCK() - a, "steps": 0, "step_seconds": float("nan"), "curve": []}
+
+
 def time_to_reach(curve: list, target: float) -> Optional[float]:
     for _, v, t in curve:
         if v <= target:
@@ -204,6 +221,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     p.add_argument("--no-temporal", action="store_true", help="skip the Poisson/Hawkes temporal rows")
     p.add_argument("--out", default="benchmarks/results/events.json")
     p.add_argument("--table", action="store_true", help="only print the tables of the records already in --out")
+    p.add_argument("--tables", action="store_true", help="re-render the events section of benchmarks/RESULTS.md from --out and exit")
     p.add_argument("--merge", nargs="+", default=None, metavar="JSON",
                    help="merge result files of runs on disjoint parts (later files win per data set and method), "
                         "recompute the CNF comparisons from their *_curves.json, write --out and print the tables")
@@ -215,6 +233,11 @@ def main(argv: Optional[list[str]] = None) -> None:
     if args.table:
         print_table(json.loads(Path(args.out).read_text()))
         return
+    if args.tables:
+        from tables import RESULTS_MD, replace_section
+
+        replace_section(RESULTS_MD, "events", render_tables(json.loads(Path(args.out).read_text())))
+        return
     torch.set_num_threads(args.threads)
     command = "python benchmarks/bench_events.py " + " ".join(argv if argv is not None else sys.argv[1:])
     out = Path(args.out)
@@ -225,7 +248,7 @@ def main(argv: Optional[list[str]] = None) -> None:
         v = [x for x in values if x is not None and math.isfinite(x)]
         records.append({"benchmark": "events", "dataset": dataset, "method": method, "metric": metric,
                         "value": float(np.mean(v)) if v else None, "std": float(np.std(v)) if len(v) > 1 else 0.0,
-                        "seeds": len(v), "wall_seconds": wall, "command": command})
+                        "seeds": len(v), "cpu_seconds": wall, "command": command})
 
     for name in args.datasets:
         data = load(name)
@@ -235,7 +258,12 @@ def main(argv: Optional[list[str]] = None) -> None:
         for method in args.methods:
             results[method] = []
             for seed in range(args.seeds):
-                if method == "cnf-time-varying":
+                if method == "kernel-baseline":
+                    if seed > 0:
+                        break  # deterministic: one run
+                    r = run_kernel(data)
+                    print(f"  kernel-baseline tuned on validation: {r['tuned']}", flush=True)
+                elif method == "cnf-time-varying":
                     r = run_cnf(data, args.cnf_budget or args.budget, seed)
                 else:
                     r = run_ours(method, data, args.budget, seed)
@@ -244,11 +272,12 @@ def main(argv: Optional[list[str]] = None) -> None:
                       f"{1e3 * r['step_seconds']:.1f} ms/step)", flush=True)
             rs = results[method]
             record(name, method, "test_spatial_nll_per_event", [r["nll"] for r in rs], float(np.mean([r["train_seconds"] for r in rs])))
-            record(name, method, "step_seconds", [r["step_seconds"] for r in rs], float(np.mean([r["train_seconds"] for r in rs])))
+            if method != "kernel-baseline":
+                record(name, method, "step_seconds", [r["step_seconds"] for r in rs], float(np.mean([r["train_seconds"] for r in rs])))
         if "cnf-time-varying" in results:
             cnf = results["cnf-time-varying"]
             for method, rs in results.items():
-                if method == "cnf-time-varying":
+                if method in ("cnf-time-varying", "kernel-baseline"):
                     continue
                 reach = [time_to_reach(r["curve"], c["curve"][-1][1] if c["curve"] else c["nll"]) for r, c in zip(rs, cnf)]
                 speedup = [c["train_seconds"] / t if t else None for t, c in zip(reach, cnf)]
@@ -258,11 +287,11 @@ def main(argv: Optional[list[str]] = None) -> None:
                        float(np.mean([r["train_seconds"] for r in rs])))
         if not args.no_temporal:
             for label, model in (("poisson", PoissonProcess()), ("hawkes", HawkesProcess())):
-                a = time.perf_counter()
+                a = CLOCK()
                 model.fit(data.train)
                 with torch.no_grad():
                     ll = float(model.log_likelihood(data.test).sum()) / data.test.n_events
-                record(name, f"probflux-temporal-{label}", "test_temporal_loglik_per_event", [ll], time.perf_counter() - a)
+                record(name, f"probflux-temporal-{label}", "test_temporal_loglik_per_event", [ll], CLOCK() - a)
                 print(f"  temporal {label:8s}: test log-likelihood per event {ll:.3f} (time in data units)", flush=True)
         raw[name] = {m: [{k: v for k, v in r.items()} for r in rs] for m, rs in results.items()}
         raw[name]["note"] = data.note
@@ -294,7 +323,7 @@ def merge(files: list[str], out: Path) -> None:
         if not cnf:
             continue
         for method, rs in methods.items():
-            if method in ("cnf-time-varying", "note"):
+            if method in ("cnf-time-varying", "kernel-baseline", "note"):
                 continue
             reach = [time_to_reach(r["curve"], c["curve"][-1][1] if c["curve"] else c["nll"]) for r, c in zip(rs, cnf)]
             speedup = [c["train_seconds"] / t if t else None for t, c in zip(reach, cnf)]
@@ -306,7 +335,7 @@ def merge(files: list[str], out: Path) -> None:
                 records[(name, method, metric)] = {
                     "benchmark": "events", "dataset": name, "method": method, "metric": metric,
                     "value": float(np.mean(v)) if v else None, "std": float(np.std(v)) if len(v) > 1 else 0.0,
-                    "seeds": len(v), "wall_seconds": wall,
+                    "seeds": len(v), "cpu_seconds": wall,
                     "command": command + " (merged: python benchmarks/bench_events.py --merge " + " ".join(files) + ")"}
     write_json(out, list(records.values()))
     write_json(out.with_name(out.stem + "_curves.json"), curves)
@@ -345,6 +374,51 @@ def print_table(records: list[dict]) -> None:
     table("cnf_step_seconds_over_ours", "CNF seconds per step / ours (batch 1024 events both)", "{:.1f}")
     table("step_seconds", "seconds per training step", "{:.4f}")
     table("test_temporal_loglik_per_event", "temporal test log-likelihood per event (time in data units), higher is better")
+
+
+CONTINUOUS = ("test_spatial_ll_per_event_km2", "test_temporal_ll_per_event")
+
+
+def render_tables(records: list[dict]) -> str:
+    """The events section of RESULTS.md (markdown) from the records of ``benchmarks/results/events.json``."""
+    from tables import commands, pivot
+
+    windowed = [r for r in records if not r["dataset"].endswith("_continuous")]
+    datasets = list(dict.fromkeys(r["dataset"] for r in windowed if r["metric"] == "test_spatial_nll_per_event"))
+    low = lambda c, rs: min(range(len(rs)), key=lambda i: rs[i]["value"] if rs[i]["value"] is not None else math.inf)  # noqa: E731
+    high = lambda c, rs: max(range(len(rs)), key=lambda i: rs[i]["value"] if rs[i]["value"] is not None else -math.inf)  # noqa: E731
+    pub = [{"dataset": d, "method": f"published: {label}", "metric": "test_spatial_nll_per_event", "value": v, "seeds": 1}
+           for label in ("time-varying CNF", "Jump CNF", "Attentive CNF", "paper factorized", "paper autoregressive")
+           for d in datasets if d in PUBLISHED for v in [PUBLISHED[d][label]]]
+    out = ["Generated by `benchmarks/bench_events.py --tables` from `benchmarks/results/events.json` (bold: best measured "
+           "row per column; published rows are not bolded).", "",
+           "**Neural STPP protocol: test spatial NLL per event** (standardised coordinates, mean ± std over seeds; lower is better)",
+           "",
+           pivot([r for r in windowed if r["metric"] == "test_spatial_nll_per_event"] + pub, rows=("method",), column="dataset",
+                 columns=datasets, bold=lambda c, rs: low(c, [r for r in rs if not r["method"].startswith("published")])),
+           ""]
+    cont = [r for r in records if r["dataset"].endswith("_continuous")]
+    if cont:
+        rows = [dict(r, col=f"{r['dataset'].replace('earthquakenpp_', '').replace('_continuous', '')}: "
+                            f"{'spatial LL /km²' if r['metric'] == CONTINUOUS[0] else 'temporal LL'}") for r in cont]
+        out += ["**EarthquakeNPP continuous protocol** (one test period, every event conditioned on all earlier events of "
+                "the catalog; spatial LL per event in log density per km², temporal LL per event with time in days; "
+                "higher is better; `bench_events_continuous.py`)", "",
+                pivot(rows, rows=("method",), column="col", bold=high), ""]
+    for metric, title, digits in (
+            ("seconds_to_reach_cnf_final_nll", "training CPU seconds to first reach the CNF's final test NLL", 1),
+            ("cnf_seconds_over_ours_to_reach", "CNF training seconds / ours to reach the CNF's final test NLL", 1),
+            ("cnf_step_seconds_over_ours", "CNF seconds per step / ours (batch 1024 events both)", 1),
+            ("step_seconds", "CPU seconds per training step", 4),
+            ("test_temporal_loglik_per_event", "temporal test LL per event, windows (time in data units), higher is better", 3)):
+        rs = [r for r in windowed if r["metric"] == metric]
+        if rs:
+            from tables import fmt_value
+
+            out += [f"**{title}**", "", pivot(rs, rows=("method",), column="dataset", columns=[d for d in datasets if any(
+                r["dataset"] == d for r in rs)], cell=lambda r, d=digits: fmt_value(r, d)), ""]
+    out += ["Commands:", "", commands(records)]
+    return "\n".join(out)
 
 
 if __name__ == "__main__":
