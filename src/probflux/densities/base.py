@@ -1,6 +1,7 @@
 """The interface every time-dependent density of probflux implements."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Optional
 
 import torch
@@ -8,7 +9,14 @@ from torch import Tensor, nn
 
 from .._validation import TimeLike, as_times, check_context, check_count, prepare_inputs, validation_enabled
 
-__all__ = ["TimeDensity"]
+__all__ = ["TimeDensity", "check_chunk_size"]
+
+
+def check_chunk_size(chunk_size: object) -> int:
+    """``chunk_size`` as a positive int; ``ValueError`` naming it otherwise."""
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive integer or None; got {chunk_size!r}")
+    return chunk_size
 
 
 class TimeDensity(nn.Module):
@@ -37,6 +45,14 @@ class TimeDensity(nn.Module):
     the class before any work is done. ``kinetic_energy`` has a generic Monte-Carlo default (``rsample``
     then ``velocity``) that a family may replace by a cheaper exact estimator (:class:`FlowDensity` does).
 
+    **Large batches run in bounded memory.** ``log_prob``, ``velocity``, ``flux``, ``score`` and ``cdf``
+    take a keyword ``chunk_size``: the points are evaluated ``chunk_size`` rows at a time and the rows
+    written into one ``(N, ...)`` result, identical to the unchunked call. ``chunk_size=None`` (default)
+    chunks automatically by :attr:`chunk_size` (4096 rows) when no graph is being built (under
+    ``torch.no_grad()``), so peak memory is one chunk's intermediates plus the result, independent of ``N``;
+    with gradients enabled it evaluates in one piece unless a ``chunk_size`` is given (chunking then
+    bounds the forward pass but not the graph autograd keeps for the backward pass).
+
     **Subclass hooks** work on validated tensors (``t: (N,)``, ``x: (N, D)``, ``ctx: (N, C)`` or None):
     ``_log_prob``, ``_velocity``, ``_sample``, and with ``has_rosenblatt = True`` ``_conditional_cdf`` and
     ``_icdf``; ``_score`` and ``_reparameterize`` have generic defaults. Code outside the density uses its
@@ -56,6 +72,8 @@ class TimeDensity(nn.Module):
 
     dim: int
     context_dim: int
+    chunk_size: int = 4096
+    """Rows per chunk of the automatic chunked path (evaluation without a graph); an instance may set its own."""
     has_rosenblatt: bool = False
     """Whether ``cdf``/``icdf`` exist (the subclass implements ``_conditional_cdf`` and ``_icdf``)."""
 
@@ -106,30 +124,60 @@ class TimeDensity(nn.Module):
         ctx = check_context(context, self.context_dim, tt.shape[0], self.dtype)
         return tt, ctx
 
+    def _chunked(self, fn: Callable[..., Tensor], t: Tensor, x: Tensor, ctx: Optional[Tensor], chunk_size: Optional[int]) -> Tensor:
+        """``fn(t, x, ctx)`` on validated ``t: (N,)``, ``x: (N, D)``, ``ctx: (N, C) | None``, by chunks of rows.
+
+        ``chunk_size=None``: chunks of :attr:`chunk_size` rows when no graph is built, else one piece.
+        Each chunk's rows are written into one preallocated result (no list of pieces, no ``cat``) without
+        a graph; with gradients enabled the pieces are concatenated so the result stays differentiable.
+        """
+        if chunk_size is None:
+            size = self.chunk_size if not torch.is_grad_enabled() else None
+        else:
+            size = check_chunk_size(chunk_size)
+        n = x.shape[0]
+        if size is None or n <= size:
+            return fn(t, x, ctx)
+        grad = torch.is_grad_enabled()
+        out: Optional[Tensor] = None
+        pieces = []
+        for start in range(0, n, size):
+            rows = slice(start, start + size)
+            piece = fn(t[rows], x[rows], None if ctx is None else ctx[rows])
+            if grad:
+                pieces.append(piece)
+                continue
+            if out is None:
+                out = piece.new_empty((n,) + tuple(piece.shape[1:]))
+            out[rows] = piece
+        return torch.cat(pieces) if grad else out  # type: ignore[return-value]
+
     # ------------------------------------------------------------------ public API
-    def log_prob(self, t: TimeLike, x: Tensor, context: Optional[Tensor] = None) -> Tensor:
-        """``log rho_t(x)``. ``t: () or (N,)``, ``x: (N, D)`` → ``(N,)``."""
-        return self._log_prob(*self._prepare(t, x, context))
+    def log_prob(self, t: TimeLike, x: Tensor, context: Optional[Tensor] = None, *, chunk_size: Optional[int] = None) -> Tensor:
+        """``log rho_t(x)``. ``t: () or (N,)``, ``x: (N, D)`` → ``(N,)``. ``chunk_size``: see the class docstring."""
+        return self._chunked(self._log_prob, *self._prepare(t, x, context), chunk_size)
 
-    def velocity(self, t: TimeLike, x: Tensor, context: Optional[Tensor] = None) -> Tensor:
+    def velocity(self, t: TimeLike, x: Tensor, context: Optional[Tensor] = None, *, chunk_size: Optional[int] = None) -> Tensor:
         """Probability-flow velocity ``u = j/rho``. ``(N, D)``, finite where ``rho`` underflows."""
-        return self._velocity(*self._prepare(t, x, context))
+        return self._chunked(self._velocity, *self._prepare(t, x, context), chunk_size)
 
-    def flux(self, t: TimeLike, x: Tensor, context: Optional[Tensor] = None) -> Tensor:
+    def flux(self, t: TimeLike, x: Tensor, context: Optional[Tensor] = None, *, chunk_size: Optional[int] = None) -> Tensor:
         """Probability flux ``j_t(x) = rho_t(x) u_t(x)``. ``(N, D)``."""
-        tt, xx, ctx = self._prepare(t, x, context)
-        return self._log_prob(tt, xx, ctx).exp().unsqueeze(-1) * self._velocity(tt, xx, ctx)
+        return self._chunked(self._flux, *self._prepare(t, x, context), chunk_size)
 
-    def score(self, t: TimeLike, x: Tensor, context: Optional[Tensor] = None) -> Tensor:
+    def _flux(self, t: Tensor, x: Tensor, ctx: Optional[Tensor]) -> Tensor:
+        return self._log_prob(t, x, ctx).exp().unsqueeze(-1) * self._velocity(t, x, ctx)
+
+    def score(self, t: TimeLike, x: Tensor, context: Optional[Tensor] = None, *, chunk_size: Optional[int] = None) -> Tensor:
         """``grad_x log rho_t(x)``. ``(N, D)``."""
-        return self._score(*self._prepare(t, x, context))
+        return self._chunked(self._score, *self._prepare(t, x, context), chunk_size)
 
-    def cdf(self, t: TimeLike, x: Tensor, context: Optional[Tensor] = None) -> Tensor:
+    def cdf(self, t: TimeLike, x: Tensor, context: Optional[Tensor] = None, *, chunk_size: Optional[int] = None) -> Tensor:
         """Rosenblatt transform: conditional CDFs ``F_i(x_i | x_<i)``, ``(N, D)``, uniform under ``rho_t``.
 
         Only where ``has_rosenblatt`` (otherwise ``NotImplementedError`` naming the class)."""
         self._require_rosenblatt("cdf")
-        return self._cdf(*self._prepare(t, x, context))[0]
+        return self._chunked(lambda t, x, c: self._cdf(t, x, c)[0], *self._prepare(t, x, context), chunk_size)
 
     @torch.no_grad()
     def icdf(self, t: TimeLike, u: Tensor, context: Optional[Tensor] = None) -> Tensor:
