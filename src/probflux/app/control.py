@@ -260,6 +260,10 @@ def build_obstacle(v: Any, dim: int, key: str):
     import probflux.control as pc
 
     spec = _spec(v, key, OBSTACLE_TYPES)
+    need = {"disc": ("radius",), "ellipse": (), "quadric": ("threshold",)}[spec["type"]] + ("weight",) * ("weight" in spec)
+    for k in need:
+        if not isinstance(spec.get(k), (int, float)) or isinstance(spec.get(k), bool):
+            raise ConfigError(f"{key}.{k}: a number is required; got {spec.get(k)!r}", [f"{key}.{k}"])
     common = {"weight": float(spec.get("weight", 1500.0))}
     try:
         if spec["type"] == "disc":
@@ -269,8 +273,6 @@ def build_obstacle(v: Any, dim: int, key: str):
             _keys(spec, key, ("center", "axes", "weight"))
             return pc.Ellipse(_numbers(spec.get("center"), f"{key}.center", dim), _numbers(spec.get("axes"), f"{key}.axes", dim), **common)
         _keys(spec, key, ("coefficients", "center", "threshold", "weight"))
-        if not isinstance(spec.get("threshold"), (int, float)):
-            raise ConfigError(f"{key}.threshold: a number is required", [f"{key}.threshold"])
         return pc.Obstacle(_numbers(spec.get("coefficients"), f"{key}.coefficients", dim),
                            _numbers(spec.get("center"), f"{key}.center", dim), float(spec["threshold"]), **common)
     except (ValueError, TypeError) as e:
