@@ -162,3 +162,18 @@ def test_real_catalogs_keep_every_event_in_time_order() -> None:
     assert cat.counts() == {"train": 40701, "val": 14740, "test": 21881}
     assert cat.boundaries == (0.0, 6209.0, 9496.0, 14260.0)
     assert bool((cat.t[1:] >= cat.t[:-1]).all())
+
+
+def test_windows_keep_the_trailing_partial_window_on_request() -> None:
+    from probflux.data.events import windows
+
+    seq = np.stack([np.arange(0.5, 10.0, 1.0), np.zeros(10), np.zeros(10)], 1)  # events at 0.5, ..., 9.5 on [0, 10]
+    full = windows(seq, 3.0, 3.0, window=(0.0, 10.0))
+    assert full.keys == ["seq@0", "seq@3", "seq@6"] and full.n_events == 9  # the event at 9.5 is dropped
+    part = windows(seq, 3.0, 3.0, window=(0.0, 10.0), partial=True)
+    assert part.keys == ["seq@0", "seq@3", "seq@6", "seq@9"] and part.n_events == 10
+    assert part.sequences[-1][:, 0].tolist() == [0.5]
+    exact = windows(seq, 5.0, 5.0, window=(0.0, 10.0), partial=True)  # windows end exactly at t1: nothing to add
+    assert exact.keys == ["seq@0", "seq@5"] and exact.n_events == 10
+    over = windows(seq, 4.0, 2.5, window=(0.0, 10.0), partial=True)  # overlapping: one more window, starting at 7.5
+    assert over.keys == ["seq@0", "seq@2.5", "seq@5", "seq@7.5"] and over.sequences[-1][:, 0].tolist() == [0.0, 1.0, 2.0]

@@ -371,6 +371,7 @@ def windows(
     *,
     window: Optional[tuple[float, float]] = None,
     min_events: int = 1,
+    partial: bool = False,
 ) -> EventSequences:
     """Cut long sequences into windows of ``length`` starting every ``stride``, times re-based.
 
@@ -380,6 +381,12 @@ def windows(
     for every ``j >= 0`` with ``s + length <= t1`` (full windows only) and keep the events with
     ``s <= t < s + length`` (the last window also keeps ``t = t1`` when it ends exactly there), with
     ``t - s`` as their time. Windows with fewer than ``min_events >= 1`` events are dropped.
+
+    ``partial=True`` also keeps the trailing partial window: the first start ``s < t1`` whose window passes ``t1``
+    (events ``s <= t <= t1``), so every event of the sequence lies in some window (with ``stride == length``: in
+    exactly one). Its re-based times stay in ``[0, t1 - s]`` while the result's common window is ``(0, length)``: fine
+    for spatial scores, but a temporal compensator over ``(0, length)`` overstates that window's observed span.
+    (The continuous protocol, :mod:`probflux.stpp.continuous`, needs no windows at all.)
 
     ``seqs`` is an :class:`EventSequences` or one array ``(n, 1 + D)`` together with ``window``.
     Keys are ``"<key>@<s>"`` (``s`` in the parent's time units, 10 significant digits); the result's window is
@@ -399,6 +406,8 @@ def windows(
     length, stride = float(length), float(stride)
     t0, t1 = seqs.window
     n_starts = int(math.floor((t1 - t0 - length) / stride + 1e-9)) + 1 if t1 - t0 >= length * (1 - 1e-12) else 0
+    if partial and t0 + (n_starts - 1) * stride + length < t1 - 1e-9 * max(1.0, abs(t1)) if n_starts else partial:
+        n_starts += 1  # the first window that passes t1
     if n_starts < 1:
         raise ValueError(f"window length {_fmt(length)} is longer than the observation window [{_fmt(t0)}, {_fmt(t1)}] of {seqs.name}")
     out, keys = [], []
@@ -406,7 +415,7 @@ def windows(
         t = s[:, 0].contiguous()
         for j in range(n_starts):
             a = t0 + j * stride
-            b = a + length
+            b = min(a + length, t1)
             lo = int(torch.searchsorted(t, torch.tensor(a, dtype=t.dtype), right=False))
             hi = int(torch.searchsorted(t, torch.tensor(b, dtype=t.dtype), right=abs(b - t1) <= 1e-9 * max(1.0, abs(t1))))
             if hi - lo < min_events:
