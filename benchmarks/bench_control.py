@@ -25,6 +25,7 @@ wall_seconds, command), prints markdown tables and (``--figures``) draws ``docs/
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import shlex
@@ -60,9 +61,9 @@ def policy_drift(policy: torch.nn.Module):
 
 
 # ----------------------------------------------------------------------------------------------- LQ
-def run_lq(cfg: dict, ev: dict, seeds: list[int], budget: float) -> list[dict]:
+def run_lq(cfg: dict, ev: dict, seeds: list[int], budget: float, methods: set[str]) -> list[dict]:
     rows = []
-    for D in cfg["dims"]:
+    for D in sorted(set(cfg["dims"]) | set(cfg.get("flow_dims", []))):
         problem = pc.lq_problem(D, g=cfg["g"], q=cfg["q"], r=cfg["r"])
         opt = pc.lq_optimal_cost(D, g=cfg["g"], q=cfg["q"], r=cfg["r"])
         optimal = lambda s, x: -pc.riccati(s, cfg["q"], cfg["r"])[:, None] * x
@@ -71,30 +72,43 @@ def run_lq(cfg: dict, ev: dict, seeds: list[int], budget: float) -> list[dict]:
             # the gap C(policy) - C(optimal) per particle has a far smaller variance than C itself
             ref = pc.monte_carlo_cost(problem, optimal, n=cfg["particles"], steps=ev["em_steps"], seed=1000 + seed,
                                       w2=False)["per_particle"]
-            o = cfg["probflux"]
-            t0 = time.perf_counter()
-            torch.manual_seed(seed)
-            dens = pc.default_density(problem, components=o["components"], hidden=o["hidden"], layers=o["layers"])
-            fit = pc.solve(problem, dens, steps=o["steps"], lr=o["lr"], batch_size=o["batch"], dtype="float64", warmup=20,
-                           ema=None, seed=seed, max_seconds=budget,
-                           objective=pc.ControlObjective(problem, samples=o["samples"]))
-            wall = time.perf_counter() - t0
-            mc = pc.monte_carlo_cost(problem, pc.model_drift(problem, fit.model), n=cfg["particles"], steps=ev["em_steps"],
-                                     seed=1000 + seed, w2=False)
-            sf = pc.simulation_free_cost(problem, fit.model, n=ev["sf_samples"], seed=seed)
-            diff = mc["per_particle"] - ref  # paired (common-noise) gap per particle; its mean and s.e. below are Monte Carlo statistics
-            rows.append(dict(dataset=f"lq_d{D}", method="probflux", seed=seed, wall=wall, steps=fit.step, mc=mc["cost"],
-                             mc_se=mc["cost_se"], sf=sf["cost"], opt=opt, gap=mc["cost"] / opt - 1, gap_crn=float(diff.mean()) / opt,
-                             gap_crn_se=float(diff.std()) / math.sqrt(len(diff)) / opt))
-            print(rows[-1], flush=True)
+            candidates = []
+            if D in cfg["dims"] and "probflux" in methods:
+                candidates.append("probflux")
+            if D in cfg.get("flow_dims", []) and "probflux-flow" in methods:
+                candidates.append("probflux-flow")
+            for method in candidates:
+                t0, c0 = time.perf_counter(), time.process_time()
+                torch.manual_seed(seed)
+                if method == "probflux":
+                    o = cfg["probflux"]
+                    dens = pc.default_density(problem, components=o["components"], hidden=o["hidden"], layers=o["layers"])
+                else:  # the flow family with rho_0 pinned: F_t = S_t o S_0^{-1} over a pinned Gaussian path (control/bridge.py)
+                    o = cfg["flow"]
+                    dens = pc.FlowBridge(problem.initial, None, o["transforms"], hidden=o["hidden"], layers=o["layers"])
+                fit = pc.solve(problem, dens, steps=o["steps"], lr=o["lr"], batch_size=o["batch"], dtype="float64", warmup=20,
+                               ema=None, seed=seed, max_seconds=budget, clock=time.process_time,
+                               objective=pc.ControlObjective(problem, samples=o["samples"]))
+                wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+                mc = pc.monte_carlo_cost(problem, pc.model_drift(problem, fit.model), n=cfg["particles"], steps=ev["em_steps"],
+                                         seed=1000 + seed, w2=False)
+                sf = pc.simulation_free_cost(problem, fit.model, n=ev["sf_samples"], seed=seed)
+                diff = mc["per_particle"] - ref  # paired (common-noise) gap per particle; mean and s.e. are Monte Carlo statistics
+                rows.append(dict(dataset=f"lq_d{D}", method=method, seed=seed, wall=wall, cpu=cpu, steps=fit.step, mc=mc["cost"],
+                                 mc_se=mc["cost_se"], sf=sf["cost"], opt=opt, gap=mc["cost"] / opt - 1,
+                                 gap_crn=float(diff.mean()) / opt, gap_crn_se=float(diff.std()) / math.sqrt(len(diff)) / opt))
+                print(rows[-1], flush=True)
+            if "baseline-bptt-policy" not in methods or D not in cfg["dims"]:
+                continue
             b = cfg["baseline"]
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             policy, info = train_baseline(problem, steps=b["steps"], particles=b["particles"], sde_steps=b["sde_steps"], lr=b["lr"],
-                                          hidden=b["hidden"], layers=b["layers"], seed=seed, max_seconds=budget)
-            wall = time.perf_counter() - t0
+                                          hidden=b["hidden"], layers=b["layers"], seed=seed, max_seconds=budget, clock=time.process_time)
+            wall, cpu = time.perf_counter() - t0, time.process_time() - c0
             mc = pc.monte_carlo_cost(problem, policy_drift(policy), n=cfg["particles"], steps=ev["em_steps"], seed=1000 + seed, w2=False)
             diff = mc["per_particle"] - ref
-            rows.append(dict(dataset=f"lq_d{D}", method="baseline-bptt-policy", seed=seed, wall=wall, steps=info["steps"], mc=mc["cost"],
+            rows.append(dict(dataset=f"lq_d{D}", method="baseline-bptt-policy", seed=seed, wall=wall, cpu=cpu, steps=info["steps"],
+                             mc=mc["cost"],
                              mc_se=mc["cost_se"], opt=opt, gap=mc["cost"] / opt - 1, gap_crn=float(diff.mean()) / opt,
                              gap_crn_se=float(diff.std()) / math.sqrt(len(diff)) / opt))
             print(rows[-1], flush=True)
@@ -102,54 +116,77 @@ def run_lq(cfg: dict, ev: dict, seeds: list[int], budget: float) -> list[dict]:
 
 
 # ----------------------------------------------------------------------------------------------- DeepGSB
-def run_deepgsb(cfg: dict, ev: dict, seeds: list[int], budget: float, names: Optional[list[str]], keep: int) -> tuple[list[dict], dict]:
+def run_deepgsb(cfg: dict, ev: dict, seeds: list[int], budget: float, names: Optional[list[str]], keep: int,
+                methods: set[str]) -> tuple[list[dict], dict]:
+    """Each method on each problem and seed; budgets in CPU seconds (``time.process_time``): the baseline ``budget``,
+    probflux ``ours_fraction * budget``. Per problem one ``sampling-floor`` row: W2 between two independent target draws
+    of the evaluation size (the best any method's W2 to the target can be)."""
+    from probflux.metrics import wasserstein
+
     rows, paths = [], {}
     frac = cfg["ours_fraction"]
     for name, spec in cfg["problems"].items():
         if names and name not in names:
             continue
         problem = cp.problem_by_name(spec["problem"], **spec["kwargs"])
-        ob = spec["train_obstacles"]
-        obstacles = cp.smooth_obstacles(problem, ob["weight"], ob["width"], ob["penalty"])
         L = cp.LENGTH_SCALE[spec["problem"]]
         target = problem.target.sample(ev["particles"], torch.Generator().manual_seed(99))
         max_drift = ev["max_drift_factor"] * L / problem.horizon  # safeguard, same for both methods
         for seed in seeds:
-            o = spec["probflux"]
-            t0 = time.perf_counter()
-            torch.manual_seed(seed)
-            dens = pc.default_density(problem, components=o["components"], hidden=o["hidden"], layers=o["layers"], loc_scale=L,
-                                      flux=o["flux"], fixed_weights=o["fixed_weights"], seed=seed)
-            objective = pc.ControlObjective(problem, samples=o["samples"], train_obstacles=obstacles, endpoint_weight=o["endpoint_weight"],
-                                            control_start=o["control_start"])
-            fit = pc.solve(problem, dens, objective=objective, steps=o["steps"], lr=o["lr"], batch_size=256, dtype="float64", warmup=50,
-                           seed=seed, max_seconds=frac * budget)
-            wall = time.perf_counter() - t0
-            mc = pc.monte_carlo_cost(problem, pc.model_drift(problem, fit.model), n=ev["particles"], steps=ev["em_steps"], seed=1000 + seed,
-                                     target_samples=target, keep=keep if seed == seeds[0] else 0, max_drift=max_drift)
-            sf = pc.simulation_free_cost(problem, fit.model, n=ev["sf_samples"], seed=seed)
-            row = dict(dataset=name, method="probflux", seed=seed, wall=wall, steps=fit.step, mc=mc["cost"], mc_se=mc["cost_se"],
-                       sf=sf["cost"], w2=mc["w2"], violation=mc["violation"], clipped=mc["clipped"],
-                       terms={k: v[0] for k, v in mc["terms"].items()})
-            if any(m.needs == "density" for m in problem.mean_field):  # same path cost with the model's exact log rho
-                exact = pc.monte_carlo_cost(problem, pc.model_drift(problem, fit.model), n=ev["particles"], steps=ev["em_steps"],
-                                            seed=1000 + seed, log_density=pc.model_log_density(problem, fit.model), w2=False,
-                                            max_drift=max_drift)
-                row["mc_exact_density"] = exact["cost"]
-            rows.append(row)
-            print({k: v for k, v in row.items()}, flush=True)
-            if mc["path"] is not None:
-                paths[(name, "probflux")] = mc["path"]
-            b = spec["baseline"]
-            t0 = time.perf_counter()
+            floor = wasserstein(problem.target.sample(ev["particles"], torch.Generator().manual_seed(500 + seed)), target, 2,
+                                method="sinkhorn")
+            rows.append(dict(dataset=name, method="sampling-floor", seed=seed, w2_floor=floor))
+        for method in ("probflux", "probflux-bridge"):
+            if method not in methods:
+                continue
+            o = spec[method]
+            ob = o.get("train_obstacles", spec["train_obstacles"])
+            obstacles = cp.smooth_obstacles(problem, ob["weight"], ob["width"], ob["penalty"])
+            for seed in seeds:
+                t0, c0 = time.perf_counter(), time.process_time()
+                torch.manual_seed(seed)
+                if method == "probflux":
+                    dens = pc.default_density(problem, components=o["components"], hidden=o["hidden"], layers=o["layers"], loc_scale=L,
+                                              flux=o["flux"], fixed_weights=o["fixed_weights"], seed=seed)
+                else:  # both endpoint laws exact (control/bridge.py): only the path is optimised
+                    dens = pc.BridgeMixture(problem.initial, problem.target, replicas=o["replicas"], loc_scale=L, hidden=o["hidden"],
+                                            layers=o["layers"], max_frequency=8.0)
+                objective = pc.ControlObjective(problem, samples=o["samples"], train_obstacles=obstacles,
+                                                endpoint_weight=o.get("endpoint_weight", 1.0), control_start=o.get("control_start", 0))
+                fit = pc.solve(problem, dens, objective=objective, steps=o["steps"], lr=o["lr"], batch_size=256, dtype="float64",
+                               warmup=50, seed=seed, max_seconds=frac * budget, clock=time.process_time)
+                wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+                mc = pc.monte_carlo_cost(problem, pc.model_drift(problem, fit.model), n=ev["particles"], steps=ev["em_steps"],
+                                         seed=1000 + seed, target_samples=target, keep=keep if seed == seeds[0] else 0,
+                                         max_drift=max_drift)
+                sf = pc.simulation_free_cost(problem, fit.model, n=ev["sf_samples"], seed=seed)
+                row = dict(dataset=name, method=method, seed=seed, wall=wall, cpu=cpu, steps=fit.step, mc=mc["cost"],
+                           mc_se=mc["cost_se"], sf=sf["cost"], w2=mc["w2"], violation=mc["violation"], clipped=mc["clipped"],
+                           terms={k: v[0] for k, v in mc["terms"].items()})
+                if any(m.needs == "density" for m in problem.mean_field):  # same path cost with the model's exact log rho
+                    exact = pc.monte_carlo_cost(problem, pc.model_drift(problem, fit.model), n=ev["particles"], steps=ev["em_steps"],
+                                                seed=1000 + seed, log_density=pc.model_log_density(problem, fit.model), w2=False,
+                                                max_drift=max_drift)
+                    row["mc_exact_density"] = exact["cost"]
+                rows.append(row)
+                print(row, flush=True)
+                if mc["path"] is not None:
+                    paths[(name, method)] = mc["path"]
+        if "baseline-bptt-policy" not in methods:
+            continue
+        b = spec["baseline"]
+        ob = spec["train_obstacles"]
+        obstacles = cp.smooth_obstacles(problem, ob["weight"], ob["width"], ob["penalty"])
+        for seed in seeds:
+            t0, c0 = time.perf_counter(), time.process_time()
             policy, info = train_baseline(problem, steps=b["steps"], particles=b["particles"], sde_steps=b["sde_steps"], lr=b["lr"],
                                           hidden=b["hidden"], layers=b["layers"], scale=L, sinkhorn_weight=b["sinkhorn_weight"],
-                                          train_obstacles=obstacles, seed=seed, max_seconds=budget)
-            wall = time.perf_counter() - t0
+                                          train_obstacles=obstacles, seed=seed, max_seconds=budget, clock=time.process_time)
+            wall, cpu = time.perf_counter() - t0, time.process_time() - c0
             mc = pc.monte_carlo_cost(problem, policy_drift(policy), n=ev["particles"], steps=ev["em_steps"], seed=1000 + seed,
                                      target_samples=target, keep=keep if seed == seeds[0] else 0, max_drift=max_drift)
-            rows.append(dict(dataset=name, method="baseline-bptt-policy", seed=seed, wall=wall, steps=info["steps"], mc=mc["cost"],
-                             mc_se=mc["cost_se"], w2=mc["w2"], violation=mc["violation"], clipped=mc["clipped"],
+            rows.append(dict(dataset=name, method="baseline-bptt-policy", seed=seed, wall=wall, cpu=cpu, steps=info["steps"],
+                             mc=mc["cost"], mc_se=mc["cost_se"], w2=mc["w2"], violation=mc["violation"], clipped=mc["clipped"],
                              terms={k: v[0] for k, v in mc["terms"].items()}))
             print(rows[-1], flush=True)
             if mc["path"] is not None:
@@ -165,7 +202,8 @@ METRICS = {  # row key -> (metric name, table label)
     "gap_crn": ("gap_to_riccati_common_noise", "gap vs b* (same noise)"), "gap_crn_se": ("gap_common_noise_se", "its s.e."),
     "w2": ("w2_target_sinkhorn", "W2 to target"),
     "violation": ("obstacle_violation_rate", "violation"), "clipped": ("clipped_drift_fraction", "clipped"),
-    "wall": ("wall_seconds", "wall s"), "steps": ("train_steps", "steps"),
+    "w2_floor": ("w2_target_floor", "W2 floor"),
+    "wall": ("wall_seconds", "wall s"), "cpu": ("cpu_seconds", "CPU s"), "steps": ("train_steps", "steps"),
 }
 
 
@@ -175,32 +213,47 @@ def records(rows: list[dict], benchmark: str, command: str) -> list[dict]:
     for r in rows:
         groups.setdefault((r["dataset"], r["method"]), []).append(r)
     for (ds, method), rs in groups.items():
-        wall, _ = mean_std([r["wall"] for r in rs])
+        wall, _ = mean_std([r.get("wall", 0.0) for r in rs])
+        cpu, _ = mean_std([r.get("cpu", 0.0) for r in rs])
         for key, (metric, _) in METRICS.items():
             if key not in rs[0] or rs[0][key] is None:
                 continue
             m, s = mean_std([r[key] for r in rs])
             out.append(dict(benchmark=benchmark, dataset=ds, method=method, metric=metric, value=m, std=s, seeds=len(rs),
-                            wall_seconds=wall, command=command))
+                            wall_seconds=wall, cpu_seconds=cpu, command=command))
     return out
 
 
-def table(rows: list[dict], keys: list[str]) -> str:
-    groups: dict[tuple[str, str], list[dict]] = {}
-    for r in rows:
-        groups.setdefault((r["dataset"], r["method"]), []).append(r)
-    head = "| problem | method | " + " | ".join(METRICS[k][1] for k in keys) + " |"
-    lines = [head, "|" + "---|" * (len(keys) + 2)]
-    for (ds, method), rs in groups.items():
-        cells = []
-        for k in keys:
-            if k not in rs[0] or rs[0][k] is None:
-                cells.append("–")
-                continue
-            m, s = mean_std([r[k] for r in rs])
-            cells.append(f"{m:.4g} ± {s:.2g}" if not k.startswith("gap") else f"{100 * m:+.2f}% ± {100 * s:.2f}")
-        lines.append(f"| {ds} | {method} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+LQ_COLUMNS = ["riccati_optimum", "mc_cost", "gap_to_riccati", "gap_to_riccati_common_noise", "gap_common_noise_se",
+              "simulation_free_cost", "cpu_seconds", "train_steps"]
+DEEPGSB_COLUMNS = ["mc_cost", "mc_cost_se", "simulation_free_cost", "mc_cost_exact_density", "w2_target_sinkhorn",
+                   "w2_target_floor", "obstacle_violation_rate", "clipped_drift_fraction", "cpu_seconds", "train_steps"]
+
+
+def render_tables(recs: list[dict]) -> str:
+    """The generated tables of RESULTS.md's control section, from the records alone (``--tables``)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from tables import commands, pivot
+
+    def cell(r: dict) -> str:
+        v, s = r["value"], r.get("std")
+        if not isinstance(v, (int, float)) or not math.isfinite(v):
+            return "–"
+        if "gap" in r["metric"]:
+            return f"{100 * v:+.2f}% ± {100 * (s or 0):.2f}"
+        return f"{v:.4g} ± {(s or 0):.2g}" if r.get("seeds", 1) > 1 else f"{v:.4g}"
+
+    out = []
+    lq = [r for r in recs if r["benchmark"] == "control_lq"]
+    if lq:
+        out += ["### Linear-quadratic control (Riccati closed form)", "",
+                pivot(lq, columns=[c for c in LQ_COLUMNS if any(r["metric"] == c for r in lq)], cell=cell), ""]
+    dg = [r for r in recs if r["benchmark"] == "control_deepgsb"]
+    if dg:
+        out += ["### DeepGSB crowd navigation", "",
+                pivot(dg, columns=[c for c in DEEPGSB_COLUMNS if any(r["metric"] == c for r in dg)], cell=cell), ""]
+    out += ["Commands:", "", commands(recs)]
+    return "\n".join(out)
 
 
 def _panel(ax, problem, path, k: Optional[int], title: str, lim) -> None:
@@ -244,7 +297,7 @@ def draw_all(cfg: dict, paths: dict) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     files = []
     names = sorted({n for n, _ in paths})
-    methods = ["probflux", "baseline-bptt-policy"]
+    methods = [m for m in ("probflux-bridge", "probflux", "baseline-bptt-policy") if any(k[1] == m for k in paths)][:2]
     for name in names:
         spec = cfg["problems"][name]
         problem = cp.problem_by_name(spec["problem"], **spec["kwargs"])
@@ -283,44 +336,58 @@ def main(argv: Optional[list[str]] = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--config", default=str(ROOT / "configs" / "control_bench.yaml"))
     ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--budget", type=float, default=None, help="DeepGSB baseline budget in seconds (default: config)")
-    ap.add_argument("--lq-budget", type=float, default=None, help="LQ budget per method in seconds (default: config)")
+    ap.add_argument("--budget", type=float, default=None, help="DeepGSB baseline budget in CPU seconds (default: config)")
+    ap.add_argument("--lq-budget", type=float, default=None, help="LQ budget per method in CPU seconds (default: config)")
     ap.add_argument("--only", default="lq,deepgsb", help="comma list of: lq, deepgsb")
     ap.add_argument("--problems", default=None, help="comma list of DeepGSB problem names from the config")
+    ap.add_argument("--dims", default=None, help="comma list of LQ dimensions (default: the config's dims and flow_dims)")
+    ap.add_argument("--methods", default="probflux,probflux-bridge,probflux-flow,baseline-bptt-policy",
+                    help="comma list of methods to run; the records of the others are kept")
+    ap.add_argument("--eval-particles", type=int, default=None, help="Monte Carlo particles of the evaluation (default: config)")
     ap.add_argument("--figures", action="store_true", help="draw docs/images/control_*.png and control_stunnel.gif")
+    ap.add_argument("--tables", action="store_true", help="only re-render RESULTS.md's control section from the records")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "control.json"))
     args = ap.parse_args(argv)
+    out = Path(args.out)
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from tables import replace_section
+
+    if args.tables:
+        replace_section(ROOT / "benchmarks" / "RESULTS.md", "control", render_tables(json.loads(out.read_text())))
+        return
     torch.set_num_threads(1)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     cfg = yaml.safe_load(Path(args.config).read_text())
-    ev = cfg["evaluation"]
+    ev = dict(cfg["evaluation"], **({"particles": args.eval_particles} if args.eval_particles else {}))
     seeds = list(range(args.seeds))
+    methods = set(args.methods.split(","))
     command = "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_control.py " + " ".join(
         shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     parts = args.only.split(",")
     recs: list[dict] = []
     if "lq" in parts:
-        rows = run_lq(cfg["lq"], ev, seeds, args.lq_budget or cfg["lq"]["budget"])
+        lq = dict(cfg["lq"])
+        if args.dims:
+            dims = [int(d) for d in args.dims.split(",")]
+            lq["dims"] = [d for d in lq["dims"] if d in dims]
+            lq["flow_dims"] = [d for d in lq.get("flow_dims", []) if d in dims]
+        rows = run_lq(lq, ev, seeds, args.lq_budget or cfg["lq"]["budget"], methods)
         recs += records(rows, "control_lq", command)
-        print("\n### Linear-quadratic control (Riccati closed form)\n")
-        print(table(rows, ["opt", "mc", "mc_se", "gap", "gap_crn", "gap_crn_se", "sf", "wall", "steps"]))
     if "deepgsb" in parts:
         budget = args.budget or cfg["deepgsb"]["budget"]
         rows, paths = run_deepgsb(cfg["deepgsb"], ev, seeds, budget, args.problems.split(",") if args.problems else None,
-                                  keep=400 if args.figures else 0)
+                                  keep=400 if args.figures else 0, methods=methods)
         recs += records(rows, "control_deepgsb", command)
-        print("\n### DeepGSB crowd navigation\n")
-        print(table(rows, ["mc", "mc_se", "sf", "mc_exact_density", "w2", "violation", "clipped", "wall", "steps"]))
         if args.figures and paths:
             for f in draw_all(cfg["deepgsb"], paths):
                 print("figure", f)
-    out = Path(args.out)
-    if out.exists() and args.only != "lq,deepgsb":  # partial rerun: replace only the benchmarks that ran
-        old = [r for r in __import__("json").loads(out.read_text())
-               if not any(r["benchmark"] == x["benchmark"] and r["dataset"] == x["dataset"] for x in recs)]
-        recs = old + recs
+    if out.exists():  # replace only the (benchmark, dataset, method) groups that ran; keep the others' records
+        ran = {(r["benchmark"], r["dataset"], r["method"]) for r in recs}
+        recs = [r for r in json.loads(out.read_text()) if (r["benchmark"], r["dataset"], r["method"]) not in ran] + recs
     write_json(out, recs)
     print("wrote", out)
+    print(render_tables(recs))
+    replace_section(ROOT / "benchmarks" / "RESULTS.md", "control", render_tables(recs))
 
 
 if __name__ == "__main__":
