@@ -221,6 +221,8 @@ def main(argv: Optional[list[str]] = None) -> None:
     p.add_argument("--no-temporal", action="store_true", help="skip the Poisson/Hawkes temporal rows")
     p.add_argument("--out", default="benchmarks/results/events.json")
     p.add_argument("--table", action="store_true", help="only print the tables of the records already in --out")
+    p.add_argument("--add", nargs="+", default=None, metavar="JSON",
+                   help="upsert the records of these files (per dataset, method, metric) into --out, e.g. a kernel-baseline run")
     p.add_argument("--tables", action="store_true", help="re-render the events section of benchmarks/RESULTS.md from --out and exit")
     p.add_argument("--merge", nargs="+", default=None, metavar="JSON",
                    help="merge result files of runs on disjoint parts (later files win per data set and method), "
@@ -232,6 +234,13 @@ def main(argv: Optional[list[str]] = None) -> None:
         return
     if args.table:
         print_table(json.loads(Path(args.out).read_text()))
+        return
+    if args.add:
+        out = Path(args.out)
+        recs = {(r["dataset"], r["method"], r["metric"]): r for r in json.loads(out.read_text())}
+        for f in args.add:
+            recs.update({(r["dataset"], r["method"], r["metric"]): r for r in json.loads(Path(f).read_text())})
+        write_json(out, list(recs.values()))
         return
     if args.tables:
         from tables import RESULTS_MD, replace_section
