@@ -104,7 +104,9 @@ class AnchoredMixture(TimeDensity):
 
     Args:
         dim: ``D``. components: ``M`` kernels. Keyword-only: knots: increasing knot times (model units, ``K >= 2``;
-            default ``[0, 1/3, 2/3, 1]``). curvature: ``0`` piecewise linear … ``1`` natural cubic spline.
+            default ``[0, 1/3, 2/3, 1]``). curvature: ``0`` (default) piecewise linear … ``1`` natural cubic spline
+            (measured: the cubic overshoots on uneven snapshot grids, docs/populations.md). bridge: ``g`` of the
+            Brownian-bridge spread ``s^2 = s_spline^2 + g^2 beta(t)`` between knots (trained like the other parameters).
         scale: ``"diagonal"`` (one bandwidth per coordinate) or ``"isotropic"``. per_kernel_scale: a bandwidth
             path per kernel (``True``) or one shared by all kernels (``False``, default). min_scale: ``s_min``.
         init_scale: the initial bandwidth. context_dim: a context shifts every kernel by ``(W_0 + t W_1) c``
@@ -114,7 +116,7 @@ class AnchoredMixture(TimeDensity):
 
     has_rosenblatt = True
 
-    def __init__(self, dim: int, components: int = 64, *, knots: Optional[Sequence[float]] = None, curvature: float = 1.0,
+    def __init__(self, dim: int, components: int = 64, *, knots: Optional[Sequence[float]] = None, curvature: float = 0.0,
                  scale: str = "diagonal", per_kernel_scale: bool = False, min_scale: float = 1e-3, init_scale: float = 0.5,
                  bridge: float = 0.0, context_dim: int = 0, learn_weights: bool = True, chunk_elements: int = 2 ** 22) -> None:
         super().__init__(dim, context_dim)
@@ -134,8 +136,9 @@ class AnchoredMixture(TimeDensity):
         self.components, self.scale_kind, self.per_kernel_scale = components, scale, bool(per_kernel_scale)
         self.min_scale, self.chunk_elements = float(min_scale), chunk_elements
         K, M, D = len(knots), components, dim
-        self.register_buffer("knots", torch.tensor(knots, dtype=torch.float32))
-        self.register_buffer("spline", torch.tensor(natural_spline_matrix(knots), dtype=torch.float32))
+        # float64 buffers, so that a model moved to float64 has its knot times exactly (``.float()`` rounds them)
+        self.register_buffer("knots", torch.tensor(knots, dtype=torch.float64))
+        self.register_buffer("spline", torch.tensor(natural_spline_matrix(knots), dtype=torch.float64))
         self.register_buffer("curvature", torch.tensor(float(curvature)))
         self.loc = nn.Parameter(torch.randn(M, 1, D).repeat(1, K, 1) + 0.3 * torch.randn(M, K, D))
         raw = _inverse_softplus(torch.tensor(float(init_scale) - self.min_scale))
@@ -178,24 +181,31 @@ class AnchoredMixture(TimeDensity):
                        bandwidth: str = "w1", **kwargs) -> AnchoredMixture:
         """Kernels on chained exact OT couplings of the snapshots ``cells[k]: (N_k, D)`` at ``times[k]`` (model units).
 
-        ``M = min(components, min_k N_k)`` cells are drawn without replacement from every snapshot (seeded), the
-        consecutive couplings between these equal-size clouds are permutations (:func:`probflux.transport.ot_plan`),
-        and chaining them (:func:`probflux.transport.ot_trajectories`) gives ``M`` paths through observed cells.
-        Bandwidths per knot: :func:`select_bandwidth` with ``criterion=bandwidth`` on the snapshot's other cells.
+        If every snapshot has at least ``M = components`` cells, ``M`` cells are drawn without replacement from each
+        (seeded): the couplings between these equal-size clouds are permutations (:func:`probflux.transport.ot_plan`)
+        and chaining them (:func:`probflux.transport.ot_trajectories`) gives ``M`` paths through distinct observed
+        cells. Otherwise every snapshot keeps at most ``M`` cells and ``M`` paths are drawn through the Markov chain
+        of the (non-permutation) couplings, so a small snapshot's cells carry several kernels.
+        Bandwidths per knot: :func:`select_bandwidth` with ``criterion=bandwidth`` on the snapshot's cells that carry
+        no kernel (all its cells when every one does). Keyword arguments go to :meth:`from_paths`.
         """
         from ..transport import ot_trajectories  # layer 0
 
         if len(cells) != len(times) or len(cells) < 2:
             raise ValueError(f"cells must hold one cloud per time (at least 2); got {len(cells)} clouds for {len(times)} times")
+        if isinstance(components, bool) or not isinstance(components, int) or components < 1:
+            raise ValueError(f"components must be a positive integer; got {components!r}")
         xs = [torch.as_tensor(c, dtype=torch.float64) for c in cells]
-        M = min(int(components), *(len(x) for x in xs))
         gen = torch.Generator().manual_seed(int(seed))
         perms = [torch.randperm(len(x), generator=gen) for x in xs]
-        anchors = [x[p[:M]] for x, p in zip(xs, perms)]
-        rest = [x[p[M:]] if len(x) > M else x for x, p in zip(xs, perms)]
-        _, paths = ot_trajectories(anchors)
+        used = [x[p[:components]] for x, p in zip(xs, perms)]
+        rest = [x[p[components:]] if len(x) > components else x for x, p in zip(xs, perms)]
+        if all(len(u) == components for u in used):
+            index, paths = ot_trajectories(used)
+        else:
+            index, paths = ot_trajectories(used, n=components, seed=int(seed))
+        anchors = [u[index[:, k].unique()] for k, u in enumerate(used)]
         scales = torch.stack([select_bandwidth(a, r, criterion=bandwidth, seed=seed) for a, r in zip(anchors, rest)])
-        kwargs.setdefault("scale", "diagonal")
         return cls.from_paths(times, paths, scales=scales, **kwargs)
 
     # ------------------------------------------------------------------ spline basis and kernel parameters
@@ -289,26 +299,29 @@ class AnchoredMixture(TimeDensity):
         g = x.new_empty(N, D) if score else None
         r = None
         parts_lp, parts_u, parts_g, rows = [], [], [], []
+        step = max(1, self.chunk_elements // self.components)  # rows per chunk: (rows, M) intermediates
         for k in range(uniq.numel()):
-            idx = (inverse == k).nonzero().squeeze(1)
-            mu, dmu, s, rate = (v[0] for v in self._kernels(t[idx[:1]]))
-            xg = x[idx]
-            inv = s.expand(-1, D).pow(-2) if s.shape[-1] == 1 else s.pow(-2)  # (Ms, D)
-            c = mu.detach().mean(0)
-            xc, muc = xg - c, mu - c
-            quad = (xc * xc) @ inv.T - 2 * xc @ (muc * inv).T + (muc * muc * inv).sum(-1)
-            log_det = torch.log(s).sum(-1) * (D / s.shape[-1])
-            joint = log_w - 0.5 * quad - log_det - 0.5 * D * _LOG_2PI
-            parts_lp.append(torch.logsumexp(joint, -1))
-            rows.append(idx)
-            if velocity or score:
-                r = torch.softmax(joint, -1)
-            shared = s.shape[0] == 1  # one bandwidth for every kernel: sum_m r_m = 1 factors it out
-            if velocity:
-                a = rate.expand(-1, D)
-                parts_u.append(r @ dmu + (a * (xg - r @ mu) if shared else xg * (r @ a) - r @ (a * mu)))
-            if score:
-                parts_g.append(inv * (r @ mu - xg) if shared else r @ (mu * inv) - xg * (r @ inv))
+            members = (inverse == k).nonzero().squeeze(1)
+            mu, dmu, s, rate = (v[0] for v in self._kernels(t[members[:1]]))
+            for lo in range(0, members.numel(), step):
+                idx = members[lo:lo + step]
+                xg = x[idx]
+                inv = s.expand(-1, D).pow(-2) if s.shape[-1] == 1 else s.pow(-2)  # (Ms, D)
+                c = mu.detach().mean(0)
+                xc, muc = xg - c, mu - c
+                quad = (xc * xc) @ inv.T - 2 * xc @ (muc * inv).T + (muc * muc * inv).sum(-1)
+                log_det = torch.log(s).sum(-1) * (D / s.shape[-1])
+                joint = log_w - 0.5 * quad - log_det - 0.5 * D * _LOG_2PI
+                parts_lp.append(torch.logsumexp(joint, -1))
+                rows.append(idx)
+                if velocity or score:
+                    r = torch.softmax(joint, -1)
+                shared = s.shape[0] == 1  # one bandwidth for every kernel: sum_m r_m = 1 factors it out
+                if velocity:
+                    a = rate.expand(-1, D)
+                    parts_u.append(r @ dmu + (a * (xg - r @ mu) if shared else xg * (r @ a) - r @ (a * mu)))
+                if score:
+                    parts_g.append(inv * (r @ mu - xg) if shared else r @ (mu * inv) - xg * (r @ inv))
         order = torch.cat(rows)
         lp = lp.index_put((order,), torch.cat(parts_lp))
         if velocity:

@@ -1,0 +1,161 @@
+"""AnchoredMixture against closed forms (tests/test_contract.py runs the generic density contract on it).
+
+* one kernel on a straight path with a fixed bandwidth is a translating Gaussian (density, velocity, score);
+  natural cubic splines through collinear knots are that straight line;
+* one kernel with the Brownian-bridge spread: ``s(t)^2 = s^2 + g^2 t (1 - t)``, velocity ``v + (s'/s)(x - mu)``;
+* thousands of kernels integrate to one (2-D quadrature);
+* kernels built from snapshots sit on observed cells at the snapshot times, and with ``curvature = 0`` their
+  centres between two snapshots are exactly the McCann interpolation of the chained exact OT couplings;
+* the per-time (matrix product) and per-point evaluations agree; bad arguments are named.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy import integrate
+
+import probflux as pf
+from probflux.transport import mccann_interpolation
+
+D64 = torch.float64
+
+
+def _straight(a, b, s, knots=(0.0, 1.0), curvature=1.0, bridge=0.0) -> pf.AnchoredMixture:
+    a, b = torch.tensor(a, dtype=D64), torch.tensor(b, dtype=D64)
+    tau = torch.tensor(knots, dtype=D64)
+    paths = (a + tau[:, None] * (b - a))[None]  # (1, K, D), collinear knots
+    return pf.AnchoredMixture.from_paths(list(knots), paths, scales=s, curvature=curvature, bridge=bridge)
+
+
+@pytest.mark.parametrize("knots", [(0.0, 1.0), (0.2, 0.3, 0.5, 0.8)])
+def test_one_kernel_on_a_line_is_a_translating_gaussian(knots):
+    a, b, s = [0.5, -1.0], [2.0, 1.5], 0.7
+    model = _straight(a, b, s, knots=knots)
+    g = torch.Generator().manual_seed(0)
+    t = torch.rand(64, generator=g, dtype=D64)  # beyond the end knots too (linear continuation)
+    x = 3 * torch.randn(64, 2, generator=g, dtype=D64)
+    v = torch.tensor(b, dtype=D64) - torch.tensor(a, dtype=D64)
+    mu = torch.tensor(a, dtype=D64) + t[:, None] * v
+    exact = torch.distributions.Normal(mu, s).log_prob(x).sum(-1)
+    assert torch.allclose(model.log_prob(t, x), exact, atol=1e-12)
+    assert torch.allclose(model.velocity(t, x), v.expand(64, 2), atol=1e-12)
+    assert torch.allclose(model.score(t, x), -(x - mu) / s ** 2, atol=1e-12)
+    # the same at one shared time (the matrix-product path)
+    t0 = torch.full((64,), 0.3, dtype=D64)
+    mu0 = torch.tensor(a, dtype=D64) + 0.3 * v
+    assert torch.allclose(model.log_prob(t0, x), torch.distributions.Normal(mu0, s).log_prob(x).sum(-1), atol=1e-12)
+    assert torch.allclose(model.velocity(t0, x), v.expand(64, 2), atol=1e-12)
+
+
+def test_one_kernel_with_bridge_spread():
+    a, b, s0, gb = [0.0, 1.0, -1.0], [1.0, -2.0, 0.5], 0.3, 0.8
+    model = _straight(a, b, s0, bridge=gb)
+    g = torch.Generator().manual_seed(1)
+    t = torch.rand(32, generator=g, dtype=D64)
+    x = torch.randn(32, 3, generator=g, dtype=D64)
+    av, bv = torch.tensor(a, dtype=D64), torch.tensor(b, dtype=D64)
+    mu = av + t[:, None] * (bv - av)
+    var = s0 ** 2 + gb ** 2 * t * (1 - t)
+    exact = torch.distributions.Normal(mu, var.sqrt()[:, None]).log_prob(x).sum(-1)
+    assert torch.allclose(model.log_prob(t, x), exact, atol=1e-12)
+    rate = 0.5 * gb ** 2 * (1 - 2 * t) / var  # s'/s
+    assert torch.allclose(model.velocity(t, x), (bv - av) + rate[:, None] * (x - mu), atol=1e-12)
+    # at the knots the bridge adds nothing
+    assert torch.allclose(model.log_prob(torch.zeros(32, dtype=D64), x),
+                          torch.distributions.Normal(av, s0).log_prob(x).sum(-1), atol=1e-12)
+
+
+def test_thousands_of_kernels_integrate_to_one():
+    """2000 kernels (per-kernel bandwidths, random weights, bridge spread) in 2-D at a time between knots:
+    composite Simpson on a 201^2 grid over +-6 (the narrowest kernel spans > 3 grid steps per sd)."""
+    g = torch.Generator().manual_seed(2)
+    M, K, t = 2000, 3, 0.35
+    paths = torch.randn(M, 1, 2, generator=g, dtype=D64).repeat(1, K, 1) + 0.5 * torch.randn(M, K, 2, generator=g, dtype=D64)
+    model = pf.AnchoredMixture.from_paths([0.0, 0.4, 1.0], paths.clamp(-2.5, 2.5), scales=0.45, per_kernel_scale=True, bridge=0.3)
+    with torch.no_grad():
+        model.raw_scale.add_(0.2 * torch.randn(model.raw_scale.shape, generator=g, dtype=D64))
+        model.logits.copy_(torch.randn(M, generator=g, dtype=D64))
+    with torch.no_grad():
+        assert float(model._kernels(torch.tensor([t], dtype=D64))[2].min()) > 3 * 12 / 200
+    axis = np.linspace(-6.0, 6.0, 201)
+    xx, yy = np.meshgrid(axis, axis, indexing="ij")
+    with torch.no_grad():
+        rho = model.log_prob(t, torch.tensor(np.stack([xx.ravel(), yy.ravel()], -1))).exp().numpy().reshape(xx.shape)
+    mass = integrate.simpson(integrate.simpson(rho, x=axis, axis=1), x=axis)
+    assert abs(mass - 1) < 1e-6, mass
+
+
+def _rows_in(points: torch.Tensor, cloud: torch.Tensor) -> bool:
+    return bool(((points[:, None] - cloud[None]).abs().amax(-1).min(1).values < 1e-12).all())
+
+
+@pytest.mark.parametrize("curvature", [0.0, 1.0])
+def test_kernels_from_snapshots_sit_on_cells(curvature):
+    g = torch.Generator().manual_seed(3)
+    times = [0.0, 0.3, 1.0]
+    clouds = [torch.randn(n, 2, generator=g, dtype=D64) + k for k, n in enumerate((60, 45, 80))]
+    model = pf.AnchoredMixture.from_snapshots(times, clouds, components=40, seed=0, curvature=curvature)
+    assert model.components == 40 and model.dtype == D64
+    for tk, cloud in zip(times, clouds):
+        centres = model._kernels(torch.tensor([tk], dtype=D64))[0][0]
+        assert _rows_in(centres, cloud)  # every centre is an observed cell of that snapshot ...
+        assert torch.unique(centres, dim=0).shape[0] == 40  # ... and no cell is used twice
+    # more kernels than the smallest snapshot has cells: paths through the chained couplings, still on cells
+    many = pf.AnchoredMixture.from_snapshots(times, clouds, components=100, curvature=curvature)
+    for tk, cloud in zip(times, clouds):
+        assert _rows_in(many._kernels(torch.tensor([tk], dtype=D64))[0][0], cloud)
+
+
+def test_straight_paths_between_two_snapshots_are_the_mccann_interpolation():
+    g = torch.Generator().manual_seed(4)
+    x0, x1 = torch.randn(50, 3, generator=g, dtype=D64), 2 + 0.5 * torch.randn(50, 3, generator=g, dtype=D64)
+    model = pf.AnchoredMixture.from_snapshots([0.0, 1.0], [x0, x1], components=50, curvature=0.0, bandwidth="likelihood")
+    for s in (0.25, 0.6):
+        centres = model._kernels(torch.tensor([s], dtype=D64))[0][0]
+        mc = mccann_interpolation(x0, x1, s)
+        assert torch.allclose(torch.sort(centres[:, 0]).values, torch.sort(mc[:, 0]).values, atol=1e-12)
+        assert _rows_in(centres, mc)
+
+
+def test_grouped_and_pointwise_evaluations_agree():
+    g = torch.Generator().manual_seed(5)
+    model = pf.AnchoredMixture(3, 30, per_kernel_scale=True, bridge=0.5, chunk_elements=200).double()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.2 * torch.randn(p.shape, generator=g, dtype=D64))
+    t = torch.tensor([0.1, 0.55, 0.9], dtype=D64).repeat_interleave(20)
+    x = torch.randn(60, 3, generator=g, dtype=D64)
+    grouped = model._fields(t, x, None, True, True)
+    pointwise = model._fields_pointwise(t, x, True, True)
+    for a, b in zip(grouped, pointwise):
+        assert torch.allclose(a, b, atol=1e-12)
+
+
+def test_sampling_matches_the_kernels():
+    """Exact sampling: one kernel, mean and standard deviation of 20000 draws within 5 standard errors."""
+    model = _straight([1.0, 2.0], [3.0, -2.0], 0.5, bridge=1.0)
+    torch.manual_seed(0)
+    x = model.sample(0.5, 20000)
+    s = math.sqrt(0.25 + 0.25)
+    assert torch.allclose(x.mean(0), torch.tensor([2.0, 0.0], dtype=D64), atol=5 * s / math.sqrt(20000))
+    assert torch.allclose(x.std(0), torch.full((2,), s, dtype=D64), rtol=5 / math.sqrt(2 * 20000))
+
+
+def test_bad_arguments_are_named():
+    with pytest.raises(ValueError, match="knots"):
+        pf.AnchoredMixture(2, 3, knots=[0.0, 0.5, 0.5])
+    with pytest.raises(ValueError, match="curvature"):
+        pf.AnchoredMixture(2, 3, curvature=1.5)
+    with pytest.raises(ValueError, match="scale"):
+        pf.AnchoredMixture(2, 3, scale="full")
+    with pytest.raises(ValueError, match="components"):
+        pf.AnchoredMixture(2, 0)
+    with pytest.raises(ValueError, match="paths"):
+        pf.AnchoredMixture.from_paths([0.0, 1.0], torch.zeros(4, 3, 2))
+    with pytest.raises(ValueError, match="scales"):
+        pf.AnchoredMixture.from_paths([0.0, 1.0], torch.zeros(4, 2, 2), scales=0.0)
+    with pytest.raises(ValueError, match="cells"):
+        pf.AnchoredMixture.from_snapshots([0.0, 1.0], [torch.zeros(4, 2)])
