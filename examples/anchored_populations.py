@@ -30,7 +30,8 @@ DATA = {"cite5": {"name": "cite", "pcs": 5}, "emt10": {"name": "emt10"}, "emt3":
 EVAL_SEED = 1234  # the scored cells, as in benchmarks/bench_populations.py
 
 
-def fit_anchored(split: snap.SnapshotSplit, *, components: int = 2000, curvature: float = 0.0, bridge: float = 0.5, bandwidth: str = "w1",
+def fit_anchored(split: snap.SnapshotSplit, *, components: int = 2000, curvature: float = 0.0, bridge: float = 0.5, warp: bool = True,
+                 bandwidth: str = "w1",
                  refine: float = 0.0, kinetic: float = 0.05, seed: int = 0) -> tuple[pf.Dynamics, float]:
     """Build (and with ``refine > 0`` train for that many CPU seconds) the anchored mixture of a split.
     Returns the dynamics and the CPU seconds spent (construction included)."""
@@ -39,7 +40,7 @@ def fit_anchored(split: snap.SnapshotSplit, *, components: int = 2000, curvature
     times = [float(norm.t_to_model(float(t))) for t in split.train.times]
     cells = [norm.x_to_model(c) for c in split.train.samples]
     rho = AnchoredMixture.from_snapshots(times, cells, components=components, seed=seed, curvature=curvature,
-                                            bridge=bridge, bandwidth=bandwidth).float()
+                                            bridge=bridge, warp=warp, bandwidth=bandwidth).float()
     dyn = pf.Dynamics(rho)
     if refine > 0:
         from probflux.objectives import EndpointLikelihood, KineticEnergy
@@ -85,13 +86,14 @@ def main() -> None:
     p.add_argument("--components", type=int, default=2000)
     p.add_argument("--curvature", type=float, default=0.0, help="0: straight paths between snapshots ... 1: natural cubic")
     p.add_argument("--bridge", type=float, default=0.5, help="Brownian-bridge spread g between snapshots (model units)")
+    p.add_argument("--no-warp", action="store_true", help="clock time instead of the W2-progress warp")
     p.add_argument("--bandwidth", choices=["w1", "likelihood"], default="w1")
     p.add_argument("--refine", type=float, default=0.0, help="CPU seconds of likelihood + kinetic training (0: none)")
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args()
     torch.set_num_threads(1)
     print(json.dumps(run(a.data, a.leave_out, seed=a.seed, components=a.components, curvature=a.curvature,
-                         bridge=a.bridge, bandwidth=a.bandwidth, refine=a.refine)))
+                         bridge=a.bridge, warp=not a.no_warp, bandwidth=a.bandwidth, refine=a.refine)))
 
 
 if __name__ == "__main__":

@@ -120,6 +120,24 @@ def test_straight_paths_between_two_snapshots_are_the_mccann_interpolation():
         assert _rows_in(centres, mc)
 
 
+def test_time_warp_keeps_cells_at_snapshots_and_continuity():
+    """With the W2-progress warp the kernels still sit on cells at the snapshot (clock) times, the continuity
+    residual stays at round-off, and a one-kernel warped path moves at phi'(t) times the knot-time speed."""
+    g = torch.Generator().manual_seed(6)
+    times = [0.0, 0.1, 0.3, 1.0]
+    clouds = [(1 + k) * torch.randn(n, 2, generator=g, dtype=D64) + k for k, n in enumerate((60, 45, 80, 50))]
+    model = pf.AnchoredMixture.from_snapshots(times, clouds, components=40, warp=True, bridge=0.4)
+    assert not torch.allclose(model.knots, torch.tensor(times, dtype=D64))  # progress knots differ from clock times
+    for tk, cloud in zip(times, clouds):
+        assert _rows_in(model._kernels(torch.tensor([tk], dtype=D64))[0][0], cloud)
+    t = torch.rand(30, generator=g, dtype=D64)
+    assert pf.continuity_residual(model, t, model.sample(t)).relative.max() < 1e-8
+    line = pf.AnchoredMixture.from_paths([0.0, 0.5, 1.0], torch.tensor([[[0.0], [1.0], [2.0]]]), scales=0.3, warp=[0.0, 0.2, 1.0])
+    p, dp = line._progress(t)
+    assert torch.allclose(line.velocity(t, torch.zeros(30, 1, dtype=D64))[:, 0], 2 * dp, atol=1e-12)
+    assert bool((dp > 0).all()) and torch.allclose(line._progress(torch.tensor([0.2], dtype=D64))[0], torch.tensor([0.5], dtype=D64))
+
+
 def test_grouped_and_pointwise_evaluations_agree():
     g = torch.Generator().manual_seed(5)
     model = pf.AnchoredMixture(3, 30, per_kernel_scale=True, bridge=0.5, chunk_elements=200).double()
@@ -157,5 +175,7 @@ def test_bad_arguments_are_named():
         pf.AnchoredMixture.from_paths([0.0, 1.0], torch.zeros(4, 3, 2))
     with pytest.raises(ValueError, match="scales"):
         pf.AnchoredMixture.from_paths([0.0, 1.0], torch.zeros(4, 2, 2), scales=0.0)
+    with pytest.raises(ValueError, match="warp"):
+        pf.AnchoredMixture(2, 3, knots=[0.0, 1.0], warp=[0.0, 0.5, 1.0])
     with pytest.raises(ValueError, match="cells"):
         pf.AnchoredMixture.from_snapshots([0.0, 1.0], [torch.zeros(4, 2)])

@@ -107,6 +107,8 @@ class AnchoredMixture(TimeDensity):
             default ``[0, 1/3, 2/3, 1]``). curvature: ``0`` (default) piecewise linear … ``1`` natural cubic spline
             (measured: the cubic overshoots on uneven snapshot grids, docs/populations.md). bridge: ``g`` of the
             Brownian-bridge spread ``s^2 = s_spline^2 + g^2 beta(t)`` between knots (trained like the other parameters).
+            warp: clock times, one per knot: ``rho_t`` is the knot-time model at ``phi(t)``, ``phi`` the monotone PCHIP
+            interpolant with ``phi(warp[k]) = knots[k]`` (the velocity gains the factor ``phi'(t)``).
         scale: ``"diagonal"`` (one bandwidth per coordinate) or ``"isotropic"``. per_kernel_scale: a bandwidth
             path per kernel (``True``) or one shared by all kernels (``False``, default). min_scale: ``s_min``.
         init_scale: the initial bandwidth. context_dim: a context shifts every kernel by ``(W_0 + t W_1) c``
@@ -118,7 +120,8 @@ class AnchoredMixture(TimeDensity):
 
     def __init__(self, dim: int, components: int = 64, *, knots: Optional[Sequence[float]] = None, curvature: float = 0.0,
                  scale: str = "diagonal", per_kernel_scale: bool = False, min_scale: float = 1e-3, init_scale: float = 0.5,
-                 bridge: float = 0.0, context_dim: int = 0, learn_weights: bool = True, chunk_elements: int = 2 ** 22) -> None:
+                 bridge: float = 0.0, warp: Optional[Sequence[float]] = None, context_dim: int = 0, learn_weights: bool = True,
+                 chunk_elements: int = 2 ** 22) -> None:
         super().__init__(dim, context_dim)
         if isinstance(components, bool) or not isinstance(components, int) or components < 1:
             raise ValueError(f"components must be a positive integer; got {components!r}")
@@ -144,6 +147,17 @@ class AnchoredMixture(TimeDensity):
         raw = _inverse_softplus(torch.tensor(float(init_scale) - self.min_scale))
         self.raw_scale = nn.Parameter(raw.expand(M if per_kernel_scale else 1, K, D if scale == "diagonal" else 1).clone())
         self.logits = nn.Parameter(torch.zeros(M), requires_grad=bool(learn_weights))
+        # time warp: clock time -> progress, the monotone (PCHIP) interpolant through (warp[k], knots[k])
+        self.has_warp = warp is not None
+        if warp is not None:
+            from scipy.interpolate import PchipInterpolator
+
+            clock = [float(v) for v in warp]
+            if len(clock) != K or not all(b > a for a, b in zip(clock, clock[1:])):
+                raise ValueError(f"warp must hold {K} strictly increasing clock times (one per knot); got {clock}")
+            pp = PchipInterpolator(np.asarray(clock), np.asarray(knots))
+            self.register_buffer("warp_clock", torch.tensor(clock, dtype=torch.float64))
+            self.register_buffer("warp_coef", torch.tensor(pp.c.T.copy(), dtype=torch.float64))  # (K-1, 4), highest power first
         # Brownian-bridge spread between knots: s^2 = s_spline^2 + bridge^2 beta(t), beta = (t - tau_i)(tau_{i+1} - t)/h_i
         self.bridge = nn.Parameter(torch.full((D if scale == "diagonal" else 1,), float(bridge)))
         if context_dim:
@@ -178,7 +192,7 @@ class AnchoredMixture(TimeDensity):
 
     @classmethod
     def from_snapshots(cls, times: Sequence[float], cells: Sequence[Tensor], *, components: int = 2000, seed: int = 0,
-                       bandwidth: str = "w1", **kwargs) -> AnchoredMixture:
+                       bandwidth: str = "w1", warp: bool = False, **kwargs) -> AnchoredMixture:
         """Kernels on chained exact OT couplings of the snapshots ``cells[k]: (N_k, D)`` at ``times[k]`` (model units).
 
         If every snapshot has at least ``M = components`` cells, ``M`` cells are drawn without replacement from each
@@ -187,7 +201,10 @@ class AnchoredMixture(TimeDensity):
         cells. Otherwise every snapshot keeps at most ``M`` cells and ``M`` paths are drawn through the Markov chain
         of the (non-permutation) couplings, so a small snapshot's cells carry several kernels.
         Bandwidths per knot: :func:`select_bandwidth` with ``criterion=bandwidth`` on the snapshot's cells that carry
-        no kernel (all its cells when every one does). Keyword arguments go to :meth:`from_paths`.
+        no kernel (all its cells when every one does). ``warp=True``: the paths run at constant Wasserstein speed in
+        a progress variable, knots at the cumulative ``W_2`` of the consecutive couplings (rescaled to span the same
+        interval as ``times``), and clock time maps to progress monotonically (PCHIP through the snapshots), so the
+        speed between snapshots is read off the other snapshots. Keyword arguments go to :meth:`from_paths`.
         """
         from ..transport import ot_trajectories  # layer 0
 
@@ -200,18 +217,42 @@ class AnchoredMixture(TimeDensity):
         perms = [torch.randperm(len(x), generator=gen) for x in xs]
         used = [x[p[:components]] for x, p in zip(xs, perms)]
         rest = [x[p[components:]] if len(x) > components else x for x, p in zip(xs, perms)]
+        from ..transport import ot_plan
+
+        plans = [ot_plan(used[k], used[k + 1]) for k in range(len(used) - 1)]
         if all(len(u) == components for u in used):
-            index, paths = ot_trajectories(used)
+            index, paths = ot_trajectories(used, plans=plans)
         else:
-            index, paths = ot_trajectories(used, n=components, seed=int(seed))
+            index, paths = ot_trajectories(used, plans=plans, n=components, seed=int(seed))
+        if warp:
+            steps = torch.tensor([math.sqrt(max(p.cost(used[k], used[k + 1]), 0.0)) for k, p in enumerate(plans)])
+            progress = torch.cat([torch.zeros(1), steps.cumsum(0)]).double()
+            t0, t1 = float(times[0]), float(times[-1])
+            kwargs["warp"] = [float(v) for v in times]
+            times = (t0 + (t1 - t0) * progress / progress[-1].clamp_min(1e-12)).tolist()
         anchors = [u[index[:, k].unique()] for k, u in enumerate(used)]
         scales = torch.stack([select_bandwidth(a, r, criterion=bandwidth, seed=seed) for a, r in zip(anchors, rest)])
         return cls.from_paths(times, paths, scales=scales, **kwargs)
 
     # ------------------------------------------------------------------ spline basis and kernel parameters
+    def _progress(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        """``p = phi(t)`` and ``phi'(t)``, ``(N,)``: the warp from clock time to the knots' time (identity without one);
+        beyond the end clock times it continues linearly with the end slope."""
+        if not self.has_warp:
+            return t, torch.ones_like(t)
+        tau, c = self.warp_clock.to(t.dtype), self.warp_coef.to(t.dtype)
+        tc = t.clamp(float(tau[0]), float(tau[-1]))
+        i = (torch.searchsorted(tau, tc.detach().contiguous(), right=True) - 1).clamp(0, tau.shape[0] - 2)
+        d = tc - tau[i]
+        ci = c[i]
+        p = ((ci[:, 0] * d + ci[:, 1]) * d + ci[:, 2]) * d + ci[:, 3]
+        dp = (3 * ci[:, 0] * d + 2 * ci[:, 1]) * d + ci[:, 2]
+        return p + (t - tc) * dp, dp
+
     def _bridge_profile(self, t: Tensor) -> tuple[Tensor, Tensor]:
         """``beta(t) = (t - tau_i)(tau_{i+1} - t) / h_i`` on knot interval ``i`` (0 at the knots and outside), and
         ``beta'(t)``: the variance profile of a Brownian bridge of unit diffusion between consecutive knots. ``(N,)``."""
+        t, dp = self._progress(t)
         tau = self.knots.to(t.dtype)
         inside = (t > tau[0]) & (t < tau[-1])
         tc = t.clamp(float(tau[0]), float(tau[-1]))
@@ -220,10 +261,11 @@ class AnchoredMixture(TimeDensity):
         beta = (tc - lo) * (hi - tc) / (hi - lo)
         dbeta = (lo + hi - 2 * tc) / (hi - lo)
         zero = torch.zeros_like(t)
-        return torch.where(inside, beta, zero), torch.where(inside, dbeta, zero)
+        return torch.where(inside, beta, zero), torch.where(inside, dbeta * dp, zero)
 
     def _basis(self, t: Tensor) -> tuple[Tensor, Tensor]:
-        """``B(t), B'(t): (N, K)``: path values are ``B(t) @ knot values``."""
+        """``B(t), B'(t): (N, K)``: path values are ``B(t) @ knot values`` (at the warped time ``phi(t)``)."""
+        t, dp = self._progress(t)
         tau = self.knots.to(t.dtype)
         A = self.spline.to(t.dtype)
         lam = self.curvature.to(t.dtype)
@@ -239,7 +281,7 @@ class AnchoredMixture(TimeDensity):
         cub = (h ** 2 / 6)[:, None] * ((a ** 3 - a)[:, None] * A[i] + (b ** 3 - b)[:, None] * A[i + 1])
         dcub = (h / 6)[:, None] * (-(3 * a ** 2 - 1)[:, None] * A[i] + (3 * b ** 2 - 1)[:, None] * A[i + 1])
         B, dB = lin + lam * cub, dlin + lam * dcub
-        return B + (t - tc)[:, None] * dB, dB  # linear continuation beyond the end knots
+        return B + (t - tc)[:, None] * dB, dB * dp[:, None]  # linear continuation beyond the end knots
 
     def _scale_path(self, t: Tensor, B: Tensor, dB: Tensor, raw: Tensor) -> tuple[Tensor, Tensor]:
         """``s`` and ``s'/s`` for knot values ``raw: (..., K, Ds)`` at times ``t: (N,)`` with bases ``(N, K)`` →
