@@ -424,7 +424,7 @@ def main() -> None:
                                       "metric": "energy_distance_lightsb", "value": v, "std": s, "seeds": None,
                                       "cpu_seconds": None, "command": src} for m, v, s, src in PUBLISHED])
     # seeds in the outer loop: after every round each problem's records hold all seeds so far (an interrupted run
-    # leaves fewer seeds, never a missing set); the merge after each problem keeps the file current
+    # leaves fewer seeds, never a missing set); the merge after each run keeps the file current
     built = [prob for make in problems for prob in make()]
     results: dict[tuple[str, str, str], list[float]] = {}
     cpu: dict[tuple[str, str], list[float]] = {}
@@ -440,8 +440,8 @@ def main() -> None:
                 cpu.setdefault((prob.dataset, method), []).append(secs)
                 print(f"  {prob.dataset} seed {seed} {method}: " + ", ".join(f"{k} {v:.3f}" for k, v in out.items())
                       + f" ({secs:.1f} CPU s training, {time.perf_counter() - tic:.0f} s wall)", file=sys.stderr, flush=True)
-            mine = {k: v for k, v in results.items() if k[0] == prob.dataset}
-            merge_write(Path(args.out), summarise(mine, {k: v for k, v in cpu.items() if k[0] == prob.dataset}, command, args.seeds))
+                mine = {k: v for k, v in results.items() if k[:2] == (prob.dataset, method)}
+                merge_write(Path(args.out), summarise(mine, {(prob.dataset, method): cpu[(prob.dataset, method)]}, command, args.seeds))
     records = json.loads(Path(args.out).read_text())
     print(render_tables(records))
 
