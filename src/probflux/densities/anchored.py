@@ -40,7 +40,7 @@ Integration with the population benchmark (``benchmarks/bench_populations.py``),
     norm = split.normalizer
     times = [float(norm.t_to_model(float(t))) for t in split.train.times]
     cells = [norm.x_to_model(c) for c in split.train.samples]           # model coordinates
-    rho = AnchoredMixture.from_snapshots(times, cells, components=2000, seed=seed)
+    rho = AnchoredMixture.from_snapshots(times, cells, components=2000, seed=seed, warp=True, bridge=0.5)
     dyn = probflux.Dynamics(rho)                                          # then heldout_snapshot_scores(dyn, norm, ...)
 
 (``examples/anchored_populations.py`` trains and scores one held-out snapshot this way.)
