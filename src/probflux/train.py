@@ -68,6 +68,9 @@ class TrainConfig(Options):
     checkpoint_every: int = 200
     patience: Optional[int] = None
     eval_points: int = 4096
+    divergence_factor: Optional[float] = 1e6
+    """A finite loss with ``|loss| > divergence_factor * max(1, |first loss|)`` counts as diverged (null: only
+    non-finite values do). Bounded velocities keep a blown-up model's loss finite, so non-finiteness alone misses it."""
 
     PREFIX: ClassVar[str] = "train."
     CHECKS: ClassVar[Mapping[str, tuple[Check, ...]]] = {
@@ -87,6 +90,7 @@ class TrainConfig(Options):
         "checkpoint_every": (at_least(1),),
         "patience": (at_least(1),),
         "eval_points": (at_least(1),),
+        "divergence_factor": (greater(1),),
     }
 
 
@@ -418,6 +422,7 @@ def fit(
         started["at"] = start_time
         last_log_time, last_log_step = start_time, step
         stopped = False
+        first_loss: Optional[float] = None  # |loss| at the first step of this call: the scale divergence_factor multiplies
         while step < cfg.steps and not stopped:
             idx = indices(step)
             gen = torch.Generator().manual_seed(seed * 1_000_003 + step)
@@ -427,6 +432,14 @@ def fit(
             if not bool(torch.isfinite(loss)):
                 bad = {k: v for k, v in _floats(terms).items() if not math.isfinite(v) and k != "loss"}
                 raise diverged(f"loss is {float(loss.detach())}", f"non-finite terms: {bad or 'none besides loss'}; terms {_floats(terms)}")
+            if cfg.divergence_factor is not None:
+                value = abs(float(loss.detach()))
+                if first_loss is None:
+                    first_loss = value
+                elif value > cfg.divergence_factor * max(1.0, first_loss):
+                    raise diverged(f"loss is {float(loss.detach()):.6g}",
+                                   f"more than train.divergence_factor = {cfg.divergence_factor:g} x max(1, |first loss of this call| = "
+                                   f"{first_loss:.6g}); terms {_floats(terms)}")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.clip if cfg.clip is not None else float("inf"))
