@@ -158,7 +158,11 @@ class TimeDensity(nn.Module):
         return self._chunked(self._log_prob, *self._prepare(t, x, context), chunk_size)
 
     def velocity(self, t: TimeLike, x: Tensor, context: Optional[Tensor] = None, *, chunk_size: Optional[int] = None) -> Tensor:
-        """Probability-flow velocity ``u = j/rho``. ``(N, D)``, finite where ``rho`` underflows."""
+        """Probability-flow velocity ``u = j/rho``. ``(N, D)``, finite where ``rho`` underflows.
+
+        The mixtures compute it from log-space ratios; where the exact value exceeds the floating range
+        (between narrow, far-apart components) it is clipped to ``±e^cap``, see
+        :func:`probflux.densities.mixture1d.clamp_velocity`."""
         return self._chunked(self._velocity, *self._prepare(t, x, context), chunk_size)
 
     def flux(self, t: TimeLike, x: Tensor, context: Optional[Tensor] = None, *, chunk_size: Optional[int] = None) -> Tensor:
