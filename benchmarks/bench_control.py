@@ -343,6 +343,8 @@ def main(argv: Optional[list[str]] = None) -> None:
     ap.add_argument("--dims", default=None, help="comma list of LQ dimensions (default: the config's dims and flow_dims)")
     ap.add_argument("--methods", default="probflux,probflux-bridge,probflux-flow,baseline-bptt-policy",
                     help="comma list of methods to run; the records of the others are kept")
+    ap.add_argument("--lq-particles", type=int, default=None, help="LQ evaluation particles (default: config)")
+    ap.add_argument("--lq-em-steps", type=int, default=None, help="LQ Euler-Maruyama steps (default: the evaluation's em_steps)")
     ap.add_argument("--eval-particles", type=int, default=None, help="Monte Carlo particles of the evaluation (default: config)")
     ap.add_argument("--figures", action="store_true", help="draw docs/images/control_*.png and control_stunnel.gif")
     ap.add_argument("--tables", action="store_true", help="only re-render RESULTS.md's control section from the records")
@@ -371,7 +373,10 @@ def main(argv: Optional[list[str]] = None) -> None:
             dims = [int(d) for d in args.dims.split(",")]
             lq["dims"] = [d for d in lq["dims"] if d in dims]
             lq["flow_dims"] = [d for d in lq.get("flow_dims", []) if d in dims]
-        rows = run_lq(lq, ev, seeds, args.lq_budget or cfg["lq"]["budget"], methods)
+        if args.lq_particles:
+            lq["particles"] = args.lq_particles
+        lq_ev = dict(ev, **({"em_steps": args.lq_em_steps} if args.lq_em_steps else {}))
+        rows = run_lq(lq, lq_ev, seeds, args.lq_budget or cfg["lq"]["budget"], methods)
         recs += records(rows, "control_lq", command)
     if "deepgsb" in parts:
         budget = args.budget or cfg["deepgsb"]["budget"]
