@@ -231,6 +231,22 @@ def test_max_seconds_stops_with_a_final_checkpoint(tmp_path):
     assert res.history and res.history[-1]["step"] == res.step
 
 
+def test_max_seconds_from_the_config_and_a_finite_loss_blow_up():
+    data = moving_points(256)
+    res = fit(tiny_dynamics(), objective(), data, config=tiny_config(steps=10**6, eval_every=10**5, max_seconds=0.3), progress=False)
+    assert 1 <= res.step < 10**6 and res.stopped_early
+    grow = {"n": 0}
+
+    def exploding(dyn, batch):  # finite everywhere, but 1e7 x the first loss at the third step
+        grow["n"] += 1
+        return {"loss": dyn.log_prob(batch.t, batch.x).mean() * 0 + (2.0 if grow["n"] < 3 else 2e7)}
+
+    with pytest.raises(FloatingPointError, match=r"loss is 2e\+07 at step 2 .*divergence_factor = 1e\+06"):
+        fit(tiny_dynamics(), exploding, data, config=tiny_config(steps=5), progress=False)
+    grow["n"] = 0
+    assert fit(tiny_dynamics(), exploding, data, config=tiny_config(steps=5, divergence_factor=None), progress=False).step == 5
+
+
 def test_time_schedule_anneals_over_the_budget():
     """With time_schedule=True the cosine reaches its floor when max_seconds runs out, whatever the step rate."""
     data = moving_points(512)

@@ -71,6 +71,9 @@ class TrainConfig(Options):
     divergence_factor: Optional[float] = 1e6
     """A finite loss with ``|loss| > divergence_factor * max(1, |first loss|)`` counts as diverged (null: only
     non-finite values do). Bounded velocities keep a blown-up model's loss finite, so non-finiteness alone misses it."""
+    max_seconds: Optional[float] = None
+    """A cap on training time (``fit``'s ``clock``): training stops early, with a final evaluation and checkpoint,
+    once it has run this long; the schedule still runs over ``steps``. ``fit(max_seconds=...)`` takes precedence."""
 
     PREFIX: ClassVar[str] = "train."
     CHECKS: ClassVar[Mapping[str, tuple[Check, ...]]] = {
@@ -91,6 +94,7 @@ class TrainConfig(Options):
         "patience": (at_least(1),),
         "eval_points": (at_least(1),),
         "divergence_factor": (greater(1),),
+        "max_seconds": (greater(0),),
     }
 
 
@@ -238,7 +242,8 @@ def fit(
         callback: ``callback(step, record)`` after every logged step (rank 0).
         on_start: called once, after every check passed and before ``fit`` writes anything (``probflux fit`` writes
             its ``config.yaml`` there, so a run that fails validation leaves the directory as it was).
-        max_seconds: stop (with a final evaluation and checkpoint) once this much wall time has passed —
+        max_seconds: stop (with a final evaluation and checkpoint) once this much time has passed (default
+            ``config.max_seconds``) —
             for equal-budget comparisons; the schedule still runs over ``config.steps``, and the stopping
             step depends on the machine, so such a run is not reproducible step for step.
         time_schedule: with ``max_seconds``, run the warm-up + cosine schedule over wall time instead of steps
@@ -257,6 +262,8 @@ def fit(
     if not isinstance(cfg, TrainConfig):
         raise TypeError(f"config must be a probflux.train.TrainConfig; got {type(cfg).__name__}")
     cfg.validate()  # again: fields may have been assigned since construction
+    if max_seconds is None:
+        max_seconds = cfg.max_seconds
     if not isinstance(dynamics, Dynamics):
         raise TypeError(f"dynamics must be a probflux.Dynamics; got {type(dynamics).__name__}")
     if progress not in (None, True, False, "lines"):
