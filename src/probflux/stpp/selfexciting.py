@@ -1,0 +1,156 @@
+r"""Self-exciting spatial densities: Gaussian kernels at the past events, weighted by their age, over a background.
+
+.. math:: \rho(x \mid t, H) \;=\; \frac{e^{\ell_0(t)}\, b_t(x) + \sum_{j \in H} e^{\ell(a_j)}\,
+          \mathcal N\big(x;\ x_j,\ s(a_j)^2 I\big)}{e^{\ell_0(t)} + \sum_{j \in H} e^{\ell(a_j)}},
+          \qquad a_j = t - t_j,
+
+ETAS-like in spirit: the conditional law of the next event's location is a background plus one kernel per past
+event whose weight (its share of the intensity) and bandwidth are learned functions of the event's age (an MLP of
+``log(eps + a)``, ``a`` and the slot's rank); ``ell_0`` is learned from the time since the newest event and the
+history's size. ``H`` is the newest ``k`` strictly earlier events, read from the rows of
+:func:`probflux.stpp.history_context` (``[s_last, log(1 + min(n, k)), (m_j, s_last - s_j, x_j) * k]``), so the
+density is causal by construction (a later event changes no earlier row).
+
+Flux. The background ``b`` is a Gaussian mixture with exact component rates (a
+:class:`~probflux.densities.anchored_events.KernelMixture` or a Gaussian :class:`~probflux.FactorizedMixture`
+without context), so the whole density is one Gaussian mixture whose weights and scales vary in time with the
+context held fixed: :class:`~probflux.densities.anchored_events.ComponentMixture` gives it the exact
+``"mixture"`` (or ``"kr"``) flux of docs/mathematics.md §2/§3b. Between events the continuity equation holds to
+round-off; when an event arrives the context changes and the density jumps. Kernels are isotropic, never products
+of 1-D components along the axes, so no mass streaks along rows or columns.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+from torch import Tensor
+from torch.nn import functional as F
+
+from ..densities.anchored_events import ComponentMixture
+from ..densities.factorized import FactorizedMixture, Params
+from ..nn import MLP
+
+__all__ = ["SelfExciting"]
+
+_ABSENT = -1e4  # logit of an empty history slot: exp underflows to 0 in float32 and float64
+
+
+class SelfExciting(ComponentMixture):
+    """Background + age-weighted isotropic Gaussian kernels at the newest ``events`` past events.
+
+    >>> import torch, probflux as pf
+    >>> from probflux.densities import KernelMixture
+    >>> from probflux.stpp import SelfExciting
+    >>> rho = SelfExciting(KernelMixture(torch.randn(50, 2), bandwidth=0.5, rank=0), events=4).double()
+    >>> ctx = torch.tensor([[0.3, 1.1] + [1.0, 0.0, 0.5, 0.5] + [1.0, 0.1, -1.0, 0.0] + [0.0] * 8], dtype=torch.float64)
+    >>> x = rho.sample(0.35, 6, ctx[0])
+    >>> bool(pf.continuity_residual(rho, torch.full((6,), 0.35, dtype=torch.float64), x, ctx.expand(6, -1)).relative.max() < 1e-10)
+    True
+
+    Args:
+        background: a Gaussian mixture with ``context_dim == 0``: a :class:`ComponentMixture` (e.g. ``KernelMixture``)
+            or ``FactorizedMixture(..., family="gaussian")``.
+        events: ``k``, the history slots (the context is ``history_context(seqs, events=k)``: ``2 + k (D + 2)``).
+        hidden, layers: the MLPs of the kernel weights/bandwidths and of the background weight.
+        init_scale: initial kernel bandwidth; min_scale: its floor. age_eps: ``eps`` of the age feature
+            ``log(eps + a)`` in model time units (``1e-4`` of a 30-day window is about 4 minutes).
+        flux: ``"mixture"`` or ``"kr"``. chunk_elements: see :class:`ComponentMixture`.
+    """
+
+    def __init__(self, background: FactorizedMixture, events: int = 16, *, hidden: int = 32, layers: int = 2,
+                 init_scale: float = 0.05, min_scale: float = 1e-3, age_eps: float = 1e-4, flux: str = "mixture",
+                 chunk_elements: int = 2**21) -> None:
+        if not isinstance(background, FactorizedMixture) or background.family_name != "gaussian":
+            raise TypeError("background must be a Gaussian mixture (KernelMixture, ComponentMixture or "
+                            f"FactorizedMixture(family='gaussian')); got {type(background).__name__}")
+        if background.context_dim != 0:
+            raise ValueError(f"background must have context_dim=0; got {background.context_dim}")
+        if isinstance(events, bool) or not isinstance(events, int) or events < 1:
+            raise ValueError(f"events must be a positive integer; got {events!r}")
+        for name, v in (("init_scale", init_scale), ("min_scale", min_scale), ("age_eps", age_eps)):
+            if not (isinstance(v, (int, float)) and v > 0):
+                raise ValueError(f"{name} must be a positive number; got {v!r}")
+        if not init_scale > min_scale:
+            raise ValueError(f"init_scale={init_scale} must exceed min_scale={min_scale}")
+        D = background.dim
+        super().__init__(D, 2 + events * (D + 2), flux=flux, chunk_elements=chunk_elements)
+        self.background, self.events = background, events
+        self.isotropic = bool(getattr(background, "isotropic", False))  # a FactorizedMixture's scales differ per axis
+        self.components = background.components + events
+        self.min_scale, self.age_eps = float(min_scale), float(age_eps)
+        self.kernel_net = MLP(3, 2, hidden, layers)  # (logit, raw log-scale) of a kernel from its age features
+        self.background_net = MLP(2, 1, hidden, layers)  # background logit from (time since newest event, size)
+        with torch.no_grad():
+            self.kernel_net.linears[-1].bias[1] = math.log(math.expm1(math.log(init_scale / min_scale)))
+
+    # ------------------------------------------------------------------ parameters
+    def _ages(self, t: Tensor, ctx: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        N, k, D = ctx.shape[0], self.events, self.dim
+        slots = ctx[:, 2:].reshape(N, k, D + 2)
+        present = slots[..., 0] > 0.5
+        gap = t - ctx[:, 0]  # time since the newest history event
+        age = gap[:, None] + slots[..., 1]
+        return slots[..., 2:], present, gap, age, ctx[:, 1]
+
+    def _log_features(self, a: Tensor) -> tuple[Tensor, Tensor]:
+        """``log(eps + a_+)`` and its time derivative (``da/dt = 1``)."""
+        pos = a.clamp_min(0.0)  # the tangent's mask a >= 0 is autograd's for clamp_min (also at a = 0 exactly)
+        return torch.log(self.age_eps + pos), (a >= 0).to(a.dtype) / (self.age_eps + pos)
+
+    def _assemble(self, t: Tensor, ctx: Optional[Tensor], tangent: bool) -> tuple[Params, Optional[Params]]:
+        if ctx is None:
+            raise ValueError(f"SelfExciting needs a context (history_context rows of width {self.context_dim})")
+        N, k, D = t.shape[0], self.events, self.dim
+        xs, present, gap, age, size = self._ages(t, ctx)
+        # kernels: features (log(eps + a), a, rank) -> (logit, raw log-scale)
+        la, dla = self._log_features(age)
+        rank = (torch.arange(k, dtype=t.dtype, device=t.device) / k).expand(N, k)
+        feat = torch.stack([la, age.clamp_min(0.0), rank], -1)
+        dfeat = torch.stack([dla, (age >= 0).to(t.dtype), torch.zeros_like(rank)], -1)
+        out, dout, _ = self.kernel_net.jvp(feat.reshape(N * k, 3), dfeat.reshape(N * k, 3))
+        out, dout = out.reshape(N, k, 2), dout.reshape(N, k, 2)
+        absent = torch.full_like(out[..., 0], _ABSENT)
+        k_logit = torch.where(present, out[..., 0], absent)
+        dk_logit = torch.where(present, dout[..., 0], torch.zeros_like(absent))
+        raw = out[..., 1]
+        k_log_scale = math.log(self.min_scale) + F.softplus(raw)
+        dk_log_scale = torch.sigmoid(raw) * dout[..., 1]
+        # background: its own mixture, weighted by ell_0(time since the newest event, history size)
+        lg, dlg = self._log_features(gap)
+        g_out, g_dout, _ = self.background_net.jvp(torch.stack([lg, size], -1), torch.stack([dlg, torch.zeros_like(size)], -1))
+        if tangent:
+            (b_logits, b_loc, b_ls), (db_logits, db_loc, db_ls) = (self._full(p, N) for p in self.background._params_and_rates(t, None))
+        else:
+            b_logits, b_loc, b_ls = self._full(self.background._params(t, None), N)
+        b_logw = torch.log_softmax(b_logits, -1)
+        logits = torch.cat([g_out + b_logw, k_logit], -1)
+        loc = torch.cat([b_loc, xs], 1)
+        log_scale = torch.cat([b_ls, k_log_scale.unsqueeze(-1).expand(N, k, D)], 1)
+        if not tangent:
+            return (logits, loc, log_scale), None
+        db_logw = db_logits - (b_logw.exp() * db_logits).sum(-1, keepdim=True)
+        dlogits = torch.cat([g_dout + db_logw, dk_logit], -1)
+        dloc = torch.cat([db_loc, torch.zeros_like(xs)], 1)
+        dlog_scale = torch.cat([db_ls, dk_log_scale.unsqueeze(-1).expand(N, k, D)], 1)
+        return (logits, loc, log_scale), (dlogits, dloc, dlog_scale)
+
+    def _params(self, t: Tensor, ctx: Optional[Tensor]) -> Params:
+        return self._assemble(t, ctx, False)[0]
+
+    def _params_and_rates(self, t: Tensor, ctx: Optional[Tensor]) -> tuple[Params, Params]:
+        params, rates = self._assemble(t, ctx, True)
+        assert rates is not None
+        return params, rates
+
+    @torch.no_grad()
+    def kernel_parameters(self, age: Tensor) -> tuple[Tensor, Tensor]:
+        """The learned kernel logit and bandwidth at ages ``age: (A,)`` (model time units, rank 0): ``(A,)`` each."""
+        age = torch.as_tensor(age, dtype=self.dtype).reshape(-1)
+        la, _ = self._log_features(age)
+        out = self.kernel_net(torch.stack([la, age.clamp_min(0.0), torch.zeros_like(age)], -1))
+        return out[:, 0], (math.log(self.min_scale) + F.softplus(out[:, 1])).exp()
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, events={self.events}, background components={self.background.components}, flux={self.flux_name!r}"

@@ -1,0 +1,131 @@
+"""SelfExciting (stpp/selfexciting.py): causal, normalised with thousands of kernels, exact between events, a closed
+form when the learned functions are constant, and the jump at an event localised there. The generic contract runs
+through conftest.FAMILIES."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import probflux as pf
+from probflux.data.events import EventSequences
+from probflux.densities import KernelMixture
+from probflux.stpp import SelfExciting, history_at, history_context, model_points
+
+
+def _model(kernels: int = 50, events: int = 4, seed: int = 0, bw: float = 0.4, init_scale: float = 0.3) -> SelfExciting:
+    torch.manual_seed(seed)
+    bg = KernelMixture(torch.randn(kernels, 2), bandwidth=bw, rank=2, hidden=8)
+    rho = SelfExciting(bg, events=events, hidden=8, init_scale=init_scale).double()
+    with torch.no_grad():
+        for p in rho.parameters():
+            p.add_(0.2 * torch.randn_like(p))
+    return rho
+
+
+def _seqs(rows: list[list[float]]) -> EventSequences:
+    return EventSequences([torch.tensor(rows, dtype=torch.float64)], window=(0.0, 10.0), name="toy")
+
+
+EVENTS = [[1.0, 0.0, 0.0], [2.5, 1.0, -0.5], [4.0, -1.0, 1.0], [6.0, 0.5, 0.5]]
+
+
+def test_a_future_event_changes_no_earlier_density():
+    rho = _model(events=3)
+    before, after = _seqs(EVENTS), _seqs(EVENTS + [[8.0, 2.0, 2.0]])
+    tq = torch.tensor([0.5, 1.0, 3.0, 6.0, 7.9], dtype=torch.float64)  # 1.0 and 6.0: at events (strictly earlier history)
+    x = torch.randn(5, 2, dtype=torch.float64)
+    s = tq / 10.0
+    lp0 = rho.log_prob(s, x, history_at(before, before.keys[0], tq, events=3))
+    lp1 = rho.log_prob(s, x, history_at(after, after.keys[0], tq, events=3))
+    assert torch.equal(lp0, lp1)
+    # the pooled training contexts agree too on the shared events, and the new event does change later densities
+    c0, c1 = history_context(before, 3), history_context(after, 3)
+    assert torch.equal(c0, c1[:4])
+    late = torch.tensor([9.0], dtype=torch.float64)
+    assert not torch.allclose(rho.log_prob(late / 10, x[:1], history_at(before, before.keys[0], late, events=3)),
+                              rho.log_prob(late / 10, x[:1], history_at(after, after.keys[0], late, events=3)))
+
+
+def test_normalised_with_thousands_of_kernels():
+    """1,500 background kernels + 16 history kernels: trapezoid mass on a grid (step 0.07, every scale >= 0.2) is 1."""
+    torch.manual_seed(1)
+    bg = KernelMixture(torch.randn(1500, 2, dtype=torch.float64), bandwidth=0.25, rank=0, chunk_elements=2**18)
+    rho = SelfExciting(bg, events=16, hidden=8, init_scale=0.3, min_scale=0.2).double()
+    seq = torch.cat([torch.linspace(0.5, 5.0, 20)[:, None], torch.randn(20, 2)], 1).to(torch.float64)
+    ctx = history_at(EventSequences([seq], window=(0.0, 10.0)), "seq_0000", torch.tensor([5.5]), events=16)
+    g = torch.linspace(-6.3, 6.3, 181, dtype=torch.float64)
+    h = float(g[1] - g[0])
+    xy = torch.stack(torch.meshgrid(g, g, indexing="ij"), -1).reshape(-1, 2)
+    with torch.no_grad():
+        mass = float(rho.log_prob(0.55, xy, ctx[0]).exp().sum()) * h * h
+    assert abs(mass - 1) < 1e-9, mass
+
+
+@pytest.mark.parametrize("flux", ["mixture", "kr"])
+def test_exact_between_events_with_real_histories(flux):
+    """Continuity to round-off at times between events with the context held fixed (the history at the query)."""
+    rho = _model(events=3)
+    rho.flux_name = flux
+    seqs = _seqs(EVENTS)
+    tq = torch.tensor([1.5, 3.0, 4.5, 5.0, 7.0, 9.5], dtype=torch.float64)
+    ctx = history_at(seqs, seqs.keys[0], tq, events=3)
+    x = torch.cat([rho.sample(tq / 10, context=ctx), torch.randn(6, 2, dtype=torch.float64)])
+    r = pf.continuity_residual(rho, torch.cat([tq, tq]) / 10, x, torch.cat([ctx, ctx]))
+    assert r.relative.max() < 1e-9, r.relative.max()
+
+
+def test_constant_functions_give_the_kernel_baseline_closed_form():
+    """With the MLPs' last layers zeroed the weights are constant: rho = (e^l0 b + e^l sum_j N(x_j, s^2 I)) / (e^l0 + n e^l)."""
+    rho = _model(events=4)
+    l0, l1, raw = 0.3, -0.7, 0.4
+    with torch.no_grad():
+        for net, bias in ((rho.background_net, [l0]), (rho.kernel_net, [l1, raw])):
+            net.linears[-1].weight.zero_()
+            net.linears[-1].bias.copy_(torch.tensor(bias))
+    s = rho.min_scale * math.exp(math.log1p(math.exp(raw)))
+    seqs = _seqs(EVENTS[:3])
+    tq = torch.tensor([5.0], dtype=torch.float64)
+    ctx = history_at(seqs, seqs.keys[0], tq, events=4)
+    x = torch.tensor([[0.2, 0.1]], dtype=torch.float64)
+    b = rho.background.log_prob(0.5, x).exp().detach()
+    kern = sum(math.exp(-((0.2 - e[1]) ** 2 + (0.1 - e[2]) ** 2) / (2 * s * s)) / (2 * math.pi * s * s) for e in EVENTS[:3])
+    want = (math.exp(l0) * float(b) + math.exp(l1) * kern) / (math.exp(l0) + 3 * math.exp(l1))
+    assert abs(float(rho.log_prob(0.5, x, ctx).exp().detach()) - want) < 1e-10 * want
+
+
+def test_the_jump_at_an_event_is_localised_there():
+    """Just after a new event at x_e the density rises near x_e; far from it, it changes by one common factor
+    (the renormalisation) up to the old kernels' tiny far-field tails."""
+    rho = _model(events=8, init_scale=0.1)  # 8 slots: no old event leaves the history
+    with torch.no_grad():  # ranks and the time since the newest event do not move the weights: an ETAS-like model
+        rho.kernel_net.linears[0].weight[:, 2].zero_()
+        rho.background_net.linears[0].weight[:, 0].zero_()
+    new = EVENTS + [[7.0, 3.0, -3.0]]
+    before = history_at(_seqs(new), "seq_0000", torch.tensor([7.0], dtype=torch.float64), events=8)  # strictly earlier: not the event
+    after = history_at(_seqs(new), "seq_0000", torch.tensor([7.0 + 1e-9], dtype=torch.float64), events=8)
+    near = torch.tensor([[3.0, -3.0]], dtype=torch.float64)
+    far = torch.tensor([[-3.0, 3.0], [0.0, -2.0]], dtype=torch.float64)
+    lp = lambda x, c: rho.log_prob(0.7, x, c.expand(len(x), -1)).detach()  # noqa: E731
+    assert float(lp(near, after) - lp(near, before)) > 3.0
+    ratio = lp(far, after) - lp(far, before)
+    assert float(ratio.max() - ratio.min()) < 1e-3 and float(ratio.max()) < 0
+
+
+def test_bad_input():
+    bg = KernelMixture(torch.randn(5, 2), rank=0)
+    with pytest.raises(TypeError, match="Gaussian mixture"):
+        SelfExciting(pf.FactorizedMixture(2, 2, hidden=4))  # logistic components
+    with pytest.raises(ValueError, match="context_dim"):
+        SelfExciting(KernelMixture(torch.randn(5, 2), rank=1, context_dim=2))
+    with pytest.raises(ValueError, match="events"):
+        SelfExciting(bg, events=0)
+    with pytest.raises(ValueError, match="init_scale"):
+        SelfExciting(bg, init_scale=1e-4)
+    rho = SelfExciting(bg, events=2)
+    assert rho.context_dim == 2 + 2 * 4
+    with pytest.raises(ValueError, match="context"):
+        rho.log_prob(0.5, torch.zeros(1, 2))
+    P = model_points(_seqs(EVENTS), 2)
+    assert P.context.shape == (4, rho.context_dim)
