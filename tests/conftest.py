@@ -68,6 +68,29 @@ def _conditioned_mixture(dim: int, context_dim: int, components: int, hidden: in
     return pf.Conditioned(inner, torch.nn.Linear(context_dim or 2, 3))
 
 
+def _kernel_mixture(dim: int, context_dim: int, components: int, hidden: int) -> pf.TimeDensity:
+    from probflux.densities import KernelMixture
+
+    g = torch.Generator().manual_seed(dim)
+    model = KernelMixture(torch.randn(4 * components, dim, generator=g), bandwidth=0.6, rank=2, hidden=hidden, layers=2,
+                          context_dim=context_dim)
+    with torch.no_grad():  # A = B = 0 at construction (a static KDE): make weights and bandwidths move in time
+        model.A.copy_(2.0 * torch.randn(model.A.shape, generator=g))
+        model.B.copy_(0.5 * torch.randn(model.B.shape, generator=g))
+    return model
+
+
+def _self_exciting(dim: int, context_dim: int, components: int, hidden: int) -> pf.TimeDensity:
+    """Kernels at 2 history slots over a kernel-mixture background (its context is a history row, whatever ``context_dim``)."""
+    from probflux.stpp import SelfExciting
+
+    model = SelfExciting(_kernel_mixture(dim, 0, components, hidden), events=2, hidden=8, init_scale=0.5)
+    with torch.no_grad():  # weights and bandwidths that depend on the age (the MLP's last layer starts near zero)
+        w = model.kernel_net.linears[-1].weight
+        w.copy_(torch.randn(w.shape, generator=torch.Generator().manual_seed(dim)))
+    return model
+
+
 # Every TimeDensity the package ships, by name: ``builder(dim, context_dim, components, hidden)``.
 # tests/test_contract.py runs the whole density contract over this list: a new family is one line here.
 FAMILIES: dict[str, Builder] = {
@@ -86,6 +109,8 @@ FAMILIES: dict[str, Builder] = {
     "anchored": _anchored,
     "conditioned-flow": _conditioned_flow,
     "conditioned-mixture": _conditioned_mixture,
+    "kernel-mixture": _kernel_mixture,
+    "self-exciting": _self_exciting,
 }
 
 # the mixture families (Rosenblatt transforms, closed forms in 1-D)
