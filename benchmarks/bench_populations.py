@@ -49,6 +49,7 @@ import json
 import shlex
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -327,7 +328,7 @@ def merge_write(path: Path, new: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Merge ``new`` into the records at ``path`` (same dataset/method/metric replaced), recompute the derived
     records, write atomically; a lock file serialises concurrent runs."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(str(path) + ".lock", "w") as lock:
+    with open(Path(tempfile.gettempdir()) / f"probflux-{path.name}.lock", "w") as lock:  # not beside the records
         fcntl.flock(lock, fcntl.LOCK_EX)
         old = json.loads(path.read_text()) if path.exists() else []
         key = lambda r: (r["dataset"], r["method"], r["metric"])  # noqa: E731
