@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from typing import Optional
 
 import torch
 
@@ -31,7 +32,7 @@ EVAL_SEED = 1234  # the scored cells, as in benchmarks/bench_populations.py
 
 
 def fit_anchored(split: snap.SnapshotSplit, *, components: int = 2000, curvature: float = 0.0, bridge: float = 0.5, warp: bool = True,
-                 bandwidth: str = "w1",
+                 bandwidth: str = "w1", select: Optional[str] = None,
                  refine: float = 0.0, kinetic: float = 0.05, seed: int = 0) -> tuple[pf.Dynamics, float]:
     """Build (and with ``refine > 0`` train for that many CPU seconds) the anchored mixture of a split.
     Returns the dynamics and the CPU seconds spent (construction included)."""
@@ -40,7 +41,8 @@ def fit_anchored(split: snap.SnapshotSplit, *, components: int = 2000, curvature
     times = [float(norm.t_to_model(float(t))) for t in split.train.times]
     cells = [norm.x_to_model(c) for c in split.train.samples]
     rho = AnchoredMixture.from_snapshots(times, cells, components=components, seed=seed, curvature=curvature,
-                                            bridge=bridge, warp=warp, bandwidth=bandwidth).float()
+                                            bridge=bridge, warp=warp, bandwidth=bandwidth, select=select).float()
+    selection = rho.selection
     dyn = pf.Dynamics(rho)
     if refine > 0:
         from probflux.objectives import EndpointLikelihood, KineticEnergy
@@ -52,6 +54,7 @@ def fit_anchored(split: snap.SnapshotSplit, *, components: int = 2000, curvature
                           eval_every=10 ** 9, log_every=10 ** 9, checkpoint_every=10 ** 9)
         dyn = fit(dyn, objective, train.to(torch.float32) if hasattr(train, "to") else train, config=cfg, seed=seed,
                   progress=False, max_seconds=refine, clock=time.process_time).model
+    dyn.selection = selection
     return dyn, time.process_time() - tic
 
 
@@ -76,7 +79,8 @@ def run(data: str, leave_out: int, *, seed: int = 0, eval_cells: int = 2000, **k
     mc = mccann_baseline(split, eval_cells)
     return {"data": data, "heldout_time": sc["heldout_time"], "seed": seed, "cpu_seconds": cpu,
             "w1_density": sc["heldout_w1_density"], "w1_transport": sc["heldout_w1_transport"], "w1_mccann": mc["w1"],
-            "density_over_mccann": sc["heldout_w1_density"] / mc["w1"], **kw}
+            "density_over_mccann": sc["heldout_w1_density"] / mc["w1"],
+            "transport_over_mccann": sc["heldout_w1_transport"] / mc["w1"], "chosen": dyn.selection["settings"], **kw}
 
 
 def main() -> None:
@@ -88,12 +92,14 @@ def main() -> None:
     p.add_argument("--bridge", type=float, default=0.5, help="Brownian-bridge spread g between snapshots (model units)")
     p.add_argument("--no-warp", action="store_true", help="clock time instead of the W2-progress warp")
     p.add_argument("--bandwidth", choices=["w1", "likelihood"], default="w1")
+    p.add_argument("--select", choices=["loo"], default=None,
+                   help="choose time map, bridge and bandwidth factor by leave-one-out over the training snapshots")
     p.add_argument("--refine", type=float, default=0.0, help="CPU seconds of likelihood + kinetic training (0: none)")
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args()
     torch.set_num_threads(1)
     print(json.dumps(run(a.data, a.leave_out, seed=a.seed, components=a.components, curvature=a.curvature,
-                         bridge=a.bridge, warp=not a.no_warp, bandwidth=a.bandwidth, refine=a.refine)))
+                         bridge=a.bridge, warp=not a.no_warp, bandwidth=a.bandwidth, select=a.select, refine=a.refine)))
 
 
 if __name__ == "__main__":

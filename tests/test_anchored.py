@@ -88,8 +88,8 @@ def test_thousands_of_kernels_integrate_to_one():
     assert abs(mass - 1) < 1e-6, mass
 
 
-def _rows_in(points: torch.Tensor, cloud: torch.Tensor) -> bool:
-    return bool(((points[:, None] - cloud[None]).abs().amax(-1).min(1).values < 1e-12).all())
+def _rows_in(points: torch.Tensor, cloud: torch.Tensor, tol: float = 1e-12) -> bool:
+    return bool(((points[:, None] - cloud[None]).abs().amax(-1).min(1).values < tol).all())
 
 
 @pytest.mark.parametrize("curvature", [0.0, 1.0])
@@ -179,3 +179,77 @@ def test_bad_arguments_are_named():
         pf.AnchoredMixture(2, 3, knots=[0.0, 1.0], warp=[0.0, 0.5, 1.0])
     with pytest.raises(ValueError, match="cells"):
         pf.AnchoredMixture.from_snapshots([0.0, 1.0], [torch.zeros(4, 2)])
+
+
+def test_exp_time_map_moves_kernels_at_the_closed_form_fraction():
+    """``time_map="exp:k"``: knots at ``p(t) = expm1(k u)/expm1(k)``, so between two snapshots the centres are the
+    McCann interpolation at the fraction ``(p(t) - p(a)) / (p(b) - p(a))``, and at the snapshots they are cells."""
+    g = torch.Generator().manual_seed(7)
+    times = [0.0, 0.5, 1.0]
+    clouds = [torch.randn(30, 2, generator=g, dtype=D64) + 2 * k for k in range(3)]
+    k = 1.5
+    model = pf.AnchoredMixture.from_snapshots(times, clouds, components=30, time_map=f"exp:{k}")
+    assert model.selection["settings"]["time_map"] == f"exp:{k}"
+    for tk, cloud in zip(times, clouds):
+        assert _rows_in(model._kernels(torch.tensor([tk], dtype=D64))[0][0], cloud)
+    two = pf.AnchoredMixture.from_snapshots([0.0, 1.0], clouds[::2], components=30, time_map=f"exp:{k}")
+    t = 0.3
+    frac = math.expm1(k * t) / math.expm1(k)
+    centres = two._kernels(torch.tensor([t], dtype=D64))[0][0]
+    assert abs(float(two._progress(torch.tensor([t], dtype=D64))[0]) - frac) < 1e-6  # PCHIP through 65 points of p
+    assert _rows_in(centres, mccann_interpolation(clouds[0], clouds[2], frac), tol=1e-5)
+    t64 = torch.rand(20, generator=g, dtype=D64)
+    assert pf.continuity_residual(model, t64, model.sample(t64)).relative.max() < 1e-8
+    with pytest.raises(ValueError, match="time_map"):
+        pf.AnchoredMixture.from_snapshots(times, clouds, components=10, time_map="exp:fast")
+
+
+def test_leave_one_out_selection_uses_the_training_snapshots():
+    """``select="loo"`` scores every grid value on the interior snapshots and keeps the best of each; with two
+    snapshots there is nothing to hold out and the given settings stay."""
+    g = torch.Generator().manual_seed(8)
+    times = [0.0, 0.2, 0.6, 1.0]
+    # progress fast early: the cloud moves 3, 1, 1 over the three gaps
+    clouds = [0.3 * torch.randn(40, 2, generator=g, dtype=D64) + torch.tensor([c, 0.0], dtype=D64) for c in (0.0, 3.0, 4.0, 5.0)]
+    model = pf.AnchoredMixture.from_snapshots(times, clouds, components=40, select="loo", loo_cells=40)
+    chosen, scores = model.selection["settings"], model.selection["scores"]
+    assert set(scores) == {"time_map", "bridge", "bandwidth_factor"}
+    assert set(scores["time_map"]) == set(pf.densities.anchored.LOO_TIME_MAPS)
+    for key, trial in scores.items():
+        assert chosen[key] == min(trial, key=trial.get)
+    assert chosen["time_map"] != "clock"  # the clock puts the held-out clouds far from where they are
+    kept = pf.AnchoredMixture.from_snapshots(times[:2], clouds[:2], components=40, select="loo", bridge=0.3)
+    assert kept.selection == {"settings": {"time_map": "clock", "bridge": 0.3, "bandwidth_factor": 1.0}}
+    with pytest.raises(ValueError, match="select"):
+        pf.AnchoredMixture.from_snapshots(times, clouds, components=10, select="cv")
+
+
+def test_a_model_without_data_takes_shapes_from_the_state_it_loads():
+    g = torch.Generator().manual_seed(9)
+    clouds = [torch.randn(25, 3, generator=g, dtype=D64) + k for k in range(3)]
+    model = pf.AnchoredMixture.from_snapshots([0.0, 0.4, 1.0], clouds, components=25, time_map="exp:-1.5", bridge=0.2)
+    empty = pf.AnchoredMixture(3, 25).double()
+    empty.load_state_dict(model.state_dict())
+    t, x = torch.rand(40, generator=g, dtype=D64), torch.randn(40, 3, generator=g, dtype=D64)
+    assert torch.equal(empty.log_prob(t, x), model.log_prob(t, x))
+    assert torch.equal(empty.velocity(t, x), model.velocity(t, x))
+
+
+def test_probflux_fit_with_an_anchored_model(tmp_path):
+    """``probflux fit ... model.type=anchored`` builds the model from the training snapshots of the split, trains,
+    reloads the run (an empty model takes the checkpoint's shapes) and scores the held-out snapshot."""
+    import json
+    from pathlib import Path
+
+    from probflux.app.cli import main
+
+    out = tmp_path / "run"
+    cfg = Path(__file__).resolve().parents[1] / "configs" / "cite_loo.yaml"
+    assert main(["fit", str(cfg), f"out={out}", "data.name=tree", "data.n=60", "data.leave_out=1", "model.type=anchored",
+                 "model.kernels=30", "train.steps=3", "train.batch_size=64", "train.eval_every=3", "train.checkpoint_every=3",
+                 "objective.kinetic_samples=16",
+                 "evaluate.particles=32", "evaluate.steps=5", "evaluate.residual_points=32", "evaluate.heldout_cells=60",
+                 "--no-plots"]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert abs(m["heldout_time"] - 1 / 3) < 1e-12
+    assert 0 < m["heldout_w1_density"] < 3 and 0 < m["heldout_w1_transport"] < 3

@@ -49,7 +49,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Optional
+from typing import Optional, Union
 
 import numpy as np
 import torch
@@ -59,7 +59,7 @@ from torch import Tensor, nn
 from . import mixture1d as m1
 from .base import TimeDensity
 
-__all__ = ["AnchoredMixture", "natural_spline_matrix", "select_bandwidth"]
+__all__ = ["AnchoredMixture", "natural_spline_matrix", "select_bandwidth", "LOO_TIME_MAPS", "LOO_BRIDGES", "LOO_BANDWIDTH_FACTORS"]
 
 _LOG_2PI = math.log(2 * math.pi)
 
@@ -108,7 +108,8 @@ class AnchoredMixture(TimeDensity):
             (measured: the cubic overshoots on uneven snapshot grids, docs/populations.md). bridge: ``g`` of the
             Brownian-bridge spread ``s^2 = s_spline^2 + g^2 beta(t)`` between knots (trained like the other parameters).
             warp: clock times, one per knot: ``rho_t`` is the knot-time model at ``phi(t)``, ``phi`` the monotone PCHIP
-            interpolant with ``phi(warp[k]) = knots[k]`` (the velocity gains the factor ``phi'(t)``).
+            interpolant with ``phi(warp[k]) = knots[k]`` (the velocity gains the factor ``phi'(t)``). warp_progress:
+            with it, ``warp`` holds any ``J >= 2`` increasing clock times and ``phi(warp[j]) = warp_progress[j]``.
         scale: ``"diagonal"`` (one bandwidth per coordinate) or ``"isotropic"``. per_kernel_scale: a bandwidth
             path per kernel (``True``) or one shared by all kernels (``False``, default). min_scale: ``s_min``.
         init_scale: the initial bandwidth. context_dim: a context shifts every kernel by ``(W_0 + t W_1) c``
@@ -120,8 +121,8 @@ class AnchoredMixture(TimeDensity):
 
     def __init__(self, dim: int, components: int = 64, *, knots: Optional[Sequence[float]] = None, curvature: float = 0.0,
                  scale: str = "diagonal", per_kernel_scale: bool = False, min_scale: float = 1e-3, init_scale: float = 0.5,
-                 bridge: float = 0.0, warp: Optional[Sequence[float]] = None, context_dim: int = 0, learn_weights: bool = True,
-                 chunk_elements: int = 2 ** 22) -> None:
+                 bridge: float = 0.0, warp: Optional[Sequence[float]] = None, warp_progress: Optional[Sequence[float]] = None,
+                 context_dim: int = 0, learn_weights: bool = True, chunk_elements: int = 2 ** 22) -> None:
         super().__init__(dim, context_dim)
         if isinstance(components, bool) or not isinstance(components, int) or components < 1:
             raise ValueError(f"components must be a positive integer; got {components!r}")
@@ -153,15 +154,43 @@ class AnchoredMixture(TimeDensity):
             from scipy.interpolate import PchipInterpolator
 
             clock = [float(v) for v in warp]
-            if len(clock) != K or not all(b > a for a, b in zip(clock, clock[1:])):
-                raise ValueError(f"warp must hold {K} strictly increasing clock times (one per knot); got {clock}")
-            pp = PchipInterpolator(np.asarray(clock), np.asarray(knots))
+            if warp_progress is None:
+                if len(clock) != K or not all(b > a for a, b in zip(clock, clock[1:])):
+                    raise ValueError(f"warp must hold {K} strictly increasing clock times (one per knot); got {clock}")
+                progress = knots
+            else:
+                progress = [float(v) for v in warp_progress]
+                if len(clock) < 2 or not all(b > a for a, b in zip(clock, clock[1:])):
+                    raise ValueError(f"warp must hold at least 2 strictly increasing clock times; got {clock}")
+                if len(progress) != len(clock) or not all(b > a for a, b in zip(progress, progress[1:])):
+                    raise ValueError(f"warp_progress must hold {len(clock)} strictly increasing values (one per warp time); got {progress}")
+            pp = PchipInterpolator(np.asarray(clock), np.asarray(progress))
             self.register_buffer("warp_clock", torch.tensor(clock, dtype=torch.float64))
-            self.register_buffer("warp_coef", torch.tensor(pp.c.T.copy(), dtype=torch.float64))  # (K-1, 4), highest power first
+            self.register_buffer("warp_coef", torch.tensor(pp.c.T.copy(), dtype=torch.float64))  # (J-1, 4), highest power first
         # Brownian-bridge spread between knots: s^2 = s_spline^2 + bridge^2 beta(t), beta = (t - tau_i)(tau_{i+1} - t)/h_i
         self.bridge = nn.Parameter(torch.full((D if scale == "diagonal" else 1,), float(bridge)))
         if context_dim:
             self.context_shift = nn.Parameter(torch.zeros(2, D, context_dim))
+
+    def adopt_shapes(self, state_dict: dict, prefix: str = "") -> AnchoredMixture:
+        """Resize knots, warp and path parameters to those of ``state_dict`` (keys ``prefix + name``), so that a model
+        built without data (``AnchoredMixture(dim, components)``, e.g. a run rebuilt from its config) can load a
+        state built from snapshots. Values are left uninitialised until loaded. Returns ``self``."""
+        for name in ("knots", "spline", "curvature", "warp_clock", "warp_coef"):
+            value = state_dict.get(prefix + name)
+            if value is not None and (name not in self._buffers or self._buffers[name].shape != value.shape):
+                self.register_buffer(name, torch.empty_like(value, dtype=torch.float64 if name != "curvature" else value.dtype))
+        self.has_warp = "warp_clock" in self._buffers
+        for name in ("loc", "raw_scale", "bridge"):
+            value = state_dict.get(prefix + name)
+            param = self._parameters.get(name)
+            if value is not None and param is not None and param.shape != value.shape:
+                self._parameters[name] = nn.Parameter(torch.empty_like(value, dtype=param.dtype), requires_grad=param.requires_grad)
+        return self
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):
+        self.adopt_shapes(state_dict, prefix)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs)
 
     def extra_repr(self) -> str:
         return (f"dim={self.dim}, components={self.components}, knots={len(self.knots)}, curvature={float(self.curvature):g}, "
@@ -192,7 +221,8 @@ class AnchoredMixture(TimeDensity):
 
     @classmethod
     def from_snapshots(cls, times: Sequence[float], cells: Sequence[Tensor], *, components: int = 2000, seed: int = 0,
-                       bandwidth: str = "w1", warp: bool = False, **kwargs) -> AnchoredMixture:
+                       bandwidth: str = "w1", warp: Union[bool, str] = False, time_map: Optional[str] = None,
+                       select: Optional[str] = None, loo_cells: int = 1000, **kwargs) -> AnchoredMixture:
         """Kernels on chained exact OT couplings of the snapshots ``cells[k]: (N_k, D)`` at ``times[k]`` (model units).
 
         If every snapshot has at least ``M = components`` cells, ``M`` cells are drawn without replacement from each
@@ -201,38 +231,46 @@ class AnchoredMixture(TimeDensity):
         cells. Otherwise every snapshot keeps at most ``M`` cells and ``M`` paths are drawn through the Markov chain
         of the (non-permutation) couplings, so a small snapshot's cells carry several kernels.
         Bandwidths per knot: :func:`select_bandwidth` with ``criterion=bandwidth`` on the snapshot's cells that carry
-        no kernel (all its cells when every one does). ``warp=True``: the paths run at constant Wasserstein speed in
-        a progress variable, knots at the cumulative ``W_2`` of the consecutive couplings (rescaled to span the same
-        interval as ``times``), and clock time maps to progress monotonically (PCHIP through the snapshots), so the
-        speed between snapshots is read off the other snapshots. Keyword arguments go to :meth:`from_paths`.
-        """
-        from ..transport import ot_trajectories  # layer 0
+        no kernel (all its cells when every one does), times ``bandwidth_factor`` (keyword, default 1).
 
+        ``time_map`` (clock time -> the knots' progress; ``warp=True`` is ``time_map="w2"``):
+
+        * ``"clock"`` (default): no warp, straight paths at constant speed between consecutive snapshots;
+        * ``"w2"``: the paths run at constant Wasserstein speed in a progress variable, knots at the cumulative
+          ``W_2`` of the consecutive couplings (rescaled to span the same interval as ``times``), clock time mapped
+          to progress monotonically (PCHIP through the snapshots), so the speed between snapshots is read off the
+          other snapshots;
+        * ``"exp:k"`` (a number ``k``): progress ``p(u) = expm1(k u) / expm1(k)`` of the clock fraction
+          ``u = (t - t_0)/(t_{K-1} - t_0)`` (``k < 0``: fast early, ``k > 0``: fast late; ``k = 0`` is the clock),
+          knots at ``p(times)``, so the speed inside a gap follows one global curve.
+
+        ``select="loo"``: choose ``time_map``, the bridge spread ``bridge`` and ``bandwidth_factor`` on the given
+        snapshots alone — every interior snapshot is held out in turn, a model is built from the others, and the
+        settings with the smallest mean exact ``W_1`` (:func:`probflux.metrics.w1`, model units, at most
+        ``loo_cells`` cells and as many samples, common random numbers) at the held-out times win, chosen one after
+        the other (time map, then bridge, then bandwidth factor; grids :data:`LOO_TIME_MAPS`, :data:`LOO_BRIDGES`,
+        :data:`LOO_BANDWIDTH_FACTORS`). With fewer than 3 snapshots there is nothing to hold out and the given
+        settings stay. The choice and its scores are in ``model.selection`` (a dict). Keyword arguments go to
+        :meth:`from_paths`.
+        """
         if len(cells) != len(times) or len(cells) < 2:
             raise ValueError(f"cells must hold one cloud per time (at least 2); got {len(cells)} clouds for {len(times)} times")
         if isinstance(components, bool) or not isinstance(components, int) or components < 1:
             raise ValueError(f"components must be a positive integer; got {components!r}")
-        xs = [torch.as_tensor(c, dtype=torch.float64) for c in cells]
-        gen = torch.Generator().manual_seed(int(seed))
-        perms = [torch.randperm(len(x), generator=gen) for x in xs]
-        used = [x[p[:components]] for x, p in zip(xs, perms)]
-        rest = [x[p[components:]] if len(x) > components else x for x, p in zip(xs, perms)]
-        from ..transport import ot_plan
-
-        plans = [ot_plan(used[k], used[k + 1]) for k in range(len(used) - 1)]
-        if all(len(u) == components for u in used):
-            index, paths = ot_trajectories(used, plans=plans)
-        else:
-            index, paths = ot_trajectories(used, plans=plans, n=components, seed=int(seed))
-        if warp:
-            steps = torch.tensor([math.sqrt(max(p.cost(used[k], used[k + 1]), 0.0)) for k, p in enumerate(plans)])
-            progress = torch.cat([torch.zeros(1), steps.cumsum(0)]).double()
-            t0, t1 = float(times[0]), float(times[-1])
-            kwargs["warp"] = [float(v) for v in times]
-            times = (t0 + (t1 - t0) * progress / progress[-1].clamp_min(1e-12)).tolist()
-        anchors = [u[index[:, k].unique()] for k, u in enumerate(used)]
-        scales = torch.stack([select_bandwidth(a, r, criterion=bandwidth, seed=seed) for a, r in zip(anchors, rest)])
-        return cls.from_paths(times, paths, scales=scales, **kwargs)
+        if select not in (None, "loo"):
+            raise ValueError(f"select must be None or 'loo'; got {select!r}")
+        if time_map is None:
+            time_map = "w2" if warp is True else ("clock" if warp is False else str(warp))
+        _time_map_kind(time_map)
+        chain = _Chain(times, cells, components, int(seed), bandwidth)
+        settings = {"time_map": time_map, "bridge": float(kwargs.pop("bridge", 0.0)),
+                    "bandwidth_factor": float(kwargs.pop("bandwidth_factor", 1.0))}
+        selection = None
+        if select == "loo":
+            settings, selection = chain.select(settings, kwargs, loo_cells)
+        model = chain.build(range(len(times)), settings, kwargs, cls)
+        model.selection = {"settings": settings, **({"scores": selection} if selection else {})}
+        return model
 
     # ------------------------------------------------------------------ spline basis and kernel parameters
     def _progress(self, t: Tensor) -> tuple[Tensor, Tensor]:
@@ -468,6 +506,131 @@ class AnchoredMixture(TimeDensity):
             log_p = torch.logsumexp(log_pi + log_pdf_eval, 1)
             x = x_hat - (Fc - Fc.detach()) / log_p.detach().exp().clamp_min(tiny)
         return x
+
+
+LOO_TIME_MAPS = ("clock", "w2", "exp:-1.5", "exp:1.5")
+"""Time maps :meth:`AnchoredMixture.from_snapshots` tries with ``select="loo"``."""
+LOO_BRIDGES = (0.0, 0.25, 0.5, 1.0)
+"""Bridge spreads ``g`` (model units) tried with ``select="loo"``."""
+LOO_BANDWIDTH_FACTORS = (0.5, 1.0, 2.0)
+"""Multipliers of the selected per-snapshot bandwidths tried with ``select="loo"``."""
+
+
+def _time_map_kind(name: str) -> tuple[str, float]:
+    """``("clock"|"w2"|"exp", k)`` for a time-map name; a clear error naming ``time_map`` otherwise."""
+    if name in ("clock", "w2"):
+        return name, 0.0
+    if isinstance(name, str) and name.startswith("exp:"):
+        try:
+            k = float(name[4:])
+        except ValueError:
+            k = math.nan
+        if math.isfinite(k):
+            return "exp", k
+    raise ValueError(f"time_map must be 'clock', 'w2' or 'exp:<number>'; got {name!r}")
+
+
+class _Chain:
+    """The kernel paths of :meth:`AnchoredMixture.from_snapshots` for any subset of the snapshots: cells drawn once,
+    couplings between the clouds of a subset computed on demand and cached (a held-out snapshot's neighbours get one
+    new coupling), bandwidths per snapshot."""
+
+    def __init__(self, times: Sequence[float], cells: Sequence[Tensor], components: int, seed: int, bandwidth: str) -> None:
+        self.times = [float(v) for v in times]
+        self.M, self.seed, self.bandwidth = components, seed, bandwidth
+        xs = [torch.as_tensor(c, dtype=torch.float64) for c in cells]
+        gen = torch.Generator().manual_seed(seed)
+        perms = [torch.randperm(len(x), generator=gen) for x in xs]
+        self.used = [x[p[:components]] for x, p in zip(xs, perms)]
+        self.rest = [x[p[components:]] if len(x) > components else x for x, p in zip(xs, perms)]
+        self.cells = xs
+        self.plans: dict[tuple[int, int], object] = {}
+
+    def plan(self, a: int, b: int):
+        from ..transport import ot_plan  # layer 0
+
+        if (a, b) not in self.plans:
+            self.plans[(a, b)] = ot_plan(self.used[a], self.used[b])
+        return self.plans[(a, b)]
+
+    def paths(self, keep: Sequence[int]) -> tuple[Tensor, Tensor, list[float]]:
+        """``paths: (M, len(keep), D)``, ``scales: (len(keep), D)`` and the cumulative ``W_2`` at the kept snapshots."""
+        from ..transport import ot_trajectories  # layer 0
+
+        keep = list(keep)
+        used = [self.used[k] for k in keep]
+        plans = [self.plan(a, b) for a, b in zip(keep, keep[1:])]
+        if all(len(u) == self.M for u in used):
+            index, paths = ot_trajectories(used, plans=plans)
+        else:
+            index, paths = ot_trajectories(used, plans=plans, n=self.M, seed=self.seed)
+        steps = [math.sqrt(max(p.cost(used[i], used[i + 1]), 0.0)) for i, p in enumerate(plans)]
+        progress = [0.0] + list(np.cumsum(steps))
+        scales = torch.stack([select_bandwidth(self.used[k][index[:, i].unique()], self.rest[k], criterion=self.bandwidth, seed=self.seed)
+                              for i, k in enumerate(keep)])
+        return paths, scales, progress
+
+    def build(self, keep: Sequence[int], settings: dict, kwargs: dict, cls=None, cache: Optional[dict] = None) -> AnchoredMixture:
+        keep = list(keep)
+        key = tuple(keep)
+        if cache is not None and key in cache:
+            paths, scales, progress = cache[key]
+        else:
+            paths, scales, progress = self.paths(keep)
+            if cache is not None:
+                cache[key] = (paths, scales, progress)
+        clock = [self.times[k] for k in keep]
+        t0, t1 = clock[0], clock[-1]
+        kind, k = _time_map_kind(settings["time_map"])
+        kw = dict(kwargs, bridge=settings["bridge"])
+        knots = clock
+        if kind == "w2":
+            total = max(progress[-1], 1e-12)
+            knots = [t0 + (t1 - t0) * p / total for p in progress]
+            kw["warp"] = clock
+        elif kind == "exp" and abs(k) > 1e-12:
+            def phi(t):
+                return t0 + (t1 - t0) * np.expm1(k * (np.asarray(t) - t0) / (t1 - t0)) / math.expm1(k)
+            knots = [float(v) for v in phi(clock)]
+            dense = np.union1d(np.linspace(t0, t1, 65), np.asarray(clock))
+            kw["warp"] = [float(v) for v in dense]
+            kw["warp_progress"] = [float(v) for v in phi(dense)]
+        return (cls or AnchoredMixture).from_paths(knots, paths, scales=scales * settings["bandwidth_factor"], **kw)
+
+    def select(self, settings: dict, kwargs: dict, cells: int) -> tuple[dict, dict]:
+        """Coordinate-wise leave-one-out choice of the time map, the bridge and the bandwidth factor."""
+        from ..metrics import w1  # layer 0
+
+        K = len(self.times)
+        if K < 3:
+            return settings, {}
+        cache: dict = {}
+        held = []
+        for j in range(1, K - 1):
+            x = self.cells[j]
+            if len(x) > cells:
+                x = x[torch.randperm(len(x), generator=torch.Generator().manual_seed(self.seed + j))[:cells]]
+            held.append((j, x))
+
+        def score(s: dict) -> float:
+            total = 0.0
+            for j, x in held:
+                model = self.build([i for i in range(K) if i != j], s, kwargs, cache=cache)
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(self.seed + 7919 * j)  # the same kernels and noise for every candidate
+                    with torch.no_grad():
+                        y = model.sample(torch.full((len(x),), self.times[j], dtype=torch.float64))
+                total += w1(y, x)
+            return total / len(held)
+
+        scores: dict = {}
+        best = dict(settings)
+        for key, grid in (("time_map", LOO_TIME_MAPS), ("bridge", LOO_BRIDGES), ("bandwidth_factor", LOO_BANDWIDTH_FACTORS)):
+            trial = {v: score(dict(best, **{key: v})) for v in grid}
+            best[key] = min(trial, key=trial.get)
+            scores[key] = trial
+        return best, scores
+
 
 
 def select_bandwidth(anchors: Tensor, cells: Tensor, *, criterion: str = "w1", seed: int = 0,
