@@ -80,6 +80,8 @@ class ModelConfig(_Section):
     """Which density/flux model to build (see ``FactorizedMixture`` / ``AutoregressiveMixture`` / ``FlowDensity``).
 
     ``transforms`` and ``coupling`` apply to ``type: flow`` only (``flux``, ``family`` and ``components`` do not).
+    ``type: anchored`` (:class:`~probflux.AnchoredMixture`, population snapshots only) is built from the training
+    snapshots: ``kernels``, ``bridge``, ``time_map`` and ``select`` apply to it alone.
     """
 
     SECTION: ClassVar[str] = "model"
@@ -96,6 +98,10 @@ class ModelConfig(_Section):
     time_frequency: float = 32.0
     transforms: int = 4
     coupling: str = "spline"
+    kernels: int = 2000
+    bridge: float = 0.5
+    time_map: str = "w2"
+    select: str = "loo"
 
 
 @dataclass
@@ -220,7 +226,7 @@ _nonempty, _device = options.nonempty, options.device
 Check = options.Check  # returns None when fine, else what is required
 
 
-MODEL_TYPES = ("factorized", "autoregressive", "flow")
+MODEL_TYPES = ("factorized", "autoregressive", "flow", "anchored")
 FLUXES = {"factorized": factorized.FLUXES, "autoregressive": autoregressive.FLUXES}  # the flow's flux is fixed by its map
 
 _CONSTRAINTS: dict[str, tuple[Check, ...]] = {
@@ -236,6 +242,11 @@ _CONSTRAINTS: dict[str, tuple[Check, ...]] = {
     "model.layers": (_at_least(1),),
     "model.divfree_hidden": (_at_least(1),),
     "model.diffusion": (_at_least(0),),
+    "model.kernels": (_at_least(1),),
+    "model.bridge": (_at_least(0),),
+    "model.time_map": (lambda v: None if v in ("clock", "w2") or (isinstance(v, str) and v.startswith("exp:"))
+                       else "must be 'clock', 'w2' or 'exp:<number>'",),
+    "model.select": (_choices("loo", "none"),),
     # data.name: checked in _cross_checks (point and snapshot data sets are listed separately)
     "data.n": (_at_least(1),),
     "data.history": (lambda v: None if v is None or v >= 1 else "must be a number of past events >= 1 or null",),
@@ -626,7 +637,7 @@ def save_config(cfg: Config, path: Union[str, os.PathLike]) -> None:
 _MEANINGS: dict[str, str] = {
     "seed": "seeds data generation and splits, initialisation, batches, Monte-Carlo draws and evaluation",
     "out": "the run directory (fit refuses one holding another run unless --overwrite)",
-    "model.type": "`FactorizedMixture`, `AutoregressiveMixture` or `FlowDensity` (docs/concepts.md, docs/flow.md)",
+    "model.type": "`FactorizedMixture`, `AutoregressiveMixture`, `FlowDensity` or `AnchoredMixture` (docs/concepts.md, populations.md)",
     "model.family": "component family of a mixture (`gaussian`: factorized only)",
     "model.flux": "the exact flux of a mixture (docs/concepts.md); allowed values depend on `model.type`",
     "model.components": "`K`: mixture components (factorized) or logistics per conditional (autoregressive)",
@@ -638,6 +649,10 @@ _MEANINGS: dict[str, str] = {
     "model.time_frequency": "highest frequency of the sinusoidal time features (`>= pi/2`: one period covers `[0, 1]`)",
     "model.transforms": "coupling transforms of a flow (`type: flow` only)",
     "model.coupling": "coupling layer of a flow: monotone rational-quadratic spline or affine (`type: flow` only)",
+    "model.kernels": "kernels of an anchored mixture, on chained OT couplings of the training snapshots (`type: anchored` only)",
+    "model.bridge": "Brownian-bridge spread `g` between snapshots, model units (`type: anchored`; `select: loo` chooses it)",
+    "model.time_map": "clock time -> progress of an anchored mixture: `clock`, `w2` (cumulative W2) or `exp:<k>` (`select: loo` picks it)",
+    "model.select": "`loo`: an anchored mixture's time map, bridge, bandwidth chosen leaving out training snapshots; `none`: as given",
     "data.name": "a built-in data set or `file` (read `data.path`)",
     "data.path": "the data file of `name: file` (`.csv`/`.tsv` with a header, `.npz`, `.npy`; docs/data.md)",
     "data.n": "points of a built-in point set, or cells per snapshot of a synthetic snapshot set",
