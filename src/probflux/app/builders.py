@@ -19,6 +19,7 @@ from ..data.files import read_file, resolve_kind
 from ..data.points import TemporalPoints, _fmt, builtin, points_from_file, split
 from ..data.registry import dataset, names
 from ..data.snapshots import snapshots_from_file, split_snapshots
+from ..densities.anchored import AnchoredMixture
 from ..densities.autoregressive import AutoregressiveMixture
 from ..densities.conditioned import Conditioned
 from ..densities.factorized import FactorizedMixture
@@ -35,8 +36,13 @@ __all__ = ["build_dynamics", "build_objective", "load_data", "HISTORY_FEATURES"]
 HISTORY_FEATURES = 64  # width of the history encoding an event model's density sees
 
 
-def build_dynamics(cfg: ModelConfig, dim: int, context_dim: int = 0, history: Optional[int] = None) -> Dynamics:
+def build_dynamics(cfg: ModelConfig, dim: int, context_dim: int = 0, history: Optional[int] = None,
+                   train: Optional[TemporalPoints] = None, state: Optional[dict] = None) -> Dynamics:
     """The :class:`Dynamics` described by ``cfg`` for ``dim``-dimensional points.
+
+    ``type: anchored`` is built from ``train`` (the training snapshots in model coordinates: one snapshot per
+    distinct ``t``) by :meth:`AnchoredMixture.from_snapshots`; without ``train`` (a run reloaded from its
+    checkpoint) it is an empty model shaped like ``state`` (the checkpoint's model weights), which it then loads.
 
     With ``history = k`` (event data with ``data.history``) the context is the raw history features of
     :func:`probflux.stpp.history_context` (``context_dim = 2 + k (dim + 2)``) and the density is wrapped in
@@ -56,8 +62,10 @@ def build_dynamics(cfg: ModelConfig, dim: int, context_dim: int = 0, history: Op
     elif cfg.type == "flow":
         density = FlowDensity(dim, transforms=cfg.transforms, hidden=cfg.hidden, context_dim=inner_context,
                               coupling=cfg.coupling, layers=cfg.layers, max_frequency=cfg.time_frequency)
+    elif cfg.type == "anchored":
+        density = _anchored(cfg, dim, context_dim, train, state)
     else:
-        raise ValueError(f"model.type must be factorized, autoregressive or flow; got {cfg.type!r}")
+        raise ValueError(f"model.type must be factorized, autoregressive, flow or anchored; got {cfg.type!r}")
     if encoder is not None:
         density = Conditioned(density, encoder)
     divfree = None
@@ -66,6 +74,20 @@ def build_dynamics(cfg: ModelConfig, dim: int, context_dim: int = 0, history: Op
             raise ValueError("model.divergence_free needs dim >= 2")
         divfree = DivergenceFree(dim, hidden=cfg.divfree_hidden, context_dim=context_dim, max_frequency=cfg.time_frequency)
     return Dynamics(density, diffusion=cfg.diffusion, divergence_free=divfree)
+
+
+def _anchored(cfg: ModelConfig, dim: int, context_dim: int, train: Optional[TemporalPoints], state: Optional[dict]) -> AnchoredMixture:
+    if context_dim:
+        raise ValueError(f"model.type=anchored takes no context (the data has context_dim={context_dim})")
+    if train is None:
+        return AnchoredMixture(dim, cfg.kernels, bridge=cfg.bridge).adopt_shapes(state or {}, "density.")
+    times = sorted(set(train.t.tolist()))
+    if len(times) < 2:
+        raise ValueError(f"model.type=anchored needs population snapshots (at least 2 training times); the training data has "
+                         f"{len(times)} distinct time(s)")
+    cells = [train.x[train.t == t] for t in times]
+    return AnchoredMixture.from_snapshots(times, cells, components=cfg.kernels, bridge=cfg.bridge, time_map=cfg.time_map,
+                                          select=None if cfg.select == "none" else cfg.select)
 
 
 def build_objective(cfg: ObjectiveConfig, times: Optional[Sequence[float]] = None) -> Objective:

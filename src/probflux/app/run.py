@@ -251,8 +251,8 @@ def fit_config(cfg: Config, *, resume: bool = False, overwrite: bool = False, pr
     if manifest is not None and manifest.get("data") is not None:
         provenance.check_splits(manifest["data"], splits, normalizer, library_version=manifest.get("library_version", "?"))
     torch.manual_seed(cfg.seed)
-    dynamics = build_dynamics(cfg.model, train.dim, train.context_dim, history=getattr(cfg.data, "history", None))
     train_model = evaluation.to_model_coordinates(train, normalizer)
+    dynamics = build_dynamics(cfg.model, train.dim, train.context_dim, history=getattr(cfg.data, "history", None), train=train_model)
     times = sorted(set(train_model.t.tolist())) if cfg.objective.likelihood == "snapshots" else None
     objective = build_objective(cfg.objective, times)
     run_id = manifest["run_id"] if manifest is not None else (None if resume else uuid.uuid4().hex)
@@ -317,8 +317,8 @@ def load_run(path: PathLike, checkpoint: str = "best", *, device: str = "cpu") -
         dim, context_dim = int(state["dim"]), int(state["context_dim"])
     except (KeyError, TypeError) as e:
         raise CheckpointError(f"checkpoint {str(file)!r} lacks the run information ({e}); was it written by probflux fit?") from None
-    dynamics = build_dynamics(cfg.model, dim, context_dim, history=getattr(cfg.data, "history", None))
     weights = model_weights(state)
+    dynamics = build_dynamics(cfg.model, dim, context_dim, history=getattr(cfg.data, "history", None), state=weights)
     dtype = {"float32": torch.float32, "float64": torch.float64}[cfg.train.dtype]
     dynamics.to(dtype=dtype)
     load_state(dynamics, weights, what="model", path=file)
