@@ -240,7 +240,7 @@ def render_tables(recs: list[dict]) -> str:
         if not isinstance(v, (int, float)) or not math.isfinite(v):
             return "–"
         if "gap" in r["metric"]:
-            return f"{100 * v:+.2f}% ± {100 * (s or 0):.2f}"
+            return f"{100 * v:+.2f}% ± {100 * (s or 0):.2f}" if r.get("seeds", 1) > 1 else f"{100 * v:+.2f}%"
         return f"{v:.4g} ± {(s or 0):.2g}" if r.get("seeds", 1) > 1 else f"{v:.4g}"
 
     out = []
