@@ -129,3 +129,24 @@ def test_bad_input():
         rho.log_prob(0.5, torch.zeros(1, 2))
     P = model_points(_seqs(EVENTS), 2)
     assert P.context.shape == (4, rho.context_dim)
+
+
+def test_catalog_adapter_scores_each_event_with_exactly_its_earlier_events():
+    """CatalogSpatial under the continuous protocol gives every test event the row history_context gives it."""
+    from probflux.data.events import EventCatalog
+    from probflux.stpp.continuous import spatial_scores
+    from probflux.stpp.selfexciting import CatalogSpatial
+
+    torch.manual_seed(4)
+    t = torch.sort(10 * torch.rand(40, dtype=torch.float64)).values
+    t[20] = t[19]  # a tie: the two share a history
+    x = torch.randn(40, 2, dtype=torch.float64)
+    cat = EventCatalog(t, x, (0.0, 4.0, 7.0, 10.0))
+    rho = _model(events=3)
+    got = spatial_scores(cat, CatalogSpatial(rho, (0.0, 10.0), 3), period="test", chunk=7)
+    ctx = history_context(EventSequences([torch.cat([t[:, None], x], 1)], window=(0.0, 10.0)), 3)
+    sl = cat.indices("test")
+    want = rho.log_prob(t[sl] / 10, x[sl], ctx[sl]).detach()
+    assert torch.allclose(got, want, rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="history row"):
+        CatalogSpatial(rho, (0.0, 10.0), 4)

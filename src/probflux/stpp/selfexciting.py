@@ -31,8 +31,10 @@ from torch.nn import functional as F
 from ..densities.anchored_events import ComponentMixture
 from ..densities.factorized import FactorizedMixture, Params
 from ..nn import MLP
+from .continuous import History
+from .history import _features
 
-__all__ = ["SelfExciting"]
+__all__ = ["SelfExciting", "CatalogSpatial"]
 
 _ABSENT = -1e4  # logit of an empty history slot: exp underflows to 0 in float32 and float64
 
@@ -154,3 +156,36 @@ class SelfExciting(ComponentMixture):
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, events={self.events}, background components={self.background.components}, flux={self.flux_name!r}"
+
+
+class CatalogSpatial:
+    """A history-conditioned density (e.g. :class:`SelfExciting`) as a :class:`probflux.stpp.continuous.SpatialModel`
+    of one catalog: model time ``s = (t - t0) / (t1 - t0)`` over the whole catalog span and, for each query, the
+    :func:`~probflux.stpp.history_context` row of its strictly earlier events (``history.n``, nothing later).
+
+    ``model``: a :class:`probflux.TimeDensity` whose context is that row (``2 + k (D + 2)``); ``window = (t0, t1)``;
+    ``events = k``. Wrap it in :class:`~probflux.stpp.continuous.StandardizedSpatial` when the model works in
+    standardised coordinates.
+    """
+
+    def __init__(self, model, window: tuple[float, float], events: int) -> None:
+        self.model, self.events = model, events
+        self.t0, self.t1 = float(window[0]), float(window[1])
+        if not self.t1 > self.t0:
+            raise ValueError(f"window must be (t0, t1) with t0 < t1; got {window}")
+        if model.context_dim != 2 + events * (model.dim + 2):
+            raise ValueError(f"model.context_dim={model.context_dim} is not a history row of events={events}")
+
+    def context(self, t: Tensor, history: History) -> Tensor:
+        """``(Q, 2 + k (D + 2))`` history rows of the queries ``t: (Q,)`` (catalog units)."""
+        ctx = _features(history.t, history.x, t, self.t0, self.t1 - self.t0, self.events)
+        n = torch.searchsorted(history.t.contiguous(), t.to(history.t.dtype).contiguous(), right=False)
+        if not torch.equal(n, history.n):
+            raise ValueError("history.n must count the strictly earlier events of each query")
+        return ctx
+
+    @torch.no_grad()
+    def spatial_log_prob(self, t: Tensor, x: Tensor, history: History) -> Tensor:
+        dtype = self.model.dtype
+        s = ((t - self.t0) / (self.t1 - self.t0)).clamp(0.0, 1.0)
+        return self.model.log_prob(s.to(dtype), x.to(dtype), self.context(t, history).to(dtype)).double()
