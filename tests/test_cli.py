@@ -69,8 +69,9 @@ def test_demo_config_file_matches_the_demo_command():
 
 def test_demo_end_to_end_tiny(tmp_path, capsys):
     out = tmp_path / "demo"
-    args = ["demo", "--out", str(out), "data.n=800", "model.components=3", "model.hidden=16", "train.steps=10",
-            "train.batch_size=64", "train.eval_every=5", "objective.kinetic_samples=32"]
+    args = ["demo", "--out", str(out), "data.n=800", "model.type=factorized", "model.components=3", "model.hidden=16", "train.steps=10",
+            "train.batch_size=64", "train.eval_every=5", "objective.kinetic_samples=32", "objective.kinetic_start=5",
+            "objective.kinetic_ramp=0", "evaluate.particles=50", "evaluate.steps=10"]
     assert main(args) == 0
     text = capsys.readouterr().out
     assert str(out) in text and "probflux sample" in text

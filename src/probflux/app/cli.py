@@ -301,8 +301,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     previous = read_manifest(out) if Path(out).is_dir() else None
     overwrite = args.overwrite or (previous is not None and previous.get("command") == "demo")  # a demo replaces its own last run
     start = time.perf_counter()
-    print(f"probflux demo: a 2-D pinwheel that grows and rotates over t in [0, 1]; training {cfg.train.steps} steps "
-          f"of a {cfg.model.type} mixture (K={cfg.model.components}) with NLL + {cfg.objective.kinetic} x kinetic energy")
+    m = cfg.model
+    model = (f"a coupling flow ({m.transforms} {m.coupling} transforms)" if m.type == "flow"
+             else f"a {m.type} mixture (K={m.components})")
+    cap = f", at most {cfg.train.max_seconds:g} s" if cfg.train.max_seconds is not None else ""
+    print(f"probflux demo: a 2-D pinwheel that grows and rotates over t in [0, 1]; training {cfg.train.steps} steps{cap} "
+          f"of {model} with NLL + {cfg.objective.kinetic} x kinetic energy")
     result, metrics = fit_config(cfg, progress=None, overwrite=overwrite, command="demo")
     wall = time.perf_counter() - start
     metrics["demo_wall_seconds"] = wall
@@ -399,7 +403,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.set_defaults(func=cmd_plot)
 
     q = sub.add_parser("demo", help="the main job: train on built-in moving data, write metrics and figures",
-                       description="Train a 2-D model on a growing, rotating pinwheel in about two minutes on 2 CPU cores.")
+                       description="Train a 2-D model on a growing, rotating pinwheel (at most 85 s of training on 2 CPU cores).")
     q.add_argument("--out", help="output directory (default $DEMO_OUT or runs/demo)")
     q.add_argument("--overwrite", action="store_true", help="replace another command's run there (a previous demo run is replaced anyway)")
     q.add_argument("overrides", nargs="*", default=[], metavar="key=value", help="dotted overrides of the demo config")
