@@ -58,16 +58,17 @@ def fit_anchored(split: snap.SnapshotSplit, *, components: int = 2000, curvature
     return dyn, time.process_time() - tic
 
 
-def mccann_baseline(split: snap.SnapshotSplit, cells: int = 2000) -> dict[str, float]:
+def mccann_baseline(split: snap.SnapshotSplit, cells: int = 2000, fraction: Optional[float] = None) -> dict[str, float]:
     """W1/W2 of the McCann interpolation between the training snapshots just before and after the held-out time
     (at most ``cells`` cells each, :func:`probflux.evaluation.subsample` with the scoring seed), exact OT in model
-    coordinates, mapped back to data units and scored on the :func:`snapshot_pair` target."""
+    coordinates, mapped back to data units and scored on the :func:`snapshot_pair` target. ``fraction``: interpolate
+    there instead of at the clock fraction (a diagnostic: what the best time map could reach)."""
     norm, times = split.normalizer, split.train.times.tolist()
     t_k = float(split.test_time)
     before = max(i for i, t in enumerate(times) if t < t_k)
     x0 = norm.x_to_model(subsample(split.train.samples[before], cells, EVAL_SEED))
     x1 = norm.x_to_model(subsample(split.train.samples[before + 1], cells, EVAL_SEED))
-    s = (t_k - times[before]) / (times[before + 1] - times[before])
+    s = (t_k - times[before]) / (times[before + 1] - times[before]) if fraction is None else fraction
     pair = snapshot_pair(split.train.to_points(), split.test, cells=cells, seed=EVAL_SEED)
     return sample_distances(norm.x_to_data(mccann_interpolation(x0, x1, s)), pair.target)
 
@@ -83,6 +84,22 @@ def run(data: str, leave_out: int, *, seed: int = 0, eval_cells: int = 2000, **k
             "transport_over_mccann": sc["heldout_w1_transport"] / mc["w1"], "chosen": dyn.selection["settings"], **kw}
 
 
+def diagnose(data: str, leave_out: int, eval_cells: int = 2000) -> dict:
+    """Peeks at the held-out cells (never used to choose settings): the sampling floor
+    (:func:`probflux.evaluation.sampling_floor`) and McCann interpolation at other fractions, over McCann's W1."""
+    from probflux.evaluation import sampling_floor
+
+    split = snap.split_snapshots(DataConfig(**DATA[data], leave_out=leave_out, val_fraction=0.0), seed=0)
+    base = mccann_baseline(split, eval_cells)["w1"]
+    times = split.train.times.tolist()
+    before = max(i for i, t in enumerate(times) if t < float(split.test_time))
+    s = (float(split.test_time) - times[before]) / (times[before + 1] - times[before])
+    sweep = {round(f, 3): mccann_baseline(split, eval_cells, f)["w1"] / base
+             for f in (s - 0.2, s - 0.1, s, s + 0.1, s + 0.2) if 0 <= f <= 1}
+    return {"data": data, "heldout_time": float(split.test_time), "w1_mccann": base, "clock_fraction": s,
+            "floor_over_mccann": sampling_floor(split.test.x, size=eval_cells)["w1"] / base, "mccann_at_fraction": sweep}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", choices=list(DATA), default="cite5")
@@ -96,8 +113,12 @@ def main() -> None:
                    help="choose time map, bridge and bandwidth factor by leave-one-out over the training snapshots")
     p.add_argument("--refine", type=float, default=0.0, help="CPU seconds of likelihood + kinetic training (0: none)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--diagnose", action="store_true", help="sampling floor and McCann at other fractions (peeks at the held-out cells)")
     a = p.parse_args()
     torch.set_num_threads(1)
+    if a.diagnose:
+        print(json.dumps(diagnose(a.data, a.leave_out)))
+        return
     print(json.dumps(run(a.data, a.leave_out, seed=a.seed, components=a.components, curvature=a.curvature,
                          bridge=a.bridge, warp=not a.no_warp, bandwidth=a.bandwidth, select=a.select, refine=a.refine)))
 

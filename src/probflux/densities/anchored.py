@@ -43,7 +43,9 @@ Integration with the population benchmark (``benchmarks/bench_populations.py``),
     rho = AnchoredMixture.from_snapshots(times, cells, components=2000, seed=seed, warp=True, bridge=0.5)
     dyn = probflux.Dynamics(rho)                                          # then heldout_snapshot_scores(dyn, norm, ...)
 
-(``examples/anchored_populations.py`` trains and scores one held-out snapshot this way.)
+(``examples/anchored_populations.py`` trains and scores one held-out snapshot this way.) ``select="loo"`` instead chooses
+the time map, the bridge and a bandwidth factor by leave-one-out over the training snapshots (:meth:`from_snapshots`);
+``probflux fit ... model.type=anchored`` builds the model this way from the training snapshots of the split.
 """
 from __future__ import annotations
 
