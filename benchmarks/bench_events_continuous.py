@@ -8,6 +8,11 @@ Rows (``method`` in ``benchmarks/results/events.json``, datasets ``earthquakenpp
   earlier events; ``h_b, h_l, w, k`` by grid search on the validation period (background = training-period events,
   history = the catalog before each validation event), then the test period scored once with the background refitted
   on training + validation events (the chosen bandwidths kept);
+* ``probflux-selfexciting`` (spatial) — :meth:`probflux.stpp.SelfExciting.from_events` (as in ``bench_events.py``) in
+  coordinates standardised by the training period, model time = the whole catalog span, each event's context = its
+  newest 16 strictly earlier events of the catalog; fitted on the training period (minus the background centres)
+  under ``--budget`` CPU seconds, the EMA weights with the best validation-period NLL scored on the test period
+  through :class:`~probflux.stpp.selfexciting.CatalogSpatial` and ``StandardizedSpatial`` (CPU seconds = training);
 * ``probflux-etas-temporal`` (temporal) — :class:`probflux.stpp.ETASTemporal` (exponential-mixture kernel, 15 scales
   from 1.4 min to 27 years), maximum likelihood on every event before the test period;
 * ``probflux-poisson-temporal`` (temporal) — :class:`probflux.stpp.ConstantRate` fitted on the same events;
@@ -18,6 +23,8 @@ Temporal LL per event = (sum_i log lambda*(t_i) - int_{test start}^{last test ev
 convention (their ETAS sums int_{t_(i-1)}^{t_i} lambda* over the test events).
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_events_continuous.py          # both catalogs, writes events.json
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_events_continuous.py --catalogs ComCat_25 \\
+        --methods probflux-selfexciting --budget 60 --out benchmarks/results/events_selfexciting_continuous.json
     .venv/bin/python benchmarks/bench_events_continuous.py --path my_catalog.npz      # any file in that layout
 """
 from __future__ import annotations
@@ -29,15 +36,22 @@ import time
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
 import torch
 
+from probflux.data import events as ev
 from probflux.data.events import earthquakenpp_catalog
+from probflux.data.points import TemporalPoints
 from probflux.io import write_json
-from probflux.stpp import ConstantRate, ETASTemporal
-from probflux.stpp.continuous import History, history_counts, spatial_scores, temporal_scores
+from probflux.stpp import ConstantRate, ETASTemporal, SelfExciting, history_context
+from probflux.stpp.continuous import History, StandardizedSpatial, history_counts, spatial_scores, temporal_scores
+from probflux.stpp.selfexciting import CatalogSpatial
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "peers"))
 from kernel_stpp import DEFAULT_K, KernelSTPP, log_kde, tune_refined  # noqa: E402,F401
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_events import SE_EVENTS, SE_KERNELS, fit_best, selfexciting_config  # noqa: E402
 
 CLOCK = time.process_time
 PUBLISHED_SOURCE = "ss15859/EarthquakeNPP Experiments/ETAS/output_data_ComCat_25/ll_scores.json (ETAS with magnitudes)"
@@ -53,17 +67,53 @@ def val_slots(cat, k: int) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tens
     return xv, (cat.x[idx], valid)
 
 
-def run_catalog(name: str, cat, command: str) -> list[dict]:
+def run_selfexciting(cat, budget: float, seed: int) -> tuple[float, float]:
+    """Test spatial LL per event (per km^2) of ``probflux-selfexciting`` on one catalog, and its training CPU seconds."""
+    (t0, t1), k = (cat.boundaries[0], cat.boundaries[-1]), SE_EVENTS
+    tr, va = cat.indices("train"), cat.indices("val")
+    mean, std = cat.x[tr].mean(0), cat.x[tr].std(0)
+    z = (cat.x - mean) / std
+    ctx = history_context(ev.EventSequences([torch.cat([cat.t[:, None], z], 1)], window=(t0, t1), name="catalog"), k)
+    s = (cat.t - t0) / (t1 - t0)
+    torch.manual_seed(seed)
+    model, rest = SelfExciting.from_events(z[tr], kernels=SE_KERNELS, events=k, age_eps=0.01 / (t1 - t0), seed=seed)  # eps: 1/4 h
+    rows = torch.arange(tr.start, tr.stop)[rest]
+    fitP = TemporalPoints._unchecked(s[rows].float(), z[rows].float(), ctx[rows].float(), "fit")
+    Vf = TemporalPoints._unchecked(s[va].float(), z[va].float(), ctx[va].float(), "val")
+    model, res, train_s = fit_best(model, fitP, Vf, budget, seed, selfexciting_config())
+    ll = spatial_scores(cat, StandardizedSpatial(CatalogSpatial(model, (t0, t1), k), mean, std), period="test")
+    print(f"  probflux-selfexciting seed {seed}: test spatial LL {float(ll.mean()):.3f} /km^2 ({res.step} steps, best "
+          f"{res.best_step}, {train_s:.0f} CPU s training)", flush=True)
+    return float(ll.mean()), train_s
+
+
+def run_catalog(name: str, cat, command: str, methods: list[str], budget: float = 60.0, seeds: int = 1) -> list[dict]:
     ds = f"{name}_continuous"
     recs = []
 
-    def rec(method: str, metric: str, value: float, cpu: float, cmd: str = command) -> None:
-        recs.append({"benchmark": "events", "dataset": ds, "method": method, "metric": metric, "value": float(value), "std": 0.0,
-                     "seeds": 1, "cpu_seconds": cpu, "command": cmd})
+    def rec(method: str, metric: str, value: float, cpu: float, cmd: str = command, std: float = 0.0, n: int = 1) -> None:
+        recs.append({"benchmark": "events", "dataset": ds, "method": method, "metric": metric, "value": float(value), "std": std,
+                     "seeds": n, "cpu_seconds": cpu, "command": cmd})
 
     print(f"\n== {ds}: {cat}", flush=True)
+    if "probflux-selfexciting" in methods:
+        runs = [run_selfexciting(cat, budget, seed) for seed in range(seeds)]
+        v = [r[0] for r in runs]
+        rec("probflux-selfexciting", "test_spatial_ll_per_event_km2", float(np.mean(v)), float(np.mean([r[1] for r in runs])),
+            std=float(np.std(v)) if len(v) > 1 else 0.0, n=len(v))
+    if "kernel-baseline" in methods:
+        _kernel(cat, rec)
+    if "temporal" in methods:
+        _temporal(cat, rec)
+    for method, (sll, tll) in PUBLISHED.get(ds, {}).items():
+        rec(method, "test_spatial_ll_per_event_km2", sll, 0.0, PUBLISHED_SOURCE)
+        rec(method, "test_temporal_ll_per_event", tll, 0.0, PUBLISHED_SOURCE)
+    return recs
+
+
+def _kernel(cat, rec) -> None:
     a = CLOCK()
-    bg_train, _ = cat.events("train")[1], None
+    bg_train = cat.events("train")[1]
     xv, slots = val_slots(cat, max(DEFAULT_K))
     tu = tune_refined(bg_train, xv, slots)
     bg = cat.before("test")[1]
@@ -73,6 +123,9 @@ def run_catalog(name: str, cat, command: str) -> list[dict]:
     print(f"  kernel-baseline: h_b {tu.h_b:.3g} km, h_l {tu.h_l:.3g} km, w {tu.w}, k {tu.k} (val LL {tu.val_ll:.3f}, "
           f"{tu.grid_points} grid points); test spatial LL {float(sp.mean()):.3f} /km^2  ({cpu:.0f} CPU s)", flush=True)
     rec("kernel-baseline", "test_spatial_ll_per_event_km2", float(sp.mean()), cpu)
+
+
+def _temporal(cat, rec) -> None:
     test_start = cat.span("test")[0]
     for method, m in (("probflux-etas-temporal", ETASTemporal()), ("probflux-poisson-temporal", ConstantRate())):
         a = CLOCK()
@@ -82,16 +135,17 @@ def run_catalog(name: str, cat, command: str) -> list[dict]:
         extra = f", branching ratio {m.branching_ratio:.3f}, mu {m.mu:.3g}/day" if isinstance(m, ETASTemporal) else ""
         print(f"  {method}: test temporal LL {sc.ll_per_event:.3f} per event{extra} ({cpu:.1f} CPU s)", flush=True)
         rec(method, "test_temporal_ll_per_event", sc.ll_per_event, cpu)
-    for method, (sll, tll) in PUBLISHED.get(ds, {}).items():
-        rec(method, "test_spatial_ll_per_event_km2", sll, 0.0, PUBLISHED_SOURCE)
-        rec(method, "test_temporal_ll_per_event", tll, 0.0, PUBLISHED_SOURCE)
-    return recs
 
 
 def main(argv: Optional[list[str]] = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--catalogs", nargs="+", default=["Japan_25", "ComCat_25"])
     p.add_argument("--path", default=None, help="an .npz in the EarthquakeNPP layout instead of the built-in catalogs")
+    p.add_argument("--methods", nargs="+", default=["kernel-baseline", "temporal", "probflux-selfexciting"],
+                   choices=["kernel-baseline", "temporal", "probflux-selfexciting"],
+                   help="rows to run (temporal: probflux-etas-temporal and probflux-poisson-temporal)")
+    p.add_argument("--budget", type=float, default=60.0, help="CPU seconds of training per probflux-selfexciting run")
+    p.add_argument("--seeds", type=int, default=1, help="seeds of probflux-selfexciting")
     p.add_argument("--out", default="benchmarks/results/events.json")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
@@ -100,7 +154,7 @@ def main(argv: Optional[list[str]] = None) -> None:
             else [(f"earthquakenpp_{c.lower()}", earthquakenpp_catalog(c)) for c in args.catalogs])
     out = Path(args.out)
     for name, cat in jobs:
-        recs = run_catalog(name, cat, command)
+        recs = run_catalog(name, cat, command, args.methods, args.budget, args.seeds)
         old = json.loads(out.read_text()) if out.exists() and out.stat().st_size else []
         keys = {(r["dataset"], r["method"], r["metric"]) for r in recs}
         write_json(out, [r for r in old if (r["dataset"], r["method"], r["metric"]) not in keys] + recs)

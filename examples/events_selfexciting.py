@@ -32,11 +32,10 @@ import probflux as pf
 from probflux.checkpoint import load_checkpoint, model_weights
 from probflux.data import events as ev
 from probflux.data.points import TemporalPoints
-from probflux.densities.anchored_events import KernelMixture, knn_bandwidth, split_anchors
 from probflux.objectives import NegativeLogLikelihood
 from probflux.stpp import SelfExciting, history_context, model_points, spatial_log_likelihood
 from probflux.stpp.continuous import StandardizedSpatial, spatial_scores
-from probflux.stpp.selfexciting import CatalogSpatial
+from probflux.stpp.selfexciting import CatalogSpatial, kernel_background
 from probflux.train import TrainConfig, fit
 
 ALIASES = {"pinwheel": "pinwheel_stpp"}
@@ -49,16 +48,14 @@ def load(name: str) -> SimpleNamespace:
 
 
 def build(train_x: torch.Tensor, args: argparse.Namespace, seed: int, age_eps: float = 1e-4) -> tuple[pf.TimeDensity, torch.Tensor]:
-    """The model and the indices of the training events it is fitted on (those not used as centres)."""
+    """The model and the indices of the training events it is fitted on (those not used as centres): the library's
+    :meth:`SelfExciting.from_events` (the same model as ``benchmarks/bench_events.py``'s ``probflux-selfexciting``)."""
     torch.manual_seed(seed)
-    centre_idx, rest = split_anchors(train_x, args.kernels, seed=seed)
-    centres = train_x[centre_idx].float()
-    bw = knn_bandwidth(centres, k=args.knn).clamp_min(2 * args.min_scale)
     if args.model == "anchored":
-        return KernelMixture(centres, bandwidth=bw, min_scale=args.min_scale, rank=args.rank), rest
-    bg = KernelMixture(centres, bandwidth=bw, min_scale=args.min_scale, rank=args.rank)
-    return SelfExciting(bg, events=args.events, hidden=args.hidden, init_scale=args.init_scale, min_scale=args.min_scale,
-                        age_eps=age_eps), rest
+        return kernel_background(train_x, args.kernels, knn=args.knn, min_scale=args.min_scale, rank=args.rank, seed=seed)
+    return SelfExciting.from_events(train_x, kernels=args.kernels, events=args.events, knn=args.knn, rank=args.rank,
+                                    min_scale=args.min_scale, init_scale=args.init_scale, hidden=args.hidden,
+                                    age_eps=age_eps, seed=seed)
 
 
 def _train(model: pf.TimeDensity, fitP: TemporalPoints, Vf: TemporalPoints, args: argparse.Namespace, seed: int):

@@ -150,3 +150,20 @@ def test_catalog_adapter_scores_each_event_with_exactly_its_earlier_events():
     assert torch.allclose(got, want, rtol=1e-12, atol=1e-12)
     with pytest.raises(ValueError, match="history row"):
         CatalogSpatial(rho, (0.0, 10.0), 4)
+
+
+def test_from_events_anchors_the_background_at_held_out_points() -> None:
+    """The benchmarks' constructor: centres are training points, the fit rows are exactly the others, the initial
+    bandwidths are the k-th nearest-centre distances (floored), and the history slots are appended."""
+    from probflux.densities.anchored_events import knn_bandwidth
+
+    x = torch.randn(300, 2)
+    rho, rest = SelfExciting.from_events(x, kernels=100, events=5, knn=4, min_scale=1e-3, seed=3)
+    assert rho.events == 5 and rho.components == 105 and rho.context_dim == 2 + 5 * 4
+    centres = rho.background._params(torch.zeros(1), None)[1].reshape(-1, 2)
+    used = (centres[:, None, :] == x[None]).all(-1).any(0)
+    assert int(used.sum()) == 100 and not used[rest].any() and rest.numel() == 200
+    s0 = rho.background._params(torch.zeros(1), None)[2].reshape(100, 2)[:, 0].exp()
+    assert torch.allclose(s0, knn_bandwidth(centres, k=4).clamp_min(2e-3), rtol=1e-5)
+    with pytest.raises(ValueError, match="kernels"):
+        SelfExciting.from_events(x, kernels=300)

@@ -28,15 +28,27 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from ..densities.anchored_events import ComponentMixture
+from ..densities.anchored_events import ComponentMixture, KernelMixture, knn_bandwidth, split_anchors
 from ..densities.factorized import FactorizedMixture, Params
 from ..nn import MLP
 from .continuous import History
 from .history import _features
 
-__all__ = ["SelfExciting", "CatalogSpatial"]
+__all__ = ["SelfExciting", "CatalogSpatial", "kernel_background"]
 
 _ABSENT = -1e4  # logit of an empty history slot: exp underflows to 0 in float32 and float64
+
+
+def kernel_background(x: Tensor, kernels: int = 2000, *, knn: int = 8, min_scale: float = 1e-3, rank: int = 0,
+                      seed: int = 0) -> tuple[KernelMixture, Tensor]:
+    """A data-anchored background from training locations ``x: (N, D)``: ``kernels`` of them drawn as centres
+    (:func:`~probflux.densities.anchored_events.split_anchors` with ``seed``), initial bandwidths the distance to the
+    ``knn``-th nearest other centre (floored at ``2 min_scale``). Returns ``(KernelMixture, rest)``: ``rest: (N - kernels,)``
+    are the indices of the points to fit on (no kernel sits on a fitted point). Float32, like the data it is fitted on."""
+    centre_idx, rest = split_anchors(x, kernels, seed=seed)
+    centres = x[centre_idx].float()
+    bw = knn_bandwidth(centres, k=knn).clamp_min(2 * min_scale)
+    return KernelMixture(centres, bandwidth=bw, min_scale=min_scale, rank=rank), rest
 
 
 class SelfExciting(ComponentMixture):
@@ -86,6 +98,17 @@ class SelfExciting(ComponentMixture):
         self.background_net = MLP(2, 1, hidden, layers)  # background logit from (time since newest event, size)
         with torch.no_grad():
             self.kernel_net.linears[-1].bias[1] = math.log(math.expm1(math.log(init_scale / min_scale)))
+
+    @classmethod
+    def from_events(cls, x: Tensor, *, kernels: int = 2000, events: int = 16, knn: int = 8, rank: int = 0,
+                    min_scale: float = 1e-3, init_scale: float = 0.05, hidden: int = 32, age_eps: float = 1e-4,
+                    seed: int = 0) -> tuple[SelfExciting, Tensor]:
+        """The model of ``examples/events_selfexciting.py`` and ``benchmarks/bench_events.py``
+        (``probflux-selfexciting``): a :func:`kernel_background` of ``kernels`` training locations ``x: (N, D)``
+        under ``events`` self-exciting slots. Returns ``(model, rest)``; fit on the rows ``rest`` of the training
+        points (the others are the background's centres). Seed torch before calling for reproducible weights."""
+        bg, rest = kernel_background(x, kernels, knn=knn, min_scale=min_scale, rank=rank, seed=seed)
+        return cls(bg, events=events, hidden=hidden, init_scale=init_scale, min_scale=min_scale, age_eps=age_eps), rest
 
     # ------------------------------------------------------------------ parameters
     def _ages(self, t: Tensor, ctx: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
