@@ -247,6 +247,13 @@ def test_max_seconds_from_the_config_and_a_finite_loss_blow_up():
     assert fit(tiny_dynamics(), exploding, data, config=tiny_config(steps=5, divergence_factor=None), progress=False).step == 5
 
 
+def test_threads_apply_during_fit_only():
+    before, seen = torch.get_num_threads(), []
+    fit(tiny_dynamics(), objective(), moving_points(128), config=tiny_config(steps=2, threads=2, log_every=1), progress=False,
+        callback=lambda step, rec: seen.append(torch.get_num_threads()))
+    assert seen and set(seen) == {2} and torch.get_num_threads() == before
+
+
 def test_time_schedule_anneals_over_the_budget():
     """With time_schedule=True the cosine reaches its floor when max_seconds runs out, whatever the step rate."""
     data = moving_points(512)

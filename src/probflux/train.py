@@ -71,6 +71,9 @@ class TrainConfig(Options):
     divergence_factor: Optional[float] = 1e6
     """A finite loss with ``|loss| > divergence_factor * max(1, |first loss|)`` counts as diverged (null: only
     non-finite values do). Bounded velocities keep a blown-up model's loss finite, so non-finiteness alone misses it."""
+    threads: Optional[int] = None
+    """torch intra-op threads while ``fit`` runs (restored afterwards; null: leave the process's setting). On a shared
+    machine 1 is often much faster than several for the small networks here (threads that wait spin on busy cores)."""
     max_seconds: Optional[float] = None
     """A cap on training time (``fit``'s ``clock``): training stops early, with a final evaluation and checkpoint,
     once it has run this long; the schedule still runs over ``steps``. ``fit(max_seconds=...)`` takes precedence."""
@@ -95,6 +98,7 @@ class TrainConfig(Options):
         "eval_points": (at_least(1),),
         "divergence_factor": (greater(1),),
         "max_seconds": (greater(0),),
+        "threads": (at_least(1),),
     }
 
 
@@ -367,6 +371,9 @@ def fit(
     best_state: Optional[dict[str, Tensor]] = None  # the EMA weights at the best validation NLL of this call
     metrics_path = None if run_path is None else run_path / "metrics.jsonl"
     with contextlib.ExitStack() as stack:
+        if cfg.threads is not None:
+            stack.callback(torch.set_num_threads, torch.get_num_threads())
+            torch.set_num_threads(cfg.threads)
         if is_main and run_path is not None:
             stack.enter_context(run_lock(run_path))
             if not resume:

@@ -698,6 +698,7 @@ _MEANINGS: dict[str, str] = {
     "train.patience": "stop after this many evaluations without improvement (null: never)",
     "train.eval_points": "validation points per evaluation",
     "train.divergence_factor": "a finite loss above this multiple of max(1, |first loss|) counts as diverged (null: only NaN/inf)",
+    "train.threads": "torch threads while training (restored afterwards; null: unchanged); 1 is often fastest on a busy machine",
     "train.max_seconds": "stop training early after this many seconds of wall time (null: run all steps)",
     "evaluate.particles": "SDE/ODE particles of the simulation distances `w1_*` (0: off)",
     "evaluate.steps": "Euler steps of those simulations (0: off)",
