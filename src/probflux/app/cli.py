@@ -301,12 +301,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
     previous = read_manifest(out) if Path(out).is_dir() else None
     overwrite = args.overwrite or (previous is not None and previous.get("command") == "demo")  # a demo replaces its own last run
     start = time.perf_counter()
+    if cfg.train.threads is not None:  # the demo's evaluation and figures run on the training's thread count too
+        import torch
+
+        torch.set_num_threads(cfg.train.threads)
     m = cfg.model
     model = (f"a coupling flow ({m.transforms} {m.coupling} transforms)" if m.type == "flow"
              else f"a {m.type} mixture (K={m.components})")
     cap = f", at most {cfg.train.max_seconds:g} s" if cfg.train.max_seconds is not None else ""
     print(f"probflux demo: a 2-D pinwheel that grows and rotates over t in [0, 1]; training {cfg.train.steps} steps{cap} "
-          f"of {model} with NLL + {cfg.objective.kinetic} x kinetic energy")
+          f"of {model} by maximum likelihood" + (f" + {cfg.objective.kinetic:g} x kinetic energy" if cfg.objective.kinetic else ""))
     result, metrics = fit_config(cfg, progress=None, overwrite=overwrite, command="demo")
     wall = time.perf_counter() - start
     metrics["demo_wall_seconds"] = wall
