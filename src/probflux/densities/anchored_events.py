@@ -78,6 +78,18 @@ class ComponentMixture(FactorizedMixture):
         k, d = loc.shape[-2], loc.shape[-1]
         return logits.expand(n, k), loc.expand(n, k, d), log_scale.expand(n, k, d)
 
+    def _assemble(self, t: Tensor, ctx: Optional[Tensor], tangent: bool) -> tuple[Params, Optional[Params]]:
+        """The subclass's parameters at ``t: (N,)`` and, with ``tangent``, their time derivatives (else None)."""
+        raise NotImplementedError
+
+    def _params(self, t: Tensor, ctx: Optional[Tensor]) -> Params:
+        return self._assemble(t, ctx, False)[0]
+
+    def _params_and_rates(self, t: Tensor, ctx: Optional[Tensor]) -> tuple[Params, Params]:
+        params, rates = self._assemble(t, ctx, True)
+        assert rates is not None
+        return params, rates
+
     def _params_full(self, t: Tensor, ctx: Optional[Tensor]) -> Params:
         return self._full(self._params(t, ctx), t.shape[0])
 
@@ -139,15 +151,7 @@ class ComponentMixture(FactorizedMixture):
 
     def _icdf(self, t: Tensor, u: Tensor, ctx: Optional[Tensor]) -> Tensor:
         def one(t: Tensor, u: Tensor, ctx: Optional[Tensor]) -> Tensor:
-            logits, loc, log_scale = self._params_full(t, ctx)
-            log_w = torch.log_softmax(logits, -1)
-            x = torch.empty_like(u)
-            acc = torch.zeros_like(log_w)
-            for d in range(self.dim):
-                x[:, d] = m1.icdf(u[:, d], log_w + acc, loc[:, :, d], log_scale[:, :, d], self.family)
-                z = (x[:, d:d + 1] - loc[:, :, d]) / log_scale[:, :, d].exp()
-                acc = acc + self.family.log_pdf(z) - log_scale[:, :, d]
-            return x
+            return self._icdf_from_params(self._params_full(t, ctx), u)
         return self._by_rows(one, t, u, ctx)
 
     def _reparameterize(self, t: Tensor, x_hat: Tensor, ctx: Optional[Tensor]) -> Tensor:
@@ -258,14 +262,6 @@ class KernelMixture(ComponentMixture):
         else:
             dls = _softplus_rate(raw, draw).unsqueeze(-1).expand(-1, -1, self.dim)
             rates = (dlogits, zero.expand_as(loc), dls)
-        return params, rates
-
-    def _params(self, t: Tensor, ctx: Optional[Tensor]) -> Params:
-        return self._assemble(t, ctx, False)[0]
-
-    def _params_and_rates(self, t: Tensor, ctx: Optional[Tensor]) -> tuple[Params, Params]:
-        params, rates = self._assemble(t, ctx, True)
-        assert rates is not None
         return params, rates
 
     def extra_repr(self) -> str:

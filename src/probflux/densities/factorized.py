@@ -242,7 +242,11 @@ class FactorizedMixture(TimeDensity):
         return self._conditional(self._params(t, ctx), x_cond, x_eval)
 
     def _icdf(self, t: Tensor, u: Tensor, ctx: Optional[Tensor]) -> Tensor:
-        logits, loc, log_scale = self._params(t, ctx)
+        return self._icdf_from_params(self._params(t, ctx), u)
+
+    def _icdf_from_params(self, params: Params, u: Tensor) -> Tensor:
+        """Invert the Rosenblatt transform one coordinate at a time: ``u: (N, D)`` uniforms -> ``x: (N, D)``."""
+        logits, loc, log_scale = params
         log_w = torch.log_softmax(logits, -1)
         x = torch.empty_like(u)
         acc = torch.zeros_like(log_w)

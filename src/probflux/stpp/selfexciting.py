@@ -161,14 +161,6 @@ class SelfExciting(ComponentMixture):
         dlog_scale = torch.cat([db_ls, dk_log_scale.unsqueeze(-1).expand(N, k, D)], 1)
         return (logits, loc, log_scale), (dlogits, dloc, dlog_scale)
 
-    def _params(self, t: Tensor, ctx: Optional[Tensor]) -> Params:
-        return self._assemble(t, ctx, False)[0]
-
-    def _params_and_rates(self, t: Tensor, ctx: Optional[Tensor]) -> tuple[Params, Params]:
-        params, rates = self._assemble(t, ctx, True)
-        assert rates is not None
-        return params, rates
-
     @torch.no_grad()
     def kernel_parameters(self, age: Tensor) -> tuple[Tensor, Tensor]:
         """The learned kernel logit and bandwidth at ages ``age: (A,)`` (model time units, rank 0): ``(A,)`` each."""
