@@ -50,7 +50,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn, Optional
 
@@ -60,26 +60,22 @@ import numpy as np
 # argparse reports an ArgumentTypeError as "argument -n: MESSAGE", so these messages need not name the flag
 
 
-def positive_int(text: str) -> int:
-    """A count that must be >= 1 (``-n``, ``--steps`` of simulate)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer (>= 1), got {value}")
-    return value
+def _int_at_least(low: int, what: str) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be {what}, got {value}")
+        return value
+    return parse
 
 
-def nonnegative_int(text: str) -> int:
-    """A count that may be 0 (``evaluate --particles 0``: no simulation) or a seed."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {value}")
-    return value
+positive_int = _int_at_least(1, "a positive integer (>= 1)")
+"""A count that must be >= 1 (``-n``, ``--steps`` of simulate)."""
+nonnegative_int = _int_at_least(0, "an integer >= 0")
+"""A count that may be 0 (``evaluate --particles 0``: no simulation) or a seed."""
 
 
 def finite_float(text: str) -> float:
