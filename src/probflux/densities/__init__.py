@@ -9,8 +9,8 @@
 * :class:`Conditioned` (:mod:`.conditioned`) — any family with a learned encoding of a context;
 * :mod:`.mixture1d` — the 1-D mixture CDFs and fluxes the mixtures are built from.
 """
-from .anchored_events import KernelMixture
 from .anchored import AnchoredMixture
+from .anchored_events import KernelMixture
 from .autoregressive import AutoregressiveMixture
 from .base import TimeDensity
 from .conditioned import Conditioned
