@@ -176,7 +176,7 @@ def test_wrong_type_in_file_names_the_file(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        (["model.type=mlp"], "model.type: must be one of 'factorized', 'autoregressive', 'flow', got 'mlp'"),
+        (["model.type=mlp"], "model.type: must be one of 'factorized', 'autoregressive', 'flow', 'anchored', got 'mlp'"),
         (["model.type=flow", "model.coupling=cubic"], "model.coupling: must be one of 'spline', 'affine'"),
         (["model.family=cauchy"], "model.family: must be one of 'logistic', 'gaussian'"),
         (["model.flux=sigmoid"], "model.flux: 'sigmoid' is not available for model.type='factorized' (choose 'kr' or 'mixture')"),
