@@ -156,13 +156,7 @@ class ComponentMixture(FactorizedMixture):
 
     def _reparameterize(self, t: Tensor, x_hat: Tensor, ctx: Optional[Tensor]) -> Tensor:
         def one(t: Tensor, x_hat: Tensor, ctx: Optional[Tensor]) -> Tensor:
-            params = self._params_full(t, ctx)
-            tiny = torch.finfo(x_hat.dtype).tiny
-            x = x_hat
-            for _ in range(self.dim):  # see TimeDensity._reparameterize
-                Fc, log_p = self._conditional(params, x, x_hat)
-                x = x_hat - (Fc - Fc.detach()) / log_p.detach().exp().clamp_min(tiny)
-            return x
+            return self._reparameterize_from_params(self._params_full(t, ctx), x_hat)
         return self._by_rows(one, t, x_hat, ctx)
 
     def extra_repr(self) -> str:

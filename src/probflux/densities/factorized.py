@@ -257,7 +257,10 @@ class FactorizedMixture(TimeDensity):
         return x
 
     def _reparameterize(self, t: Tensor, x_hat: Tensor, ctx: Optional[Tensor]) -> Tensor:
-        params = self._params(t, ctx)  # one network pass; the D fixed-point sweeps are analytic
+        return self._reparameterize_from_params(self._params(t, ctx), x_hat)  # one network pass
+
+    def _reparameterize_from_params(self, params: Params, x_hat: Tensor) -> Tensor:
+        """Implicit reparameterisation at samples ``x_hat: (N, D)``; the D fixed-point sweeps are analytic."""
         tiny = torch.finfo(x_hat.dtype).tiny
         x = x_hat
         for _ in range(self.dim):  # see TimeDensity._reparameterize
