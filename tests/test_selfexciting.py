@@ -167,3 +167,56 @@ def test_from_events_anchors_the_background_at_held_out_points() -> None:
     assert torch.allclose(s0, knn_bandwidth(centres, k=4).clamp_min(2e-3), rtol=1e-5)
     with pytest.raises(ValueError, match="kernels"):
         SelfExciting.from_events(x, kernels=300)
+
+
+@pytest.mark.parametrize("flux", ["mixture", "kr"])
+def test_scale_mixture_is_exact_between_events(flux):
+    """scales=3: three kernels per past event (each with its own age-dependent logit and bandwidth) keep the
+    density one Gaussian mixture, so continuity holds to round-off between events; the grid mass is 1."""
+    torch.manual_seed(2)
+    bg = KernelMixture(torch.randn(40, 2), bandwidth=0.4, rank=2, hidden=8)
+    rho = SelfExciting(bg, events=3, hidden=8, init_scale=0.3, scales=3, flux=flux).double()
+    with torch.no_grad():
+        for p in rho.parameters():
+            p.add_(0.2 * torch.randn_like(p))
+    assert rho.components == 40 + 9 and rho.context_dim == 2 + 3 * 4
+    seqs = _seqs(EVENTS)
+    tq = torch.tensor([1.5, 3.0, 4.5, 7.0, 9.5], dtype=torch.float64)
+    ctx = history_at(seqs, seqs.keys[0], tq, events=3)
+    x = torch.cat([rho.sample(tq / 10, context=ctx), torch.randn(5, 2, dtype=torch.float64)])
+    r = pf.continuity_residual(rho, torch.cat([tq, tq]) / 10, x, torch.cat([ctx, ctx]))
+    assert r.relative.max() < 1e-9, r.relative.max()
+    # normalised: every bandwidth >= min_scale = 0.15 (the widest starts at 3.2), trapezoid step 0.06 on [-25, 25]^2
+    wide = SelfExciting(KernelMixture(torch.randn(40, 2), bandwidth=0.4, rank=0), events=3, hidden=8, init_scale=0.8,
+                        min_scale=0.15, scales=3).double()
+    g = torch.linspace(-25.0, 25.0, 835, dtype=torch.float64)
+    h = float(g[1] - g[0])
+    xy = torch.stack(torch.meshgrid(g, g, indexing="ij"), -1).reshape(-1, 2)
+    with torch.no_grad():
+        mass = float(wide.log_prob(0.7, xy, ctx[3:4].expand(len(xy), -1)).exp().sum()) * h * h
+    assert abs(mass - 1) < 1e-9, mass
+
+
+def test_scale_mixture_closed_form():
+    """Constant functions: each event carries sum_s e^{l_s} N(x_j, s_s^2 I), normalised by e^l0 + n sum_s e^{l_s}."""
+    torch.manual_seed(0)
+    rho = SelfExciting(KernelMixture(torch.randn(30, 2), bandwidth=0.4, rank=0), events=4, hidden=8,
+                       init_scale=0.3, scales=2).double()
+    l0, ls, raws = 0.3, [-0.7, 0.2], [0.4, 1.5]
+    with torch.no_grad():
+        for net, bias in ((rho.background_net, [l0]), (rho.kernel_net, ls + raws)):
+            net.linears[-1].weight.zero_()
+            net.linears[-1].bias.copy_(torch.tensor(bias, dtype=torch.float64))
+    sig = [rho.min_scale * math.exp(math.log1p(math.exp(r))) for r in raws]
+    seqs = _seqs(EVENTS[:3])
+    ctx = history_at(seqs, seqs.keys[0], torch.tensor([5.0], dtype=torch.float64), events=4)
+    x = torch.tensor([[0.2, 0.1]], dtype=torch.float64)
+    b = float(rho.background.log_prob(0.5, x).exp().detach())
+    kern = sum(math.exp(lv) * math.exp(-((0.2 - e[1]) ** 2 + (0.1 - e[2]) ** 2) / (2 * s * s)) / (2 * math.pi * s * s)
+               for e in EVENTS[:3] for lv, s in zip(ls, sig))
+    want = (math.exp(l0) * b + kern) / (math.exp(l0) + 3 * sum(math.exp(v) for v in ls))
+    assert abs(float(rho.log_prob(0.5, x, ctx).exp().detach()) - want) < 1e-10 * want
+    logit, bw = rho.kernel_parameters(torch.tensor([0.1, 1.0]))
+    assert logit.shape == (2, 2) and torch.allclose(bw[0], torch.tensor(sig, dtype=torch.float64))
+    with pytest.raises(ValueError, match="scales"):
+        SelfExciting(KernelMixture(torch.randn(5, 2), rank=0), scales=0)

@@ -71,11 +71,15 @@ class SelfExciting(ComponentMixture):
         init_scale: initial kernel bandwidth; min_scale: its floor. age_eps: ``eps`` of the age feature
             ``log(eps + a)`` in model time units (``1e-4`` of a 30-day window is about 4 minutes).
         flux: ``"mixture"`` or ``"kr"``. chunk_elements: see :class:`ComponentMixture`.
+        scales: ``S``, Gaussian kernels per past event, all centred at the event, each with its own age-dependent
+            logit and bandwidth (initial bandwidths ``init_scale * 4^(s - (S - 1) / 2)``): a scale mixture, which can
+            take the heavy, power-law-like tail of ETAS's spatial kernel ``(r^2 + d)^(-q)`` while the density stays
+            one Gaussian mixture (same exact flux). ``1`` (default) is the single-kernel model.
     """
 
     def __init__(self, background: FactorizedMixture, events: int = 16, *, hidden: int = 32, layers: int = 2,
                  init_scale: float = 0.05, min_scale: float = 1e-3, age_eps: float = 1e-4, flux: str = "mixture",
-                 chunk_elements: int = 2**21) -> None:
+                 chunk_elements: int = 2**21, scales: int = 1) -> None:
         if not isinstance(background, FactorizedMixture) or background.family_name != "gaussian":
             raise TypeError("background must be a Gaussian mixture (KernelMixture, ComponentMixture or "
                             f"FactorizedMixture(family='gaussian')); got {type(background).__name__}")
@@ -83,6 +87,8 @@ class SelfExciting(ComponentMixture):
             raise ValueError(f"background must have context_dim=0; got {background.context_dim}")
         if isinstance(events, bool) or not isinstance(events, int) or events < 1:
             raise ValueError(f"events must be a positive integer; got {events!r}")
+        if isinstance(scales, bool) or not isinstance(scales, int) or scales < 1:
+            raise ValueError(f"scales must be a positive integer; got {scales!r}")
         for name, v in (("init_scale", init_scale), ("min_scale", min_scale), ("age_eps", age_eps)):
             if not (isinstance(v, (int, float)) and v > 0):
                 raise ValueError(f"{name} must be a positive number; got {v!r}")
@@ -92,23 +98,31 @@ class SelfExciting(ComponentMixture):
         super().__init__(D, 2 + events * (D + 2), flux=flux, chunk_elements=chunk_elements)
         self.background, self.events = background, events
         self.isotropic = bool(getattr(background, "isotropic", False))  # a FactorizedMixture's scales differ per axis
-        self.components = background.components + events
+        self.scales = scales
+        self.components = background.components + events * scales
         self.min_scale, self.age_eps = float(min_scale), float(age_eps)
-        self.kernel_net = MLP(3, 2, hidden, layers)  # (logit, raw log-scale) of a kernel from its age features
+        # (S logits, S raw log-scales) of an event's kernels from its age features
+        self.kernel_net = MLP(3, 2 * scales, hidden, layers)
         self.background_net = MLP(2, 1, hidden, layers)  # background logit from (time since newest event, size)
         with torch.no_grad():
-            self.kernel_net.linears[-1].bias[1] = math.log(math.expm1(math.log(init_scale / min_scale)))
+            for j in range(scales):
+                s0 = init_scale * 4.0 ** (j - (scales - 1) / 2)
+                if not s0 > min_scale:
+                    raise ValueError(f"init_scale={init_scale} with scales={scales} puts an initial bandwidth {s0:.3g} "
+                                     f"at or below min_scale={min_scale}")
+                self.kernel_net.linears[-1].bias[scales + j] = math.log(math.expm1(math.log(s0 / min_scale)))
 
     @classmethod
     def from_events(cls, x: Tensor, *, kernels: int = 2000, events: int = 16, knn: int = 8, rank: int = 0,
                     min_scale: float = 1e-3, init_scale: float = 0.05, hidden: int = 32, age_eps: float = 1e-4,
-                    seed: int = 0) -> tuple[SelfExciting, Tensor]:
+                    seed: int = 0, scales: int = 1) -> tuple[SelfExciting, Tensor]:
         """The model of ``examples/events_selfexciting.py`` and ``benchmarks/bench_events.py``
         (``probflux-selfexciting``): a :func:`kernel_background` of ``kernels`` training locations ``x: (N, D)``
         under ``events`` self-exciting slots. Returns ``(model, rest)``; fit on the rows ``rest`` of the training
         points (the others are the background's centres). Seed torch before calling for reproducible weights."""
         bg, rest = kernel_background(x, kernels, knn=knn, min_scale=min_scale, rank=rank, seed=seed)
-        return cls(bg, events=events, hidden=hidden, init_scale=init_scale, min_scale=min_scale, age_eps=age_eps), rest
+        return cls(bg, events=events, hidden=hidden, init_scale=init_scale, min_scale=min_scale, age_eps=age_eps,
+                   scales=scales), rest
 
     # ------------------------------------------------------------------ parameters
     def _ages(self, t: Tensor, ctx: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
@@ -134,14 +148,19 @@ class SelfExciting(ComponentMixture):
         rank = (torch.arange(k, dtype=t.dtype, device=t.device) / k).expand(N, k)
         feat = torch.stack([la, age.clamp_min(0.0), rank], -1)
         dfeat = torch.stack([dla, (age >= 0).to(t.dtype), torch.zeros_like(rank)], -1)
+        S = self.scales
         out, dout, _ = self.kernel_net.jvp(feat.reshape(N * k, 3), dfeat.reshape(N * k, 3))
-        out, dout = out.reshape(N, k, 2), dout.reshape(N, k, 2)
-        absent = torch.full_like(out[..., 0], _ABSENT)
-        k_logit = torch.where(present, out[..., 0], absent)
-        dk_logit = torch.where(present, dout[..., 0], torch.zeros_like(absent))
-        raw = out[..., 1]
-        k_log_scale = math.log(self.min_scale) + F.softplus(raw)
-        dk_log_scale = torch.sigmoid(raw) * dout[..., 1]
+        out, dout = out.reshape(N, k, 2 * S), dout.reshape(N, k, 2 * S)
+        absent = torch.full_like(out[..., :S], _ABSENT)
+        here = present.unsqueeze(-1)
+        # (N, k, S) -> (N, k S): slot j's S kernels are components j S .. j S + S - 1, all centred at x_j
+        k_logit = torch.where(here, out[..., :S], absent).reshape(N, k * S)
+        dk_logit = torch.where(here, dout[..., :S], torch.zeros_like(absent)).reshape(N, k * S)
+        raw = out[..., S:]
+        k_log_scale = (math.log(self.min_scale) + F.softplus(raw)).reshape(N, k * S)
+        dk_log_scale = (torch.sigmoid(raw) * dout[..., S:]).reshape(N, k * S)
+        if S > 1:
+            xs = xs.repeat_interleave(S, dim=1)
         # background: its own mixture, weighted by ell_0(time since the newest event, history size)
         lg, dlg = self._log_features(gap)
         g_out, g_dout, _ = self.background_net.jvp(torch.stack([lg, size], -1), torch.stack([dlg, torch.zeros_like(size)], -1))
@@ -152,25 +171,29 @@ class SelfExciting(ComponentMixture):
         b_logw = torch.log_softmax(b_logits, -1)
         logits = torch.cat([g_out + b_logw, k_logit], -1)
         loc = torch.cat([b_loc, xs], 1)
-        log_scale = torch.cat([b_ls, k_log_scale.unsqueeze(-1).expand(N, k, D)], 1)
+        log_scale = torch.cat([b_ls, k_log_scale.unsqueeze(-1).expand(N, k * S, D)], 1)
         if not tangent:
             return (logits, loc, log_scale), None
         db_logw = db_logits - (b_logw.exp() * db_logits).sum(-1, keepdim=True)
         dlogits = torch.cat([g_dout + db_logw, dk_logit], -1)
         dloc = torch.cat([db_loc, torch.zeros_like(xs)], 1)
-        dlog_scale = torch.cat([db_ls, dk_log_scale.unsqueeze(-1).expand(N, k, D)], 1)
+        dlog_scale = torch.cat([db_ls, dk_log_scale.unsqueeze(-1).expand(N, k * S, D)], 1)
         return (logits, loc, log_scale), (dlogits, dloc, dlog_scale)
 
     @torch.no_grad()
     def kernel_parameters(self, age: Tensor) -> tuple[Tensor, Tensor]:
-        """The learned kernel logit and bandwidth at ages ``age: (A,)`` (model time units, rank 0): ``(A,)`` each."""
+        """The learned kernel logit and bandwidth at ages ``age: (A,)`` (model time units, rank 0): ``(A,)`` each,
+        ``(A, S)`` with ``scales = S > 1``."""
         age = torch.as_tensor(age, dtype=self.dtype).reshape(-1)
         la, _ = self._log_features(age)
         out = self.kernel_net(torch.stack([la, age.clamp_min(0.0), torch.zeros_like(age)], -1))
-        return out[:, 0], (math.log(self.min_scale) + F.softplus(out[:, 1])).exp()
+        S = self.scales
+        logit, bw = out[:, :S], (math.log(self.min_scale) + F.softplus(out[:, S:])).exp()
+        return (logit[:, 0], bw[:, 0]) if S == 1 else (logit, bw)
 
     def extra_repr(self) -> str:
-        return f"dim={self.dim}, events={self.events}, background components={self.background.components}, flux={self.flux_name!r}"
+        return (f"dim={self.dim}, events={self.events}, scales={self.scales}, "
+                f"background components={self.background.components}, flux={self.flux_name!r}")
 
 
 class CatalogSpatial:
