@@ -23,8 +23,9 @@ $(STAMP): pyproject.toml | $(PY)
 lint: install
 	$(VENV)/bin/ruff check src tests benchmarks examples
 
+# one pytest worker per core (pytest-xdist); tests/conftest.py sets torch to one thread in each worker
 test: install
-	$(PY) -m pytest
+	$(PY) -m pytest -n auto --dist worksteal
 
 demo: install
 	$(VENV)/bin/probflux demo
