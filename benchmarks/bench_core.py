@@ -34,7 +34,8 @@ interpreter and allocator caching, and is exact and repeatable, unlike a process
 Outputs: the tables on stdout (progress, and the profiler's start/stop lines, on stderr) and a JSON
 list of records, one per number in the tables, written atomically to ``--out``. ``--quick`` is a smoke
 run (D in {2, 5}, N = 1024, 2 repeats, written to ``core-quick.json`` unless ``--out`` is given);
-explicit flags override it.
+explicit flags override it. ``--tables`` only rewrites the ``core`` section of ``benchmarks/RESULTS.md`` from
+``benchmarks/results/core.json`` (``render_tables``; the same text the run prints).
 """
 from __future__ import annotations
 
@@ -173,55 +174,66 @@ def markdown_table(first: list[str], rows: list[tuple[list[str], list[str]]]) ->
     return "\n".join(lines)
 
 
-def report(results: dict[tuple[str, int], dict[str, Measurement]], models: list[str], dims: list[int]) -> tuple[str, list[dict]]:
-    """The printed tables and the JSON records (without the run-wide fields) of the same numbers."""
+def measurement_records(results: dict[tuple[str, int], dict[str, Measurement]], models: list[str],
+                        dims: list[int]) -> list[dict]:
+    """One record (without the run-wide fields) per number of the tables: ``<call>_ms`` (median, std over the
+    repeats), ``<call>_x_floor``, ``<call>_peak_mb`` per model and D, and ``<call>_ms_ratio`` for the pairs in
+    ``RATIOS``."""
     records: list[dict] = []
 
-    def record(model: str, dim: int, metric: str, value: float, std: Optional[float] = None) -> None:
-        records.append({"dataset": f"synthetic-gmm-D{dim}", "method": f"probflux-{model}", "metric": metric, "value": value, "std": std})
+    def record(method: str, dim: int, metric: str, value: float, std: Optional[float] = None) -> None:
+        records.append({"dataset": f"synthetic-gmm-D{dim}", "method": method, "metric": metric, "value": value, "std": std})
 
-    ms_rows, floor_rows, mb_rows = [], [], []
     for model in models:
         for dim in dims:
             res = results[(model, dim)]
-            keys = [model, str(dim)]
-            ms_cells, x_cells, mb_cells = [], [], []
             for call in CALLS:
                 m = res[call]
-                x_floor = m.median_ms / res["floor"].median_ms
-                record(model, dim, f"{call}_ms", m.median_ms, m.std_ms)
-                record(model, dim, f"{call}_x_floor", x_floor)
-                record(model, dim, f"{call}_peak_mb", m.peak_mb)
-                ms_cells.append(f"{m.median_ms:.1f}" + ("" if m.std_ms is None else f" ±{m.std_ms:.1f}"))
-                x_cells.append(f"{x_floor:.2f}")
-                mb_cells.append(f"{m.peak_mb:.1f}")
-            ms_rows.append((keys, ms_cells))
-            floor_rows.append((keys, x_cells))
-            mb_rows.append((keys, mb_cells))
-
-    f_b = "(f+b) = forward + backward of `.sum()` to the parameters; (f) = forward only"
-    parts = [
-        f"Time per call, ms (median ± std over the repeats); {f_b}; train_step = full step incl. Adam",
-        markdown_table(["model", "D"], ms_rows),
-        "Multiple of the floor (median time / median floor time, same model and D)",
-        markdown_table(["model", "D"], floor_rows),
-        "Peak memory allocated by one call, MB (torch.profiler allocation timeline)",
-        markdown_table(["model", "D"], mb_rows),
-    ]
+                record(f"probflux-{model}", dim, f"{call}_ms", m.median_ms, m.std_ms)
+                record(f"probflux-{model}", dim, f"{call}_x_floor", m.median_ms / res["floor"].median_ms)
+                record(f"probflux-{model}", dim, f"{call}_peak_mb", m.peak_mb)
     for num, den in RATIOS:
-        if num not in models or den not in models:
-            continue
-        rows = []
-        for dim in dims:
-            cells = []
-            for call in CALLS:
-                ratio = results[(num, dim)][call].median_ms / results[(den, dim)][call].median_ms
-                records.append({"dataset": f"synthetic-gmm-D{dim}", "method": f"probflux-{num}/probflux-{den}",
-                                "metric": f"{call}_ms_ratio", "value": ratio, "std": None})
-                cells.append(f"{ratio:.2f}")
-            rows.append(([str(dim)], cells))
-        parts += [f"Time ratio {num} / {den} (median ms over median ms)", markdown_table(["D"], rows)]
-    return "\n\n".join(parts), records
+        if num in models and den in models:
+            for dim in dims:
+                for call in CALLS:
+                    ratio = results[(num, dim)][call].median_ms / results[(den, dim)][call].median_ms
+                    record(f"probflux-{num}/probflux-{den}", dim, f"{call}_ms_ratio", ratio)
+    return records
+
+
+def render_tables(records: list[dict]) -> str:
+    """The markdown tables of ``benchmarks/RESULTS.md`` (section ``core``) from the records of one run."""
+    dim_of = {r["dataset"]: int(r["dataset"].rsplit("-D", 1)[1]) for r in records}
+    value = {(r["method"], dim_of[r["dataset"]], r["metric"]): r for r in records}
+    models = [m for m in dict.fromkeys(r["method"] for r in records) if "/" not in m]
+    dims = sorted(set(dim_of.values()))
+
+    def table(first: list[str], keys: list[tuple], cell: Callable[[tuple, str], str]) -> str:
+        """Rows ``keys = (method, D)``; the first columns are the model and D, or D alone (``first == ["D"]``)."""
+        label = (lambda k: [str(k[1])]) if first == ["D"] else (lambda k: [k[0].removeprefix("probflux-"), str(k[1])])
+        return markdown_table(first, [(label(k), [cell(k, c) for c in CALLS]) for k in keys])
+
+    def ms(key: tuple, call: str) -> str:
+        r = value[(*key, f"{call}_ms")]
+        return f"{r['value']:.1f}" + ("" if r["std"] is None else f" ±{r['std']:.1f}")
+
+    per_model = [(m, d) for m in models for d in dims if (m, d, "floor_ms") in value]
+    f_b = "(f+b) = forward + backward of `.sum()` to the parameters; (f) = forward only"
+    parts = [f"Time per call, ms (median ± std over the repeats); {f_b}; train_step = full step incl. Adam",
+             table(["model", "D"], per_model, ms),
+             "Multiple of the floor (median time / median floor time, same model and D)",
+             table(["model", "D"], per_model, lambda k, c: f"{value[(*k, f'{c}_x_floor')]['value']:.2f}"),
+             "Peak memory allocated by one call, MB (torch.profiler allocation timeline)",
+             table(["model", "D"], per_model, lambda k, c: f"{value[(*k, f'{c}_peak_mb')]['value']:.1f}")]
+    for num, den in RATIOS:
+        pair = f"probflux-{num}/probflux-{den}"
+        keys = [(pair, d) for d in dims if (pair, d, "floor_ms_ratio") in value]
+        if keys:
+            parts += [f"Time ratio {num} / {den} (median ms over median ms)",
+                      table(["D"], keys, lambda k, c: f"{value[(*k, f'{c}_ms_ratio')]['value']:.2f}")]
+    commands = list(dict.fromkeys(r["command"] for r in records if r.get("command")))
+    head = "Command:\n\n" + "\n".join("    " + c for c in commands) if commands else ""
+    return "\n\n".join(([head] if head else []) + parts)
 
 
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
@@ -234,6 +246,8 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's default)")
     p.add_argument("--quick", action="store_true", help="smoke run: D in {2, 5}, N = 1024, 2 repeats")
     p.add_argument("--out", help="JSON output (default benchmarks/results/core.json; --quick: core-quick.json)")
+    p.add_argument("--tables", action="store_true",
+                   help="only regenerate the core section of benchmarks/RESULTS.md from benchmarks/results/core.json")
     args = p.parse_args(argv)
     q = args.quick
     args.dims = args.dims or ([2, 5] if q else [2, 5, 10, 20])
@@ -247,6 +261,11 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
+    if args.tables:
+        from tables import render
+
+        render("core")
+        return
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     command = shlex.join(sys.orig_argv)
@@ -260,9 +279,10 @@ def main() -> None:
             results[(model, dim)] = run_model(model, dim, args.n, args.warmup, args.repeats)
             print(f"  {model} D={dim}: {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
     wall = time.perf_counter() - start
-    text, records = report(results, args.models, args.dims)
-    print(f"\n{text}\n\n# wall {wall:.1f} s")
-    write_json(args.out, [{"benchmark": "core", **r, "seeds": 1, "wall_seconds": wall, "command": command} for r in records])
+    records = [{"benchmark": "core", **r, "seeds": 1, "wall_seconds": wall, "command": command}
+               for r in measurement_records(results, args.models, args.dims)]
+    print(f"\n{render_tables(records)}\n\n# wall {wall:.1f} s")
+    write_json(args.out, records)
     print(f"# wrote {len(records)} records to {args.out}")
 
 

@@ -27,6 +27,7 @@ RESULTS_MD = HERE / "RESULTS.md"
 
 SECTIONS: dict[str, tuple[str, str]] = {
     # section name: (bench module in benchmarks/, records file in benchmarks/results/)
+    "core": ("bench_core", "core.json"),
     "populations": ("bench_populations", "populations.json"),
     "events": ("bench_events", "events.json"),
     "control": ("bench_control", "control.json"),

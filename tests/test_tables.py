@@ -35,3 +35,17 @@ def test_replace_section_keeps_the_hand_written_text(tmp_path):
     p.write_text("<!-- generated:x -->\nopen only\n")
     with pytest.raises(ValueError, match="no closing"):
         tables.replace_section(p, "x", "text")
+
+
+@pytest.mark.parametrize("name", sorted(tables.SECTIONS))
+def test_results_md_sections_are_the_tables_of_their_records(name):
+    """Every generated section of benchmarks/RESULTS.md is exactly what its records render to: a number edited by
+    hand, or records changed without regenerating (`python benchmarks/tables.py NAME`), fails here."""
+    text = tables.RESULTS_MD.read_text()
+    begin, end = f"<!-- generated:{name} -->", f"<!-- /generated:{name} -->"
+    assert begin in text and end in text, f"RESULTS.md has no {begin} section"
+    written = text.split(begin, 1)[1].split(end, 1)[0].strip()
+    module_name, records_file = tables.SECTIONS[name]
+    module = __import__(module_name)
+    assert written == module.render_tables(tables.load_records(records_file)).strip(), \
+        f"RESULTS.md section {name!r} is stale: run .venv/bin/python benchmarks/tables.py {name}"
