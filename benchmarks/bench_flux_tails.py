@@ -53,6 +53,25 @@ def summary(s: torch.Tensor) -> dict[str, float]:
             "nonfinite_fraction": float(1 - finite.double().mean())}
 
 
+STATS = ("box_p50", "box_p99", "box_max", "box_nonfinite_fraction", "mass_p50", "mass_p99", "mass_max")
+HEAD = ["model", "D", "box p50", "box p99", "box max", "box non-finite", "mass p50", "mass p99", "mass max"]
+
+
+def render_tables(records: list[dict]) -> str:
+    """The markdown table of one run (``benchmarks/RESULTS.md`` sections ``flux_tails`` and ``flux_tails_stress``):
+    ``|u|`` quantiles per model and D, the median over the seeds, with the command that produced them."""
+    value = {(r["method"], r["dataset"], r["metric"].removeprefix("speed_")): r["value"] for r in records}
+    keys = list(dict.fromkeys((r["method"], r["dataset"]) for r in records))
+    seeds = sorted({r["seeds"] for r in records})
+    commands = "\n".join("    " + c for c in dict.fromkeys(r["command"] for r in records if r.get("command")))
+    lines = [f"Command (median over {', '.join(map(str, seeds))} seeds):", "", commands, "",
+             "| " + " | ".join(HEAD) + " |", "|" + "---|" * len(HEAD)]
+    for method, dataset in keys:
+        cells = [f"{value[(method, dataset, s)]:.3g}" for s in STATS]
+        lines.append(f"| {method.removeprefix('probflux-')} | {dataset.rsplit('-D', 1)[1]} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--dims", type=int, nargs="+", default=[1, 3, 5])
@@ -60,10 +79,17 @@ def main() -> None:
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--perturb", type=float, default=0.3)
     p.add_argument("--out", default=os.path.join("benchmarks", "results", "flux_tails.json"))
+    p.add_argument("--tables", action="store_true", help="only regenerate the flux_tails sections of benchmarks/RESULTS.md")
     args = p.parse_args()
+    if args.tables:
+        from tables import render
+
+        render("flux_tails")
+        render("flux_tails_stress")
+        return
     command = shlex.join(sys.orig_argv)
     start = time.perf_counter()
-    rows, records = [], []
+    records = []
     for name, make in MODELS.items():
         for dim in args.dims:
             per_seed: dict[str, list[dict[str, float]]] = {"box": [], "mass": []}
@@ -77,26 +103,18 @@ def main() -> None:
                 box = 12 * torch.rand(args.points, dim, dtype=torch.float64) - 6
                 per_seed["box"].append(summary(speeds(model, t, box)))
                 per_seed["mass"].append(summary(speeds(model, t, model.sample(t))))
-            cells = {}
             for where, sums in per_seed.items():
                 for stat in ("p50", "p99", "max", "nonfinite_fraction"):
                     v = statistics.median(s[stat] for s in sums)
-                    cells[f"{where}_{stat}"] = v
                     records.append({"benchmark": "flux_tails", "dataset": f"random-perturbed-{args.perturb}-D{dim}",
                                     "method": f"probflux-{name}", "metric": f"speed_{where}_{stat}", "value": v, "std": None,
                                     "seeds": args.seeds})
-            rows.append((name, dim, cells))
             print(f"  {name} D={dim} done", file=sys.stderr, flush=True)
     wall = time.perf_counter() - start
-    head = ["model", "D", "box p50", "box p99", "box max", "box non-finite", "mass p50", "mass p99", "mass max"]
-    print(f"# {command}\n# |u| quantiles, median over {args.seeds} seeds; float64; perturb {args.perturb}\n")
-    print("| " + " | ".join(head) + " |\n|" + "---|" * len(head))
-    for name, dim, c in rows:
-        vals = [c["box_p50"], c["box_p99"], c["box_max"], c["box_nonfinite_fraction"], c["mass_p50"], c["mass_p99"], c["mass_max"]]
-        print(f"| {name} | {dim} | " + " | ".join(f"{v:.3g}" for v in vals) + " |")
-    print(f"\n# wall {wall:.1f} s")
     for r in records:
         r.update(wall_seconds=wall, command=command)
+    print(render_tables(records))
+    print(f"\n# wall {wall:.1f} s")
     write_json(args.out, records)
     print(f"# wrote {len(records)} records to {args.out}")
 

@@ -28,6 +28,8 @@ RESULTS_MD = HERE / "RESULTS.md"
 SECTIONS: dict[str, tuple[str, str]] = {
     # section name: (bench module in benchmarks/, records file in benchmarks/results/)
     "core": ("bench_core", "core.json"),
+    "flux_tails": ("bench_flux_tails", "flux_tails_p0.1.json"),
+    "flux_tails_stress": ("bench_flux_tails", "flux_tails.json"),
     "populations": ("bench_populations", "populations.json"),
     "events": ("bench_events", "events.json"),
     "control": ("bench_control", "control.json"),
