@@ -346,6 +346,124 @@ def run_lq(args, put) -> None:
                       f"(gap {mc['cost'] / opt - 1:+.3%}, {fit_.step} steps)", file=sys.stderr, flush=True)
 
 
+# ----------------------------------------------------------------------------------------- tables
+def _commands(records: list[dict]) -> str:
+    return "\n".join("    " + c for c in dict.fromkeys(r["command"] for r in records if r.get("command")))
+
+
+def _index(records: list[dict], part: str) -> tuple[list[dict], dict[tuple[str, str, str], dict]]:
+    recs = [r for r in records if r["benchmark"] == part]
+    return recs, {(r["dataset"], r["method"], r["metric"]): r for r in recs}
+
+
+def _cell(r: Optional[dict], fmt: str = "{:.3f}", bold: bool = False) -> str:
+    if r is None or r["value"] is None:
+        return "–"
+    spread = "" if not r.get("std") or r["seeds"] < 2 else " ± " + fmt.replace("+", "").format(r["std"])
+    text = fmt.format(r["value"]) + spread
+    return f"**{text}**" if bold else text
+
+
+def time_exponents(records: list[dict]) -> list[dict]:
+    """``<op>_time_exponent`` records (``growth_exponent`` over every measured D) of the ``scaling`` records."""
+    out = []
+    recs = [r for r in records if r["benchmark"] == "scaling" and r["metric"].endswith("_seconds")]
+    for fam in dict.fromkeys(r["method"] for r in recs):
+        for op in OPS:
+            pts = sorted((int(r["dataset"][2:]), r["value"]) for r in recs if r["method"] == fam and r["metric"] == f"{op}_seconds")
+            if len(pts) >= 2:
+                out.append({**{k: recs[0][k] for k in ("benchmark", "wall_seconds", "command")}, "dataset": f"D={pts[0][0]}..{pts[-1][0]}",
+                            "method": fam, "metric": f"{op}_time_exponent", "value": growth_exponent(*map(list, zip(*pts))),
+                            "std": None, "seeds": 1})
+    return out
+
+
+def render_scaling(records: list[dict]) -> str:
+    """Cost versus dimension (section ``scale_scaling``): ms / peak MiB per call, the fitted and the D=32-to-128 exponents."""
+    recs, at = _index(records, "scaling")
+    dims = sorted({int(r["dataset"][2:]) for r in recs if r["dataset"][2:].isdigit()})
+    fams = list(dict.fromkeys(r["method"] for r in recs))
+    full = f"D={dims[0]}..{dims[-1]}"
+    head = ["family", "op", *[f"D={d}" for d in dims], f"p, fit {full}", "p, D=32 to 128"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for fam in fams:
+        for op in OPS:
+            cells = []
+            for d in dims:
+                sec, mib = at.get((f"D={d}", fam, f"{op}_seconds")), at.get((f"D={d}", fam, f"{op}_peak_MiB"))
+                if sec is None:
+                    cells.append("skipped" if (f"D={d}", fam, f"{op}_skipped") in at else "–")
+                else:
+                    memory = "n/m" if mib is None or mib["value"] is None else f"{mib['value']:.1f}"
+                    cells.append(f"{1e3 * sec['value']:.1f} / {memory}")
+            fit = [r for r in recs if r["method"] == fam and r["metric"] == f"{op}_time_exponent"]
+            expo = "–" if not fit else f"{fit[0]['value']:.2f}" + ("" if fit[0]["dataset"] == full else f" ({fit[0]['dataset']})")
+            a, b = at.get(("D=32", fam, f"{op}_seconds")), at.get(("D=128", fam, f"{op}_seconds"))
+            late = "–" if a is None or b is None else f"{math.log(b['value'] / a['value']) / math.log(4):.2f}"
+            lines.append(f"| {fam} | {op} | " + " | ".join(cells) + f" | {expo} | {late} |")
+    return f"Command:\n\n{_commands(recs)}\n\n" + "\n".join(lines)
+
+
+def render_gmm64(records: list[dict]) -> str:
+    """The 64-D rotating mixture (section ``scale_gmm64``)."""
+    recs, at = _index(records, "gmm64")
+    ds = "rotating-mixture-64d"
+    methods = [m for m in dict.fromkeys(r["method"] for r in recs) if m != "truth"]
+    best = {k: min(methods, key=lambda m: at[(ds, m, k)]["value"]) for k in ("nll_minus_entropy", "velocity_rel_mse")}
+    lines = [f"Command:\n\n{_commands(recs)}\n", f"True entropy `E[-log rho_true]` = {at[(ds, 'truth', 'entropy')]['value']:.3f} nats "
+             f"(`truth` record).\n",
+             "| method | test NLL − true entropy (nats) | velocity rel. MSE `E|u − u_true|^2 / E|u_true|^2` | steps |",
+             "|---|---|---|---|"]
+    for m in methods:
+        lines.append(f"| {m} | " + " | ".join(_cell(at.get((ds, m, k)), bold=best[k] == m) for k in best)
+                     + f" | {_cell(at.get((ds, m, 'steps')), '{:.0f}')} |")
+    return "\n".join(lines)
+
+
+def render_lq(records: list[dict]) -> str:
+    """LQ control with the learned-rho_0 flow and the pinned mixture (section ``scale_lq``)."""
+    import re
+
+    recs, at = _index(records, "lq")
+    lines = ["| D | budget | Riccati optimum | method | MC cost | relative gap | simulation-free cost | KL(q_0, rho_0) | steps |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    datasets = sorted(dict.fromkeys(r["dataset"] for r in recs), key=lambda d: (int(re.match(r"lq-d(\d+)", d).group(1)), d))
+    for ds in datasets:
+        d = re.match(r"lq-d(\d+)", ds).group(1)
+        methods = [m for m in dict.fromkeys(r["method"] for r in recs if r["dataset"] == ds) if m != "riccati"]
+        best = min(methods, key=lambda m: abs(at[(ds, m, "gap")]["value"]))
+        budget = re.search(r"budget([\d.]+)s", ds)
+        budget = budget.group(1) if budget else re.search(r"--budget (\S+)", at[(ds, methods[0], "gap")]["command"]).group(1)
+        for m in methods:
+            cells = [_cell(at.get((ds, m, "mc_cost"))), _cell(at.get((ds, m, "gap")), "{:+.3f}", bold=m == best),
+                     _cell(at.get((ds, m, "simulation_free_cost"))), _cell(at.get((ds, m, "initial_kl"))),
+                     _cell(at.get((ds, m, "steps")), "{:.0f}")]
+            optimum = at[(ds, "riccati", "optimal_cost")]["value"]
+            lines.append(f"| {d} | {budget} s | {optimum:.3f} | {m} | " + " | ".join(cells) + " |")
+    return f"Command:\n\n{_commands(recs)}\n\n" + "\n".join(lines)
+
+
+def render_cite50(records: list[dict]) -> str:
+    """CITE 50 PCs, flow vs OT-CFM (section ``scale_cite50``)."""
+    recs, at = _index(records, "cite50")
+    metrics = ("w1_transport", "w2_transport", "w1_density", "w2_density")
+    lines = ["| held out | method | W1 transport | W2 transport | W1 density | W2 density | steps |", "|---|---|---|---|---|---|---|"]
+    for ds in sorted(dict.fromkeys(r["dataset"] for r in recs)):
+        learned = [m for m in ("probflux-flow", "torchcfm-otcfm") if (ds, m, "w1_transport") in at]
+        best = {k: min(learned, key=lambda m: at[(ds, m, k)]["value"]) for k in metrics[:2]} if learned else {}
+        for m in ("probflux-flow", "torchcfm-otcfm", "no-motion", "held-out-split"):
+            if any(key[:2] == (ds, m) for key in at):
+                label = "held-out-split (floor)" if m == "held-out-split" else m
+                cells = [_cell(at.get((ds, m, k)), bold=best.get(k) == m) for k in metrics]
+                lines.append(f"| day {ds.removeprefix('cite50-holdout-t')} | {label} | " + " | ".join(cells)
+                             + f" | {_cell(at.get((ds, m, 'steps')), '{:.0f}')} |")
+    return f"Command:\n\n{_commands(recs)}\n\n" + "\n".join(lines)
+
+
+TABLES = {"scaling": render_scaling, "gmm64": render_gmm64, "lq": render_lq, "cite50": render_cite50}
+"""The RESULTS.md section ``scale_<part>`` of each part, rendered from the records (``benchmarks/tables.py``)."""
+
+
 # ----------------------------------------------------------------------------------------- main
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -366,7 +484,14 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=100, help="ODE steps for transport (cite50)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default=os.path.join("benchmarks", "results", "scale.json"))
+    p.add_argument("--tables", action="store_true", help="only regenerate the scale_* sections of benchmarks/RESULTS.md")
     args = p.parse_args()
+    if args.tables:
+        from tables import render
+
+        for part in TABLES:
+            render(f"scale_{part}")
+        return
     torch.set_num_threads(args.threads)
     command = shlex.join(sys.orig_argv)
     start = time.perf_counter()
@@ -387,72 +512,16 @@ def main() -> None:
         run_lq(args, put)
     wall = time.perf_counter() - start
 
-    def mean(key) -> Optional[float]:
-        v = results.get(key)
-        return None if not v else statistics.mean(v)
-
-    def fmt(key, f: str = "{:.3f}") -> str:
-        v = results.get(key)
-        if not v:
-            return "skipped" if results.get(key[:3] + (key[3].replace("_seconds", "_skipped"),)) else "–"
-        return f.format(statistics.mean(v)) + ("" if len(v) < 2 else " ± " + f.format(statistics.stdev(v)))
-
-    print(f"# {command}\n# torch {torch.__version__}, {args.threads} thread(s); wall {wall:.0f} s\n")
-    exponents = []
-    if "scaling" in args.parts:
-        print(f"Per-call time in ms (median of {args.repeats}) / peak MiB, N = {args.n}, float32\n")
-        head = ["family", "op", *[f"D={d}" for d in args.dims], "exponent p (time ~ D^p)"]
-        print("| " + " | ".join(head) + " |\n|" + "---|" * len(head))
-        for fam in [f for f in FAMILIES if f in args.families]:
-            for op in OPS:
-                cells, ds, ts = [], [], []
-                for d in args.dims:
-                    sec = mean(("scaling", f"D={d}", fam, f"{op}_seconds"))
-                    mib = mean(("scaling", f"D={d}", fam, f"{op}_peak_MiB"))
-                    if sec is None:
-                        cells.append("skipped")
-                        continue
-                    cells.append(f"{1e3 * sec:.1f} / {mib:.1f}")
-                    ds.append(d)
-                    ts.append(sec)
-                expo = growth_exponent(ds, ts) if len(ds) >= 2 else float("nan")
-                exponents.append((fam, op, expo, ds))
-                print(f"| {fam} | {op} | " + " | ".join(cells) + f" | {expo:.2f} (D={ds[0]}..{ds[-1]}) |")
-    if "gmm64" in args.parts:
-        print(f"\n64-D rotating Gaussian mixture, NLL training {args.budget:g} CPU s per run, {args.seeds} seeds; true entropy "
-              f"{mean(('gmm64', 'rotating-mixture-64d', 'truth', 'entropy')):.3f} nats\n")
-        print("| method | test NLL - true entropy (nats) | velocity rel. MSE | steps |\n|---|---|---|---|")
-        for m in [m for m in GMM_MODELS if m in args.families]:
-            k = ("gmm64", "rotating-mixture-64d", m)
-            print(f"| {m} | {fmt(k + ('nll_minus_entropy',))} | {fmt(k + ('velocity_rel_mse',))} | {fmt(k + ('steps',), '{:.0f}')} |")
-    if "cite50" in args.parts or "cite50_floor" in args.parts:
-        print(f"\nCITE 50 PCs, leave-one-day-out, {args.budget:g} CPU s training per run, {args.seeds} seeds; W_p in PC units\n")
-        print("| held out | method | W1 transport | W2 transport | W1 density | W2 density | steps |\n|---|---|---|---|---|---|---|")
-        for ds in sorted({k[1] for k in results if k[0] == "cite50"}):
-            for m in ("probflux-flow", "torchcfm-otcfm", "no-motion", "held-out-split"):
-                k = ("cite50", ds, m)
-                print(f"| {ds} | {m} | " + " | ".join(fmt(k + (x,)) for x in ("w1_transport", "w2_transport", "w1_density", "w2_density"))
-                      + f" | {fmt(k + ('steps',), '{:.0f}')} |")
-    if "lq" in args.parts:
-        print(f"\nLQ control (g = 1, q = 1, r = 3), {args.budget:g} s training per run, {args.seeds} seeds; Monte Carlo cost with "
-              f"{args.lq_particles} particles, {args.lq_em_steps} Euler-Maruyama steps\n")
-        print("| D | Riccati optimum | method | MC cost | gap to optimum | simulation-free cost | KL(q_0, rho_0) | steps |\n"
-              "|---|---|---|---|---|---|---|---|")
-        for d in args.lq_dims:
-            for m in ("probflux-flow", "probflux-pinned"):
-                k = ("lq", lq_dataset(d, args.budget), m)
-                if results.get(k + ("gap",)):
-                    print(f"| {d} | {mean(('lq', k[1], 'riccati', 'optimal_cost')):.3f} | {m} | {fmt(k + ('mc_cost',))} | "
-                          f"{fmt(k + ('gap',), '{:+.3f}')} | {fmt(k + ('simulation_free_cost',))} | {fmt(k + ('initial_kl',))} | "
-                          f"{fmt(k + ('steps',), '{:.0f}')} |")
     records = []
     for (bench, ds, m, metric), v in results.items():
         records.append({"benchmark": bench, "dataset": ds, "method": m, "metric": metric, "value": statistics.mean(v),
                         "std": statistics.stdev(v) if len(v) > 1 else None, "seeds": len(v), "wall_seconds": wall,
                         "command": command})
-    for fam, op, expo, ds in exponents:
-        records.append({"benchmark": "scaling", "dataset": f"D={ds[0]}..{ds[-1]}", "method": fam, "metric": f"{op}_time_exponent",
-                        "value": expo, "std": None, "seeds": 1, "wall_seconds": wall, "command": command})
+    records += time_exponents(records)
+    print(f"# {command}\n# torch {torch.__version__}, {args.threads} thread(s); wall {wall:.0f} s\n")
+    for part in TABLES:
+        if any(r["benchmark"] == part for r in records):
+            print(TABLES[part](records) + "\n")
     out = Path(args.out)
     if out.exists():  # keep the records of (part, data set, method) triples not rerun
         import json
@@ -460,7 +529,7 @@ def main() -> None:
         rerun = {(r["benchmark"], r["dataset"], r["method"]) for r in records}
         records = [r for r in json.loads(out.read_text()) if (r["benchmark"], r["dataset"], r["method"]) not in rerun] + records
     write_json(out, records)
-    print(f"\n# wrote {len(records)} records to {out}")
+    print(f"# wrote {len(records)} records to {out}")
 
 
 if __name__ == "__main__":

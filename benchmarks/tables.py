@@ -25,11 +25,16 @@ from typing import Any, Optional
 HERE = Path(__file__).resolve().parent
 RESULTS_MD = HERE / "RESULTS.md"
 
-SECTIONS: dict[str, tuple[str, str]] = {
-    # section name: (bench module in benchmarks/, records file in benchmarks/results/)
+SECTIONS: dict[str, tuple[str, ...]] = {
+    # section name: (bench module in benchmarks/, records file in benchmarks/results/[, its render function if not
+    # render_tables])
     "core": ("bench_core", "core.json"),
     "flux_tails": ("bench_flux_tails", "flux_tails_p0.1.json"),
     "flux_tails_stress": ("bench_flux_tails", "flux_tails.json"),
+    "scale_scaling": ("bench_scale", "scale.json", "render_scaling"),
+    "scale_gmm64": ("bench_scale", "scale.json", "render_gmm64"),
+    "scale_lq": ("bench_scale", "scale.json", "render_lq"),
+    "scale_cite50": ("bench_scale", "scale.json", "render_cite50"),
     "populations": ("bench_populations", "populations.json"),
     "events": ("bench_events", "events.json"),
     "control": ("bench_control", "control.json"),
@@ -125,12 +130,18 @@ def render(name: str, path: Path | str = RESULTS_MD) -> None:
     """Regenerate section ``name`` of RESULTS.md from its records."""
     if name not in SECTIONS:
         raise SystemExit(f"tables.py: unknown section {name!r}; known: {', '.join(SECTIONS)}")
-    module_name, records_file = SECTIONS[name]
+    replace_section(path, name, renderer(name)(load_records(SECTIONS[name][1])))
+
+
+def renderer(name: str) -> Callable[[list[dict[str, Any]]], str]:
+    """The function that renders section ``name`` from its records."""
+    module_name, _, *function = SECTIONS[name]
+    function_name = function[0] if function else "render_tables"
     sys.path.insert(0, str(HERE))
     module = importlib.import_module(module_name)
-    if not hasattr(module, "render_tables"):
-        raise SystemExit(f"tables.py: benchmarks/{module_name}.py defines no render_tables(records)")
-    replace_section(path, name, module.render_tables(load_records(records_file)))
+    if not hasattr(module, function_name):
+        raise SystemExit(f"tables.py: benchmarks/{module_name}.py defines no {function_name}(records)")
+    return getattr(module, function_name)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -45,7 +45,6 @@ def test_results_md_sections_are_the_tables_of_their_records(name):
     begin, end = f"<!-- generated:{name} -->", f"<!-- /generated:{name} -->"
     assert begin in text and end in text, f"RESULTS.md has no {begin} section"
     written = text.split(begin, 1)[1].split(end, 1)[0].strip()
-    module_name, records_file = tables.SECTIONS[name]
-    module = __import__(module_name)
-    assert written == module.render_tables(tables.load_records(records_file)).strip(), \
+    rendered = tables.renderer(name)(tables.load_records(tables.SECTIONS[name][1]))
+    assert written == rendered.strip(), \
         f"RESULTS.md section {name!r} is stale: run .venv/bin/python benchmarks/tables.py {name}"
