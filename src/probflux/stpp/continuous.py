@@ -29,7 +29,8 @@ works — the kernel baseline (``benchmarks/peers/kernel_stpp.py``), the tempora
 ``TemporalModel.log_intensity(t, history) -> (Q,)`` and ``TemporalModel.integral(a, b, t_events) -> float``
     ``log lambda*(t_q)`` given rows ``[0, n_q)`` of ``history``; ``integral`` = ``int_a^b lambda*(s) ds`` where
     ``lambda*(s)`` is conditioned on the events ``t_events[j] < s`` (``t_events: (H,)`` sorted: every catalog event
-    before ``b``).
+    before ``b``). A model with ``needs_locations = True`` gets their locations too: ``integral(a, b, t_events,
+    x_events)`` with ``x_events: (H, D)``.
 
 Use :func:`evaluate` for both at once; :class:`StandardizedSpatial` adapts a model that works in standardised
 coordinates (``z = (x - mean) / std``) to catalog units (adds ``-sum log std``, so the scores are per km^2).
@@ -173,7 +174,10 @@ def temporal_scores(catalog: EventCatalog, model: Any, *, period: str = "test", 
         if li.shape[0] != tq.shape[0]:
             raise ValueError(f"log_intensity returned {li.shape[0]} values for {tq.shape[0]} queries")
         nb = int(torch.searchsorted(catalog.t, torch.tensor(b, dtype=catalog.t.dtype), right=False))
-        integral = float(model.integral(a, b, catalog.t[:nb]))
+        if getattr(model, "needs_locations", False):  # e.g. CountETASTemporal: productivity from nearby events
+            integral = float(model.integral(a, b, catalog.t[:nb], catalog.x[:nb]))
+        else:
+            integral = float(model.integral(a, b, catalog.t[:nb]))
     if not (bool(torch.isfinite(li).all()) and integral == integral and abs(integral) != float("inf")):
         raise FloatingPointError(f"the temporal log-likelihood of {catalog.name} ({period}) is not finite")
     return TemporalScores(li, integral, a, b)
