@@ -220,6 +220,9 @@ def test_constraints_in_file_name_the_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"data\.path: required when data\.name is 'file'.*\(in .*exp\.yaml\)"):
         load_config(path)
     assert load_config(path, ["data.path=points.csv"]).data.path == "points.csv"
+    with pytest.raises(ConfigError, match=r"data\.partial_windows: needs data\.window .*from override 'data\.partial_windows=true'"):
+        load_config(path, ["data.path=e.csv", "data.partial_windows=true"])
+    assert load_config(path, ["data.path=e.csv", "data.window=3", "data.partial_windows=true"]).data.partial_windows is True
 
 
 def test_validate_config_checks_a_constructed_config() -> None:

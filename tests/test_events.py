@@ -388,6 +388,12 @@ def test_earthquakenpp_layout_file_trains_and_evaluates_from_the_cli(tmp_path) -
     assert metrics["test_points"] == 40 and np.isfinite(metrics["test_nll"]) and metrics["particles"] == 20
     windowed = ev.event_file_splits(tmp_path / "quakes.npz", window=10.0, stride=5.0)
     assert all(s.window == (0.0, 10.0) for s in windowed[:3]) and len(windowed.train) == 8  # starts 0, 5, .., 35 fit in 49.x
+    # the trailing partial window: dropped by default (val: 30 events over ~49 days, one 30-day window), kept on request
+    val = ev.event_file_splits(tmp_path / "quakes.npz", window=30.0).val
+    kept = ev.event_file_splits(tmp_path / "quakes.npz", window=30.0, partial_windows=True)
+    assert val.n_events < 30 and [s.n_events for s in kept[:3]] == [120, 30, 40] and "partial windows kept" in kept.note
+    with pytest.raises(ValueError, match="data.partial_windows needs data.window"):
+        ev.event_file_splits(tmp_path / "quakes.npz", partial_windows=True)
     with pytest.raises(ValueError, match=r"quakes\.npz has its own train/val/test split .*data\.cuts do\(es\) not apply"):
         ev.event_file_splits(tmp_path / "quakes.npz", cuts=(1.0, 2.0))
     with pytest.raises(ValueError, match="expected the EarthquakeNPP layout"):

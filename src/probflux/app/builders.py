@@ -174,7 +174,8 @@ def load_data(cfg: Any, seed: int) -> tuple[TemporalPoints, TemporalPoints, Temp
         if file is None:
             return _event_points(cfg, event_splits(cfg.name))
         return _event_points(cfg, event_file_splits(file, val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction, cuts=cfg.cuts,
-                                                    window=cfg.window, stride=cfg.stride, seed=seed, t0=cfg.t0, t1=cfg.t1))
+                                                    window=cfg.window, stride=cfg.stride, seed=seed, t0=cfg.t0, t1=cfg.t1,
+                                                    partial_windows=cfg.partial_windows))
     where = f"data.name={cfg.name!r}" if file is None else f"{file.name} read as data.kind={kind!r}"
     if getattr(cfg, "history", None) is not None:
         raise ValueError(f"data.history is only available for event data sets ({', '.join(names('events'))}, or event files), not {where}")

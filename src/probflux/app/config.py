@@ -142,7 +142,8 @@ class DataConfig:
     column names). Events from a file: one long sequence is split in time at ``cuts: [val_start, test_start]`` or
     by ``val_fraction``/``test_fraction`` of its window ``[t0, t1]``; several sequences are split at random by the
     fractions; an EarthquakeNPP ``train``/``val``/``test`` file keeps its own split. ``window`` (a length) cuts every
-    part into windows, training windows every ``stride`` (default ``window``); without it the parts stay continuous.
+    part into windows, training windows every ``stride`` (default ``window``; ``partial_windows`` keeps each part's
+    trailing partial window); without it the parts stay continuous.
     """
 
     name: str = "pinwheel"
@@ -162,6 +163,7 @@ class DataConfig:
     cuts: Optional[list[float]] = None
     window: Optional[float] = None
     stride: Optional[float] = None
+    partial_windows: bool = False
 
 
 @dataclass
@@ -325,6 +327,8 @@ def _cross_checks(cfg: Config) -> list[tuple[str, tuple[str, ...]]]:
                         f"their own protocol; got {which}", (f"data.{key}", "data.name", "data.kind")))
     if d.stride is not None and d.window is None:
         out.append(("data.stride: needs data.window (the window length)", ("data.stride", "data.window")))
+    if d.partial_windows and d.window is None:
+        out.append(("data.partial_windows: needs data.window (the window length)", ("data.partial_windows", "data.window")))
     if not is_file and any(getattr(d.columns, f.name) is not None for f in dataclasses.fields(d.columns)):
         out.append((f"data.columns: names the columns of a file at data.path; data.name is {d.name!r}", ("data.columns", "data.name")))
     if is_file and not d.path:
@@ -673,6 +677,7 @@ _MEANINGS: dict[str, str] = {
     "data.cuts": "`[val_start, test_start]`: split times of one long event sequence from a file",
     "data.window": "cut every part of an event file into windows of this length (null: continuous)",
     "data.stride": "step between training windows (default: `window`); needs `window`",
+    "data.partial_windows": "keep each part's trailing partial window, so every event lies in some window; needs `window`",
     "objective.nll": "weight of the likelihood term",
     "objective.likelihood": "`points`: every point weighs the same; `snapshots`: every observation time does",
     "objective.kinetic": "weight of the kinetic energy `E|u|^2` (least-action dynamics)",

@@ -813,7 +813,8 @@ def read_events(path: Union[str, Path], columns: Any = None, *,
 
 def event_file_splits(data: Union[DataFile, str, Path], *, val_fraction: float = 0.1, test_fraction: float = 0.1,
                       cuts: Optional[Sequence[float]] = None, window: Optional[float] = None, stride: Optional[float] = None,
-                      seed: int = 0, t0: Optional[float] = None, t1: Optional[float] = None, columns: Any = None) -> EventSplits:
+                      seed: int = 0, t0: Optional[float] = None, t1: Optional[float] = None, columns: Any = None,
+                      partial_windows: bool = False) -> EventSplits:
     """Train/val/test :class:`EventSequences` of an event file — the protocol options of the built-in event sets:
 
     * a ``splits`` layout (EarthquakeNPP ``train``/``val``/``test``, or ``train_*``/``val_*``/``test_*``): the file's own
@@ -824,8 +825,9 @@ def event_file_splits(data: Union[DataFile, str, Path], *, val_fraction: float =
       ``1 - val - test`` and ``1 - test`` of the window ``[t0, t1]`` (default: first/last event), train first.
 
     ``window`` (a length): cut every part into windows of that length with times re-based (:func:`windows`): training
-    windows start every ``stride`` (default ``window``), val/test windows are disjoint. Without ``window`` the parts keep
-    their absolute times (the continuous protocol: one long sequence per part).
+    windows start every ``stride`` (default ``window``), val/test windows are disjoint. ``partial_windows=True`` keeps each
+    part's trailing partial window (:func:`windows` with ``partial=True``), so every event of every part lies in some
+    window. Without ``window`` the parts keep their absolute times (the continuous protocol: one long sequence per part).
     """
     if not isinstance(data, DataFile):
         data = read_file(data, columns)
@@ -834,6 +836,10 @@ def event_file_splits(data: Union[DataFile, str, Path], *, val_fraction: float =
             raise ValueError(f"{key} must be a number > 0, got {v!r}")
     if stride is not None and window is None:
         raise ValueError("data.stride needs data.window (the window length)")
+    if not isinstance(partial_windows, bool):
+        raise ValueError(f"data.partial_windows must be true or false, got {partial_windows!r}")
+    if partial_windows and window is None:
+        raise ValueError("data.partial_windows needs data.window (the window length)")
     name = os.path.splitext(data.name)[0]
     if data.layout == "splits":
         given = [k for k, v in (("data.cuts", cuts), ("data.t0", t0), ("data.t1", t1)) if v is not None]
@@ -871,10 +877,11 @@ def event_file_splits(data: Union[DataFile, str, Path], *, val_fraction: float =
     if window is not None:
         strides = (stride or window, window, window)
         try:
-            parts = [windows(p, window, s) for p, s in zip(parts, strides)]
+            parts = [windows(p, window, s, partial=partial_windows) for p, s in zip(parts, strides)]
         except ValueError as e:
             raise ValueError(f"data.window={_fmt(window)}: {e}") from None
-        note += f"; {_fmt(window)}-long windows (train every {_fmt(strides[0])}, val/test disjoint)"
+        note += f"; {_fmt(window)}-long windows (train every {_fmt(strides[0])}, val/test disjoint"
+        note += ", trailing partial windows kept)" if partial_windows else ")"
     else:
         note += "; continuous (no windows)"
     return EventSplits(parts[0], parts[1], parts[2], note)
