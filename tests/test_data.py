@@ -117,6 +117,10 @@ def test_load_points_errors(tmp_path: Path) -> None:
     (tmp_path / "bad.csv").write_text("t,x\n1,2\n3,oops\n")
     with pytest.raises(ValueError, match=r"bad\.csv: line 3: column 'x' holds 'oops', not a number"):
         load_points(tmp_path / "bad.csv")
+    for value in ("nan", "inf", "-Infinity"):  # parse as floats; rejected with the file's line and the column's header
+        (tmp_path / "nan.csv").write_text(f"T,X,Y\n0,1,2\n# a comment\n1,{value},3\n")
+        with pytest.raises(ValueError, match=rf"nan\.csv: line 4: column 'X' holds '{value}'; .* must be finite numbers"):
+            load_points(tmp_path / "nan.csv")
     (tmp_path / "ragged.csv").write_text("t,x,y\n1,2,3\n4,5\n")
     with pytest.raises(ValueError, match=r"ragged\.csv: line 3 has 2 fields but the header has 3 \(t, x, y\)"):
         load_points(tmp_path / "ragged.csv")
@@ -129,9 +133,12 @@ def test_load_points_errors(tmp_path: Path) -> None:
     (tmp_path / "empty.csv").write_text("t,x\n")
     with pytest.raises(ValueError, match=r"empty\.csv contains no data rows"):
         load_points(tmp_path / "empty.csv")
-    (tmp_path / "nan.csv").write_text("t,x,y\n0,1,2\n1,nan,2\n2,1,nan\n")
-    with pytest.raises(ValueError, match=r"x contains NaN at row 1 \(column 0\) of nan\.csv"):
+    (tmp_path / "nan.csv").write_text("t,x,y\n0,1,2\n1,nan,2\n2,1,nan\n")  # the first non-finite entry, by file line and header
+    with pytest.raises(ValueError, match=r"nan\.csv: line 3: column 'x' holds 'nan'"):
         load_points(tmp_path / "nan.csv")
+    np.save(tmp_path / "nan.npy", np.array([[0.0, 1.0, 2.0], [1.0, np.nan, 2.0]]))  # arrays: by row and coordinate column
+    with pytest.raises(ValueError, match=r"x contains NaN at row 1 \(column 0\) of nan\.npy"):
+        load_points(tmp_path / "nan.npy")
     np.save(tmp_path / "vec.npy", np.zeros(5))
     with pytest.raises(ValueError, match=r"vec\.npy: expected an array of shape \(N, 1 \+ D\).*got shape \(5,\)"):
         load_points(tmp_path / "vec.npy")

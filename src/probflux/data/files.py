@@ -349,10 +349,15 @@ def _read_delimited(path: str, name: str, delimiter: str, cols: Columns) -> Data
 
     def numbers(c: int) -> np.ndarray:
         try:
-            return np.asarray(data[c], dtype=np.float64)
+            v = np.asarray(data[c], dtype=np.float64)
         except ValueError:
             bad = next(i for i, v in enumerate(data[c]) if not _is_number(v))
             raise ValueError(f"{name}: line {lines[bad]}: column {header[c]!r} holds {data[c][bad]!r}, not a number") from None
+        if not np.isfinite(v).all():
+            bad = int(np.nonzero(~np.isfinite(v))[0][0])
+            raise ValueError(f"{name}: line {lines[bad]}: column {header[c]!r} holds {data[c][bad]!r}; times, coordinates and "
+                             "context must be finite numbers (drop or fill that row)")
+        return v
 
     t = numbers(roles["t"])
     x = np.stack([numbers(c) for c in roles["x"]], 1)
