@@ -91,6 +91,27 @@ def _self_exciting(dim: int, context_dim: int, components: int, hidden: int) -> 
     return model
 
 
+def _kernel_history(dim: int, context_dim: int, components: int, hidden: int) -> pf.TimeDensity:
+    """The kernel baseline as a density: a time-weighted KDE of 4*components points plus 2 age-decayed history kernels."""
+    from probflux.stpp.kernel_history import KernelHistory
+
+    g = torch.Generator().manual_seed(dim)
+    return KernelHistory(torch.randn(4 * components, dim, generator=g), 0.6, 0.4, 0.3, 2, decay=2.0,
+                         times=torch.rand(4 * components, generator=g), h_t=0.3, hidden=hidden)
+
+
+def _markov_mixture(dim: int, context_dim: int, components: int, hidden: int) -> pf.TimeDensity:
+    """Fixed diagonal Gaussians whose weights are Hawkes intensities excited by 2 history slots."""
+    from probflux.stpp.markov_mixture import MarkovMixture
+
+    g = torch.Generator().manual_seed(dim)
+    model = MarkovMixture(torch.randn(2 * components, dim, generator=g), torch.full((2 * components, dim), -0.5),
+                          torch.zeros(2 * components), events=2, decays=(1.0, 5.0))
+    with torch.no_grad():  # base rates that trend over the window, so the density moves even without history
+        model.trend.copy_(3.0 * torch.randn(model.trend.shape, generator=g))
+    return model
+
+
 # Every TimeDensity the package ships, by name: ``builder(dim, context_dim, components, hidden)``.
 # tests/test_contract.py runs the whole density contract over this list: a new family is one line here.
 FAMILIES: dict[str, Builder] = {
@@ -111,6 +132,8 @@ FAMILIES: dict[str, Builder] = {
     "conditioned-mixture": _conditioned_mixture,
     "kernel-mixture": _kernel_mixture,
     "self-exciting": _self_exciting,
+    "kernel-history": _kernel_history,
+    "markov-mixture": _markov_mixture,
 }
 
 # the mixture families (Rosenblatt transforms, closed forms in 1-D)
