@@ -34,7 +34,7 @@ from ..nn import MLP
 from .continuous import History
 from .history import _features
 
-__all__ = ["SelfExciting", "CatalogSpatial", "kernel_background"]
+__all__ = ["SelfExciting", "CatalogSpatial", "kernel_background", "catalog_context"]
 
 _ABSENT = -1e4  # logit of an empty history slot: exp underflows to 0 in float32 and float64
 
@@ -146,24 +146,27 @@ class SelfExciting(ComponentMixture):
         # kernels: features (log(eps + a), a, rank) -> (logit, raw log-scale)
         la, dla = self._log_features(age)
         rank = (torch.arange(k, dtype=t.dtype, device=t.device) / k).expand(N, k)
-        feat = torch.stack([la, age.clamp_min(0.0), rank], -1)
-        dfeat = torch.stack([dla, (age >= 0).to(t.dtype), torch.zeros_like(rank)], -1)
+        feat = torch.stack([la, age.clamp_min(0.0), rank], -1).reshape(N * k, 3)
         S = self.scales
-        out, dout, _ = self.kernel_net.jvp(feat.reshape(N * k, 3), dfeat.reshape(N * k, 3))
-        out, dout = out.reshape(N, k, 2 * S), dout.reshape(N, k, 2 * S)
+        lg, dlg = self._log_features(gap)
+        g_feat = torch.stack([lg, size], -1)
+        if tangent:  # the MLPs' forward-mode tangents only when the rates are needed (a likelihood needs none)
+            dfeat = torch.stack([dla, (age >= 0).to(t.dtype), torch.zeros_like(rank)], -1).reshape(N * k, 3)
+            out, dout, _ = self.kernel_net.jvp(feat, dfeat)
+            dout = dout.reshape(N, k, 2 * S)
+            g_out, g_dout, _ = self.background_net.jvp(g_feat, torch.stack([dlg, torch.zeros_like(size)], -1))
+        else:
+            out, g_out = self.kernel_net(feat), self.background_net(g_feat)
+        out = out.reshape(N, k, 2 * S)
         absent = torch.full_like(out[..., :S], _ABSENT)
         here = present.unsqueeze(-1)
         # (N, k, S) -> (N, k S): slot j's S kernels are components j S .. j S + S - 1, all centred at x_j
         k_logit = torch.where(here, out[..., :S], absent).reshape(N, k * S)
-        dk_logit = torch.where(here, dout[..., :S], torch.zeros_like(absent)).reshape(N, k * S)
         raw = out[..., S:]
         k_log_scale = (math.log(self.min_scale) + F.softplus(raw)).reshape(N, k * S)
-        dk_log_scale = (torch.sigmoid(raw) * dout[..., S:]).reshape(N, k * S)
         if S > 1:
             xs = xs.repeat_interleave(S, dim=1)
         # background: its own mixture, weighted by ell_0(time since the newest event, history size)
-        lg, dlg = self._log_features(gap)
-        g_out, g_dout, _ = self.background_net.jvp(torch.stack([lg, size], -1), torch.stack([dlg, torch.zeros_like(size)], -1))
         if tangent:
             (b_logits, b_loc, b_ls), (db_logits, db_loc, db_ls) = (self._full(p, N) for p in self.background._params_and_rates(t, None))
         else:
@@ -174,6 +177,8 @@ class SelfExciting(ComponentMixture):
         log_scale = torch.cat([b_ls, k_log_scale.unsqueeze(-1).expand(N, k * S, D)], 1)
         if not tangent:
             return (logits, loc, log_scale), None
+        dk_logit = torch.where(here, dout[..., :S], torch.zeros_like(absent)).reshape(N, k * S)
+        dk_log_scale = (torch.sigmoid(raw) * dout[..., S:]).reshape(N, k * S)
         db_logw = db_logits - (b_logw.exp() * db_logits).sum(-1, keepdim=True)
         dlogits = torch.cat([g_dout + db_logw, dk_logit], -1)
         dloc = torch.cat([db_loc, torch.zeros_like(xs)], 1)
@@ -196,6 +201,19 @@ class SelfExciting(ComponentMixture):
                 f"background components={self.background.components}, flux={self.flux_name!r}")
 
 
+def catalog_context(t: Tensor, x: Tensor, t_query: Tensor, window: tuple[float, float], events: int, *,
+                    chunk: int = 4096) -> Tensor:
+    """``(Q, 2 + k (D + 2))`` :func:`~probflux.stpp.history_context` rows at ``t_query: (Q,)`` from the strictly
+    earlier events of one sorted catalog ``t: (N,)``, ``x: (N, D)``, model time ``(t - t0) / (t1 - t0)`` over
+    ``window = (t0, t1)``; built ``chunk`` queries at a time so a long history (``k`` in the hundreds) stays bounded."""
+    t0, t1 = float(window[0]), float(window[1])
+    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+        raise ValueError(f"chunk must be a positive integer; got {chunk!r}")
+    if t_query.shape[0] == 0:
+        return torch.zeros(0, 2 + events * (x.shape[1] + 2), dtype=t.dtype)
+    return torch.cat([_features(t, x, t_query[i:i + chunk], t0, t1 - t0, events) for i in range(0, t_query.shape[0], chunk)])
+
+
 class CatalogSpatial:
     """A history-conditioned density (e.g. :class:`SelfExciting`) as a :class:`probflux.stpp.continuous.SpatialModel`
     of one catalog: model time ``s = (t - t0) / (t1 - t0)`` over the whole catalog span and, for each query, the
@@ -216,7 +234,7 @@ class CatalogSpatial:
 
     def context(self, t: Tensor, history: History) -> Tensor:
         """``(Q, 2 + k (D + 2))`` history rows of the queries ``t: (Q,)`` (catalog units)."""
-        ctx = _features(history.t, history.x, t, self.t0, self.t1 - self.t0, self.events)
+        ctx = catalog_context(history.t, history.x, t, (self.t0, self.t1), self.events)
         n = torch.searchsorted(history.t.contiguous(), t.to(history.t.dtype).contiguous(), right=False)
         if not torch.equal(n, history.n):
             raise ValueError("history.n must count the strictly earlier events of each query")
