@@ -253,3 +253,34 @@ def test_probflux_fit_with_an_anchored_model(tmp_path):
     m = json.loads((out / "metrics.json").read_text())
     assert abs(m["heldout_time"] - 1 / 3) < 1e-12
     assert 0 < m["heldout_w1_density"] < 3 and 0 < m["heldout_w1_transport"] < 3
+
+
+def test_schrodinger_bridge_variant_matches_the_gaussian_closed_form():
+    """``entropy = eps``: kernels on paths drawn from the entropic couplings with the Brownian-bridge spread.
+    1-D N(-1, 0.5^2) -> N(1, 1), eps = 1: the marginal standard deviation at t follows the closed-form bridge
+    sqrt((1-t)^2 a^2 + t^2 b^2 + 2 t (1-t) c + eps t (1-t)), c = (sqrt(4 a^2 b^2 + eps^2) - eps) / 2 (Bunne et
+    al. 2023; a, b the model's endpoint standard deviations), clearly above the OT path (1-t) a + t b."""
+    g = torch.Generator().manual_seed(11)
+    x0 = -1 + 0.5 * torch.randn(1000, 1, generator=g, dtype=D64)
+    x1 = 1 + torch.randn(1000, 1, generator=g, dtype=D64)
+    eps = 1.0
+    model = pf.AnchoredMixture.from_snapshots([0.0, 1.0], [x0, x1], components=1000, entropy=eps)
+    assert model.selection["settings"]["bridge"] == pytest.approx(1.0)
+
+    def sd(t):
+        with torch.no_grad():
+            return float(model.sample(torch.full((100_000,), t, dtype=D64)).std())
+
+    torch.manual_seed(0)
+    a, b = sd(0.0), sd(1.0)
+    c = 0.5 * (math.sqrt(4 * a * a * b * b + eps * eps) - eps)
+    for t in (0.25, 0.5, 0.75):
+        want = math.sqrt((1 - t) ** 2 * a * a + t * t * b * b + 2 * t * (1 - t) * c + eps * t * (1 - t))
+        assert sd(t) == pytest.approx(want, rel=0.03), (t, sd(t), want)
+    assert sd(0.5) > 1.05 * (0.5 * a + 0.5 * b)  # the OT path: 8% less at t = 0.5
+    x = model.sample(torch.full((64,), 0.4, dtype=D64))
+    assert float(pf.continuity_residual(model, 0.4, x).relative.max()) < 1e-8
+    with pytest.raises(ValueError, match="entropy"):
+        pf.AnchoredMixture.from_snapshots([0.0, 1.0], [x0, x1], components=10, entropy=-1.0)
+    with pytest.raises(ValueError, match="loo_metric"):
+        pf.AnchoredMixture.from_snapshots([0.0, 1.0], [x0, x1], components=10, loo_metric="mmd")

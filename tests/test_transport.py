@@ -7,7 +7,15 @@ import pytest
 import torch
 
 from probflux.metrics import ot_cost
-from probflux.transport import Coupling, displacement, mccann_interpolation, ot_plan, ot_trajectories, piecewise_linear
+from probflux.transport import (
+    Coupling,
+    displacement,
+    entropic_plan,
+    mccann_interpolation,
+    ot_plan,
+    ot_trajectories,
+    piecewise_linear,
+)
 
 
 def _rng(seed=0):
@@ -135,3 +143,40 @@ def test_bad_input():
     with pytest.raises(ValueError, match="t must lie"):
         piecewise_linear([0, 1], torch.zeros(3, 2, 1), 2.0)
     assert isinstance(ot_plan(x, x), Coupling)
+
+
+def _sb_cross_covariance(a: float, b: float, eps: float) -> float:
+    """Static Schrödinger bridge between N(m0, a^2) and N(m1, b^2) for the reference sqrt(eps) W on [0, 1]
+    (Bunne et al. 2023): the coupling is Gaussian with covariance (sqrt(4 a^2 b^2 + eps^2) - eps) / 2."""
+    return 0.5 * (np.sqrt(4 * a * a * b * b + eps * eps) - eps)
+
+
+@pytest.mark.parametrize("eps", [0.25, 1.0])
+def test_entropic_plan_is_the_gaussian_schrodinger_coupling(eps):
+    """1-D N(-1, 0.5^2) -> N(1, 1) clouds of 1000: the plan's cross-covariance matches the closed form with the
+    clouds' own standard deviations (the exact OT plan would give a*b, 2.4x more at eps = 1); marginals hold."""
+    r = _rng(5)
+    x0, x1 = -1 + 0.5 * r.normal(size=(1000, 1)), 1 + r.normal(size=(1000, 1))
+    plan = entropic_plan(x0, x1, eps)
+    w = plan.w.numpy()
+    a, b = x0[plan.i.numpy(), 0], x1[plan.j.numpy(), 0]
+    ma, mb = (w * a).sum(), (w * b).sum()
+    cov = (w * (a - ma) * (b - mb)).sum()
+    want = _sb_cross_covariance(x0.std(), x1.std(), eps)
+    assert cov == pytest.approx(want, rel=0.04), (cov, want)
+    assert np.bincount(plan.i.numpy(), weights=w, minlength=1000) == pytest.approx(np.full(1000, 1 / 1000), abs=1e-6)
+    assert np.bincount(plan.j.numpy(), weights=w, minlength=1000) == pytest.approx(np.full(1000, 1 / 1000), abs=1e-6)
+
+
+def test_entropic_plan_tends_to_exact_ot_and_names_bad_input():
+    r = _rng(6)
+    x0, x1 = r.normal(size=(150, 2)), r.normal(size=(150, 2)) + 1.0
+    exact, blurred = ot_plan(x0, x1), entropic_plan(x0, x1, 0.02)
+    assert exact.cost(x0, x1) <= blurred.cost(x0, x1) < 1.02 * exact.cost(x0, x1)
+    assert entropic_plan(x0, x1, 1.0).cost(x0, x1) > 1.05 * exact.cost(x0, x1)
+    with pytest.raises(ValueError, match="eps"):
+        entropic_plan(x0, x1, 0.0)
+    with pytest.raises(RuntimeError, match="num_iter_max"):
+        entropic_plan(x0, x1, 1e-4, num_iter_max=3)
+    with pytest.raises(ValueError, match="dimension"):
+        entropic_plan(x0, x1[:, :1], 1.0)

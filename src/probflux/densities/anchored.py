@@ -224,7 +224,8 @@ class AnchoredMixture(TimeDensity):
     @classmethod
     def from_snapshots(cls, times: Sequence[float], cells: Sequence[Tensor], *, components: int = 2000, seed: int = 0,
                        bandwidth: str = "w1", warp: Union[bool, str] = False, time_map: Optional[str] = None,
-                       select: Optional[str] = None, loo_cells: int = 1000, **kwargs) -> AnchoredMixture:
+                       select: Optional[str] = None, loo_cells: int = 1000, loo_metric: str = "w1",
+                       loo_grid: Optional[dict] = None, entropy: float = 0.0, **kwargs) -> AnchoredMixture:
         """Kernels on chained exact OT couplings of the snapshots ``cells[k]: (N_k, D)`` at ``times[k]`` (model units).
 
         If every snapshot has at least ``M = components`` cells, ``M`` cells are drawn without replacement from each
@@ -251,9 +252,20 @@ class AnchoredMixture(TimeDensity):
         settings with the smallest mean exact ``W_1`` (:func:`probflux.metrics.w1`, model units, at most
         ``loo_cells`` cells and as many samples, common random numbers) at the held-out times win, chosen one after
         the other (time map, then bridge, then bandwidth factor; grids :data:`LOO_TIME_MAPS`, :data:`LOO_BRIDGES`,
-        :data:`LOO_BANDWIDTH_FACTORS`). With fewer than 3 snapshots there is nothing to hold out and the given
-        settings stay. The choice and its scores are in ``model.selection`` (a dict). Keyword arguments go to
-        :meth:`from_paths`.
+        :data:`LOO_BANDWIDTH_FACTORS`; ``loo_grid``, a dict with any of the keys ``"time_map"``, ``"bridge"``,
+        ``"bandwidth_factor"``, replaces them). ``loo_metric="energy"`` scores by
+        :func:`probflux.metrics.energy_distance_lightsb` instead of ``W_1``. With fewer than 3 snapshots there is
+        nothing to hold out and the given settings stay. The choice and its scores are in ``model.selection`` (a
+        dict).
+
+        ``entropy = eps > 0``: the Schrödinger-bridge variant. Consecutive snapshots are coupled by the entropic
+        plan of a reference Brownian motion with variance ``eps`` per unit time
+        (:func:`probflux.transport.entropic_plan` with ``eps * (t_{k+1} - t_k)``) instead of exact OT, and the
+        bridge spread is ``bridge = sqrt(eps)`` (a Brownian bridge's variance ``eps beta(t)``); ``bridge`` is then
+        not selected. A kernel whose path joins ``(x_k, x_{k+1})`` is the Brownian bridge between them, so the
+        mixture at any time is the Schrödinger bridge between the two drawn clouds (smoothed by the snapshot
+        bandwidths), with exact density and flux. The kernels are then ``M`` paths drawn from the chained plans.
+        Keyword arguments go to :meth:`from_paths`.
         """
         if len(cells) != len(times) or len(cells) < 2:
             raise ValueError(f"cells must hold one cloud per time (at least 2); got {len(cells)} clouds for {len(times)} times")
@@ -264,12 +276,27 @@ class AnchoredMixture(TimeDensity):
         if time_map is None:
             time_map = "w2" if warp is True else ("clock" if warp is False else str(warp))
         _time_map_kind(time_map)
-        chain = _Chain(times, cells, components, int(seed), bandwidth)
+        if loo_metric not in ("w1", "energy"):
+            raise ValueError(f"loo_metric must be 'w1' or 'energy'; got {loo_metric!r}")
+        grid = {"time_map": LOO_TIME_MAPS, "bridge": LOO_BRIDGES, "bandwidth_factor": LOO_BANDWIDTH_FACTORS}
+        if loo_grid is not None:
+            unknown = set(loo_grid) - set(grid)
+            if unknown:
+                raise ValueError(f"loo_grid keys must be among {sorted(grid)}; got {sorted(unknown)}")
+            grid.update({k: tuple(v) for k, v in loo_grid.items()})
+        for name in grid["time_map"]:
+            _time_map_kind(name)
+        if not (isinstance(entropy, (int, float)) and not isinstance(entropy, bool) and math.isfinite(entropy) and entropy >= 0):
+            raise ValueError(f"entropy must be a finite number >= 0; got {entropy!r}")
+        chain = _Chain(times, cells, components, int(seed), bandwidth, entropy=float(entropy))
         settings = {"time_map": time_map, "bridge": float(kwargs.pop("bridge", 0.0)),
                     "bandwidth_factor": float(kwargs.pop("bandwidth_factor", 1.0))}
+        if entropy > 0:
+            settings["bridge"] = math.sqrt(entropy)
+            grid["bridge"] = (settings["bridge"],)
         selection = None
         if select == "loo":
-            settings, selection = chain.select(settings, kwargs, loo_cells)
+            settings, selection = chain.select(settings, kwargs, loo_cells, metric=loo_metric, grid=grid)
         model = chain.build(range(len(times)), settings, kwargs, cls)
         model.selection = {"settings": settings, **({"scores": selection} if selection else {})}
         return model
@@ -537,9 +564,10 @@ class _Chain:
     couplings between the clouds of a subset computed on demand and cached (a held-out snapshot's neighbours get one
     new coupling), bandwidths per snapshot."""
 
-    def __init__(self, times: Sequence[float], cells: Sequence[Tensor], components: int, seed: int, bandwidth: str) -> None:
+    def __init__(self, times: Sequence[float], cells: Sequence[Tensor], components: int, seed: int, bandwidth: str,
+                 entropy: float = 0.0) -> None:
         self.times = [float(v) for v in times]
-        self.M, self.seed, self.bandwidth = components, seed, bandwidth
+        self.M, self.seed, self.bandwidth, self.entropy = components, seed, bandwidth, entropy
         xs = [torch.as_tensor(c, dtype=torch.float64) for c in cells]
         gen = torch.Generator().manual_seed(seed)
         perms = [torch.randperm(len(x), generator=gen) for x in xs]
@@ -549,10 +577,14 @@ class _Chain:
         self.plans: dict[tuple[int, int], object] = {}
 
     def plan(self, a: int, b: int):
-        from ..transport import ot_plan  # layer 0
+        from ..transport import entropic_plan, ot_plan  # layer 0
 
         if (a, b) not in self.plans:
-            self.plans[(a, b)] = ot_plan(self.used[a], self.used[b])
+            if self.entropy > 0:
+                eps = self.entropy * (self.times[b] - self.times[a])
+                self.plans[(a, b)] = entropic_plan(self.used[a], self.used[b], eps)
+            else:
+                self.plans[(a, b)] = ot_plan(self.used[a], self.used[b])
         return self.plans[(a, b)]
 
     def paths(self, keep: Sequence[int]) -> tuple[Tensor, Tensor, list[float]]:
@@ -562,7 +594,7 @@ class _Chain:
         keep = list(keep)
         used = [self.used[k] for k in keep]
         plans = [self.plan(a, b) for a, b in zip(keep, keep[1:])]
-        if all(len(u) == self.M for u in used):
+        if all(len(u) == self.M for u in used) and all(p.is_permutation() for p in plans):
             index, paths = ot_trajectories(used, plans=plans)
         else:
             index, paths = ot_trajectories(used, plans=plans, n=self.M, seed=self.seed)
@@ -599,9 +631,12 @@ class _Chain:
             kw["warp_progress"] = [float(v) for v in phi(dense)]
         return (cls or AnchoredMixture).from_paths(knots, paths, scales=scales * settings["bandwidth_factor"], **kw)
 
-    def select(self, settings: dict, kwargs: dict, cells: int) -> tuple[dict, dict]:
+    def select(self, settings: dict, kwargs: dict, cells: int, metric: str = "w1", grid: Optional[dict] = None) -> tuple[dict, dict]:
         """Coordinate-wise leave-one-out choice of the time map, the bridge and the bandwidth factor."""
-        from ..metrics import w1  # layer 0
+        from ..metrics import energy_distance_lightsb, w1  # layer 0
+
+        distance = w1 if metric == "w1" else energy_distance_lightsb
+        grid = grid or {"time_map": LOO_TIME_MAPS, "bridge": LOO_BRIDGES, "bandwidth_factor": LOO_BANDWIDTH_FACTORS}
 
         K = len(self.times)
         if K < 3:
@@ -622,13 +657,13 @@ class _Chain:
                     torch.manual_seed(self.seed + 7919 * j)  # the same kernels and noise for every candidate
                     with torch.no_grad():
                         y = model.sample(torch.full((len(x),), self.times[j], dtype=torch.float64))
-                total += w1(y, x)
+                total += distance(y, x)
             return total / len(held)
 
         scores: dict = {}
         best = dict(settings)
-        for key, grid in (("time_map", LOO_TIME_MAPS), ("bridge", LOO_BRIDGES), ("bandwidth_factor", LOO_BANDWIDTH_FACTORS)):
-            trial = {v: score(dict(best, **{key: v})) for v in grid}
+        for key in ("time_map", "bridge", "bandwidth_factor"):
+            trial = {v: score(dict(best, **{key: v})) for v in grid[key]}
             best[key] = min(trial, key=trial.get)
             scores[key] = trial
         return best, scores
