@@ -10,7 +10,7 @@ For every problem of ``configs/control_bench.yaml`` and every seed, in one proce
 
 Both are scored by the *same* honest check, :func:`probflux.control.monte_carlo_cost`: simulate the learned
 SDE with fine Euler–Maruyama steps from the true initial law; Monte Carlo cost of every term with the
-problem's own obstacle cost (DeepGSB: ``1500 * indicator``), ``W2`` to the target (POT Sinkhorn), fraction
+problem's own obstacle cost (DeepGSB: ``1500 * indicator``), exact ``W2`` to the target (POT network simplex), fraction
 of particles that enter an obstacle. Mean-field entropy terms are evaluated with the same Gaussian KDE on
 the simulated particles for both methods; for probflux the cost with its exact ``log rho`` and the
 simulation-free estimate of the same path cost are reported beside it.
@@ -63,6 +63,7 @@ def policy_drift(policy: torch.nn.Module):
 # ----------------------------------------------------------------------------------------------- LQ
 def run_lq(cfg: dict, ev: dict, seeds: list[int], budget: float, methods: set[str]) -> list[dict]:
     rows = []
+    annealed = bool(cfg.get("time_schedule", False))  # both methods: the LR schedule runs over the CPU budget
     for D in sorted(set(cfg["dims"]) | set(cfg.get("flow_dims", []))):
         problem = pc.lq_problem(D, g=cfg["g"], q=cfg["q"], r=cfg["r"])
         opt = pc.lq_optimal_cost(D, g=cfg["g"], q=cfg["q"], r=cfg["r"])
@@ -85,9 +86,10 @@ def run_lq(cfg: dict, ev: dict, seeds: list[int], budget: float, methods: set[st
                     dens = pc.default_density(problem, components=o["components"], hidden=o["hidden"], layers=o["layers"])
                 else:  # the flow family with rho_0 pinned: F_t = S_t o S_0^{-1} over a pinned Gaussian path (control/bridge.py)
                     o = cfg["flow"]
-                    dens = pc.FlowBridge(problem.initial, None, o["transforms"], hidden=o["hidden"], layers=o["layers"])
+                    dens = pc.FlowBridge(problem.initial, None, o["transforms"], hidden=o["hidden"], layers=o["layers"],
+                                         identity_init=o.get("identity_init", False))
                 fit = pc.solve(problem, dens, steps=o["steps"], lr=o["lr"], batch_size=o["batch"], dtype="float64", warmup=20,
-                               ema=None, seed=seed, max_seconds=budget, clock=time.process_time,
+                               ema=None, seed=seed, max_seconds=budget, clock=time.process_time, time_schedule=annealed,
                                objective=pc.ControlObjective(problem, samples=o["samples"]))
                 wall, cpu = time.perf_counter() - t0, time.process_time() - c0
                 mc = pc.monte_carlo_cost(problem, pc.model_drift(problem, fit.model), n=cfg["particles"], steps=ev["em_steps"],
@@ -103,7 +105,8 @@ def run_lq(cfg: dict, ev: dict, seeds: list[int], budget: float, methods: set[st
             b = cfg["baseline"]
             t0, c0 = time.perf_counter(), time.process_time()
             policy, info = train_baseline(problem, steps=b["steps"], particles=b["particles"], sde_steps=b["sde_steps"], lr=b["lr"],
-                                          hidden=b["hidden"], layers=b["layers"], seed=seed, max_seconds=budget, clock=time.process_time)
+                                          hidden=b["hidden"], layers=b["layers"], seed=seed, max_seconds=budget, clock=time.process_time,
+                                          time_schedule=annealed)
             wall, cpu = time.perf_counter() - t0, time.process_time() - c0
             mc = pc.monte_carlo_cost(problem, policy_drift(policy), n=cfg["particles"], steps=ev["em_steps"], seed=1000 + seed, w2=False)
             diff = mc["per_particle"] - ref
@@ -125,6 +128,7 @@ def run_deepgsb(cfg: dict, ev: dict, seeds: list[int], budget: float, names: Opt
 
     rows, paths = [], {}
     frac = cfg["ours_fraction"]
+    annealed = bool(cfg.get("time_schedule", False))  # both methods: the LR schedule runs over the CPU budget
     for name, spec in cfg["problems"].items():
         if names and name not in names:
             continue
@@ -134,7 +138,7 @@ def run_deepgsb(cfg: dict, ev: dict, seeds: list[int], budget: float, names: Opt
         max_drift = ev["max_drift_factor"] * L / problem.horizon  # safeguard, same for both methods
         for seed in seeds:
             floor = wasserstein(problem.target.sample(ev["particles"], torch.Generator().manual_seed(500 + seed)), target, 2,
-                                method="sinkhorn")
+                                method="exact")
             rows.append(dict(dataset=name, method="sampling-floor", seed=seed, w2_floor=floor))
         for method in ("probflux", "probflux-bridge"):
             if method not in methods:
@@ -154,7 +158,7 @@ def run_deepgsb(cfg: dict, ev: dict, seeds: list[int], budget: float, names: Opt
                 objective = pc.ControlObjective(problem, samples=o["samples"], train_obstacles=obstacles,
                                                 endpoint_weight=o.get("endpoint_weight", 1.0), control_start=o.get("control_start", 0))
                 fit = pc.solve(problem, dens, objective=objective, steps=o["steps"], lr=o["lr"], batch_size=256, dtype="float64",
-                               warmup=50, seed=seed, max_seconds=frac * budget, clock=time.process_time)
+                               warmup=50, seed=seed, max_seconds=frac * budget, clock=time.process_time, time_schedule=annealed)
                 wall, cpu = time.perf_counter() - t0, time.process_time() - c0
                 mc = pc.monte_carlo_cost(problem, pc.model_drift(problem, fit.model), n=ev["particles"], steps=ev["em_steps"],
                                          seed=1000 + seed, target_samples=target, keep=keep if seed == seeds[0] else 0,
@@ -181,7 +185,8 @@ def run_deepgsb(cfg: dict, ev: dict, seeds: list[int], budget: float, names: Opt
             t0, c0 = time.perf_counter(), time.process_time()
             policy, info = train_baseline(problem, steps=b["steps"], particles=b["particles"], sde_steps=b["sde_steps"], lr=b["lr"],
                                           hidden=b["hidden"], layers=b["layers"], scale=L, sinkhorn_weight=b["sinkhorn_weight"],
-                                          train_obstacles=obstacles, seed=seed, max_seconds=budget, clock=time.process_time)
+                                          train_obstacles=obstacles, seed=seed, max_seconds=budget, clock=time.process_time,
+                                          time_schedule=annealed)
             wall, cpu = time.perf_counter() - t0, time.process_time() - c0
             mc = pc.monte_carlo_cost(problem, policy_drift(policy), n=ev["particles"], steps=ev["em_steps"], seed=1000 + seed,
                                      target_samples=target, keep=keep if seed == seeds[0] else 0, max_drift=max_drift)
@@ -200,7 +205,7 @@ METRICS = {  # row key -> (metric name, table label)
     "mc_exact_density": ("mc_cost_exact_density", "MC cost (exact log rho)"), "gap": ("gap_to_riccati", "gap to Riccati"),
     "opt": ("riccati_optimum", "Riccati optimum"),
     "gap_crn": ("gap_to_riccati_common_noise", "gap vs b* (same noise)"), "gap_crn_se": ("gap_common_noise_se", "its s.e."),
-    "w2": ("w2_target_sinkhorn", "W2 to target"),
+    "w2": ("w2_target", "W2 to target"),
     "violation": ("obstacle_violation_rate", "violation"), "clipped": ("clipped_drift_fraction", "clipped"),
     "w2_floor": ("w2_target_floor", "W2 floor"),
     "wall": ("wall_seconds", "wall s"), "cpu": ("cpu_seconds", "CPU s"), "steps": ("train_steps", "steps"),
@@ -226,7 +231,7 @@ def records(rows: list[dict], benchmark: str, command: str) -> list[dict]:
 
 LQ_COLUMNS = ["riccati_optimum", "mc_cost", "gap_to_riccati", "gap_to_riccati_common_noise", "gap_common_noise_se",
               "simulation_free_cost", "cpu_seconds", "train_steps"]
-DEEPGSB_COLUMNS = ["mc_cost", "mc_cost_se", "simulation_free_cost", "mc_cost_exact_density", "w2_target_sinkhorn",
+DEEPGSB_COLUMNS = ["mc_cost", "mc_cost_se", "simulation_free_cost", "mc_cost_exact_density", "w2_target",
                    "w2_target_floor", "obstacle_violation_rate", "clipped_drift_fraction", "cpu_seconds", "train_steps"]
 
 

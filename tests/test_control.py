@@ -250,6 +250,8 @@ def test_baseline_sinkhorn_and_short_training():
     trained = monte_carlo_cost(problem, drift, n=4000, steps=100, w2=False)
     opt = lq_optimal_cost(2)
     assert info["steps"] == 150 and abs(trained["cost"] / opt - 1) < 0.1, trained["cost"]
+    with pytest.raises(ValueError, match="time_schedule=True needs max_seconds"):
+        train_baseline(problem, steps=5, time_schedule=True)
 
 
 def test_repeated_mean_field_terms_are_named_alike_by_every_estimate():

@@ -107,3 +107,21 @@ def test_bad_laws_are_named():
         BridgeMixture(pc.Gaussian([0.0], 1.0), None, replicas=0)
     with pytest.raises(ValueError, match="coupling must be one of"):
         coupling_plan(torch.ones(2) / 2, torch.ones(2) / 2, torch.zeros(2, 1), torch.ones(2, 1), "greedy")
+
+
+def test_identity_init_flow_starts_as_its_mixture_bridge_and_still_learns():
+    q0 = pc.Gaussian([0.5, -1.0, 0.0], [0.3, 2.0, 1.0])
+    q1 = pc.Gaussian([2.0, 1.0, -1.0], [0.5, 1.0, 0.2])
+    t = torch.rand(40, dtype=torch.float64)
+    x = 2 * torch.randn(40, 3, dtype=torch.float64)
+    for target in (None, q1):
+        model = FlowBridge(q0, target, 2, hidden=16, identity_init=True).double()
+        # F_t = S_t o S_0^{-1} = id: density and velocity are the inner mixture bridge's, at every t
+        assert (model.log_prob(t, x) - model.base.log_prob(t, x)).abs().max() < 1e-12
+        assert (model.velocity(t, x) - model.base.velocity(t, x)).abs().max() < 1e-12
+        # the zeroed last layers still get gradients, so the flow can leave the identity
+        model.log_prob(t, x).sum().backward()
+        last = model.flow.couplings[0].hyper[-1].weight.grad
+        assert last is not None and float(last.abs().max()) > 0
+        random = FlowBridge(q0, target, 2, hidden=16).double()
+        assert (random.log_prob(t, x) - random.base.log_prob(t, x)).abs().max() > 1e-6

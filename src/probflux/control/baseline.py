@@ -89,23 +89,31 @@ def train_baseline(problem: ControlProblem, *, steps: int = 2000, particles: int
                    sinkhorn_weight: float = 10.0, train_obstacles: Optional[Sequence[Obstacle]] = None,
                    seed: int = 0, max_seconds: Optional[float] = None, dtype: torch.dtype = torch.float32,
                    clock: Callable[[], float] = time.perf_counter,
-                   clip: float = 1.0) -> tuple[NeuralPolicy, dict]:
+                   clip: float = 1.0, time_schedule: bool = False) -> tuple[NeuralPolicy, dict]:
     """Train :class:`NeuralPolicy` by back-propagation through rollouts (Adam, cosine decay, gradient clipping).
 
     Returns the policy and ``{"steps", "seconds", "history"}`` (seconds by ``clock``, which also times ``max_seconds``:
     ``time.process_time`` for a CPU-time budget). ``train_obstacles`` defaults to softplus
-    surrogates of the problem's obstacles (the same as :class:`ControlObjective`'s).
+    surrogates of the problem's obstacles (the same as :class:`ControlObjective`'s). ``time_schedule`` (with
+    ``max_seconds``): the warm-up + cosine schedule runs over the time budget (position ``steps * elapsed / max_seconds``,
+    as ``probflux.train.fit(time_schedule=True)``), so a budget-limited run anneals; ``steps`` then only caps the steps.
     """
     from ..train import lr_factor
 
+    if time_schedule and max_seconds is None:
+        raise ValueError("time_schedule=True needs max_seconds (the schedule runs over that time)")
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     policy = NeuralPolicy(problem.dim, problem.horizon, hidden, layers, scale).to(dtype)
     if train_obstacles is None:
         train_obstacles = smooth_obstacles(problem.obstacles)
     opt = torch.optim.Adam(policy.parameters(), lr=lr)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: lr_factor(k, steps, min(100, steps // 10), 0.05))
     history, start, step = [], clock(), 0
+
+    def position(k: int) -> int:
+        return min(int(steps * (clock() - start) / max_seconds), steps) if time_schedule else k
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: lr_factor(position(k), steps, min(100, steps // 10), 0.05))
     while step < steps:
         loss, info = rollout_loss(problem, policy, particles, sde_steps, gen, train_obstacles, sinkhorn_weight, dtype)
         opt.zero_grad(set_to_none=True)

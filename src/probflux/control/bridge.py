@@ -207,6 +207,10 @@ class FlowBridge(TimeDensity):
         transforms: coupling layers of ``S`` (0: ``rho_t`` is the mixture bridge).
         Keyword-only: hidden/layers (both networks), base_hidden/base_layers (the mixture bridge's network if given),
         context_dim, coupling_kind (``"affine"`` or ``"spline"``), bins, bound, max_frequency.
+        identity_init: zero the last layer of every conditioner of ``S`` (zuko's coupling hyper-networks and the
+            element-wise affine), so ``S_t`` is the same map for every ``t`` and ``F_t = id`` at the start:
+            ``rho_t`` starts as the mixture bridge ``m_t`` and the flow only departs from it where the objective
+            pays for it (the last layers still get gradients). Default False: random conditioners.
     """
 
     has_rosenblatt = False
@@ -214,7 +218,7 @@ class FlowBridge(TimeDensity):
     def __init__(self, initial: Any, target: Any = None, transforms: int = 2, *, replicas: int = 1, coupling: str = "ot",
                  loc_scale: float = 1.0, hidden: int = 64, layers: int = 2, base_hidden: Optional[int] = None,
                  base_layers: Optional[int] = None, context_dim: int = 0, coupling_kind: str = "affine", bins: int = 8,
-                 bound: float = 5.0, max_frequency: float = 8.0) -> None:
+                 bound: float = 5.0, max_frequency: float = 8.0, identity_init: bool = False) -> None:
         base = BridgeMixture(initial, target, replicas=replicas, coupling=coupling, loc_scale=loc_scale, fixed_weights=True,
                              hidden=base_hidden or hidden, layers=base_layers or layers, context_dim=context_dim,
                              max_frequency=max_frequency)
@@ -223,6 +227,13 @@ class FlowBridge(TimeDensity):
         self.pins_initial, self.pins_target = base.pins_initial, base.pins_target
         self.flow = _GatedFlow(base.dim, transforms, base.pins_target, hidden=hidden, layers=layers, context_dim=context_dim,
                                coupling=coupling_kind, bins=bins, bound=bound, max_frequency=max_frequency)
+        if identity_init:
+            with torch.no_grad():
+                lasts = [self.flow.affine.net.linears[-1]]
+                lasts += [block.hyper[-1] for block in self.flow.couplings]  # zuko MLP: a Sequential ending in its Linear
+                for lin in lasts:
+                    lin.weight.zero_()
+                    lin.bias.zero_()
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, components={self.base.components}, transforms={self.flow.transforms}, " \

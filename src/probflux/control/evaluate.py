@@ -67,20 +67,23 @@ def model_log_density(problem: ControlProblem, dynamics: Dynamics) -> Callable[[
 def monte_carlo_cost(problem: ControlProblem, drift: Drift, n: int = 2000, steps: int = 200, *, seed: int = 0,
                      log_density: Optional[Callable[[Tensor, Tensor], Tensor]] = None, x0: Optional[Tensor] = None,
                      target_samples: Optional[Tensor] = None, keep: int = 0, w2: bool = True,
-                     max_drift: Optional[float] = None) -> dict:
+                     max_drift: Optional[float] = None, w2_method: str = "exact") -> dict:
     r"""Simulate ``dX = b(s, X) ds + g(s) dW`` on ``[0, T]`` with ``steps`` Euler–Maruyama steps; Monte Carlo cost.
 
     Args:
         drift: physical drift ``(N,), (N, D) -> (N, D)``.
         n: particles from ``problem.initial`` (or ``x0: (n, D)``). log_density: ``log rho_s(x)`` for mean-field terms.
         target_samples: ``(M, D)`` samples of the target for ``W2`` (default: ``n`` fresh ones when there is a target).
+        w2_method: ``"exact"`` (default; POT network simplex, ~1 s at 2000 x 2000) or ``"sinkhorn"``
+            (:func:`probflux.metrics.wasserstein`). Log-domain Sinkhorn with its default ``reg`` needed >10^4
+            iterations (minutes, GBs) when a few simulated particles lay far from the target.
         keep: keep this many particle paths at 11 times for plots.
         max_drift: if given, the applied control is ``b`` rescaled to norm ``<= max_drift`` (non-finite ``b`` → 0),
             a safeguard against a drift that explodes off the data; costs are those of the *applied* control,
             and ``clipped`` reports the fraction of particle-steps affected.
 
     Returns a dict: ``terms`` (name → (mean, std error)), ``cost`` and ``cost_se`` (the path cost
-    ``control + state + mean-field + terminal``), ``w2`` (Sinkhorn ``W2(X_T, target)``, POT, or None),
+    ``control + state + mean-field + terminal``), ``w2`` (``W2(X_T, target)`` by ``w2_method``, or None),
     ``violation`` (fraction of particles inside an obstacle at some step), ``violation_time`` (mean fraction
     inside over the steps), ``clipped``, ``final`` (``X_T``), ``path`` (``(11, keep, D)`` or None) and
     ``per_particle`` (``(n,)`` path costs; the same ``seed`` and ``n`` give the same initial points and Brownian
@@ -145,7 +148,7 @@ def monte_carlo_cost(problem: ControlProblem, drift: Drift, n: int = 2000, steps
         from ..metrics import wasserstein
 
         ref = target_samples if target_samples is not None else P.target.sample(n, gen)
-        dist = wasserstein(x, ref, 2, method="sinkhorn")
+        dist = wasserstein(x, ref, 2, method=w2_method)
     return {
         "terms": {k: mean_and_error(v) for k, v in totals.items()},
         "cost": cost, "cost_se": cost_se, "w2": dist,

@@ -62,11 +62,13 @@ def default_density(problem: ControlProblem, components: int = 8, hidden: int = 
 def solve(problem: ControlProblem, density: Optional[Any] = None, *, objective: Optional[ControlObjective] = None,
           config: Optional[TrainConfig] = None, seed: int = 0, endpoint_samples: int = 20000,
           max_seconds: Optional[float] = None, progress: bool = False, callback: Any = None, clock: Any = None,
-          **train_overrides: Any) -> FitResult:
+          time_schedule: bool = False, **train_overrides: Any) -> FitResult:
     """Fit ``density`` (default :func:`default_density`) to ``problem``; returns :class:`probflux.train.FitResult`
     whose ``model`` is a :class:`probflux.Dynamics` with the problem's model diffusion.
 
     ``train_overrides`` replace fields of ``config`` (default ``TrainConfig(device="cpu")``), e.g. ``steps=500, lr=3e-3``.
+    ``time_schedule`` (with ``max_seconds``): the warm-up + cosine learning-rate schedule runs over the time budget
+    (``probflux.train.fit``), so a budget-limited run anneals instead of stopping at the schedule's start.
     """
     torch.manual_seed(seed)
     if density is None:
@@ -78,4 +80,4 @@ def solve(problem: ControlProblem, density: Optional[Any] = None, *, objective: 
     cfg = replace(cfg, batch_size=min(cfg.batch_size, data.t.shape[0]))
     extra = {} if clock is None else {"clock": clock}  # e.g. time.process_time: a CPU-time budget on a shared machine
     return fit(dynamics, objective, data, config=cfg, seed=seed, progress=progress, max_seconds=max_seconds, callback=callback,
-               **extra)
+               time_schedule=time_schedule, **extra)
