@@ -17,6 +17,14 @@ Rows (``method`` in ``benchmarks/results/events.json``):
   Gaussian kernels at training locations (the other training events are fitted) plus age-weighted isotropic kernels at
   the newest 16 past events; batch 512, lr 1e-2, EMA 0.99 (the settings of ``examples/events_selfexciting.py``);
   no CNF comparison curve is recorded for it;
+* ``probflux-kernelhistory`` — :class:`probflux.stpp.kernel_history.KernelHistory`, the kernel baseline as a density
+  with an exact flux, at the validation optimum of :func:`~probflux.stpp.kernel_history.tune_extended`: the
+  baseline's grid search (the same ``tune_refined``, reused) and, on the same validation events, an age decay of the
+  history weights, a time-weighted background (``h_t``), ``k`` up to 128 and a history weight that depends on the
+  history size and the time since the newest event; the baseline's point is on that grid. Deterministic (one run;
+  ``--kh-refine SECONDS`` adds gradient refinement with early stopping, measured not to help);
+* ``probflux-markovmixture`` — :class:`probflux.stpp.markov_mixture.MarkovMixture`: 40 diagonal Gaussians (k-means
+  start, inside the budget) whose weights are Hawkes intensities excited by the newest 16 events' responsibilities;
 * ``cnf-time-varying`` — ``benchmarks/peers/cnf_stpp.py`` (dopri5, tol 1e-4, exact trace);
 * ``kernel-baseline`` — ``benchmarks/peers/kernel_stpp.py``: a KDE of the training locations plus Gaussian kernels at
   the newest k strictly earlier events of the sequence, ``h_b, h_l, w, k`` by grid search on the validation events
@@ -67,6 +75,8 @@ from probflux.evaluation import subsample
 from probflux.io import write_json
 from probflux.objectives import NegativeLogLikelihood
 from probflux.stpp import HawkesProcess, HistoryEncoder, PoissonProcess, SelfExciting, model_points, spatial_log_likelihood
+from probflux.stpp.kernel_history import KernelHistory, cross_fit_background, refine, tune_extended
+from probflux.stpp.markov_mixture import MarkovMixture, kmeans_components
 from probflux.train import TrainConfig, fit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "peers"))
@@ -199,6 +209,88 @@ def run_selfexciting(data: SimpleNamespace, budget: float, seed: int) -> dict:
             "step_seconds": train_s / max(res.step, 1), "curve": []}
 
 
+KH_FIT_POINTS = 20_000  # training events the history part of probflux-kernelhistory is fitted on (a seeded subsample)
+_TUNED: dict[str, tuple] = {}  # data set -> (kernel-baseline Tuned, its CPU seconds): tuned once per process
+
+
+def load_tuned(path: str) -> None:
+    """Reuse the kernel-baseline grid searches recorded in a ``*_curves.json`` of an earlier run (``--tuned-from``;
+    deterministic, so the same values; their recorded CPU seconds are charged again)."""
+    from probflux.stpp.kernel_history import Tuned
+
+    for name, methods in json.loads(Path(path).read_text()).items():
+        for r in methods.get("kernel-baseline", [])[:1]:
+            _TUNED[name] = (Tuned(**r["tuned"]), float(r["train_seconds"]))
+
+
+def tuned_baseline(data: SimpleNamespace):
+    """The kernel baseline's validation grid search (``tune_refined``), computed once per data set and process."""
+    if data.name not in _TUNED:
+        a = CLOCK()
+        V = model_points(data.val, max(DEFAULT_K))
+        tu = tune_refined(data.train.events().x, V.x, slots_from_context(V.context, V.x.shape[1]))
+        _TUNED[data.name] = (tu, CLOCK() - a)
+    return _TUNED[data.name]
+
+
+KH_KS = DEFAULT_K + (128,)
+
+
+def run_kernelhistory(data: SimpleNamespace, budget: float, seed: int, refine_seconds: float = 0.0) -> dict:
+    """``probflux-kernelhistory``: :class:`probflux.stpp.kernel_history.KernelHistory` at the validation optimum of
+    :func:`~probflux.stpp.kernel_history.tune_extended` around the tuned kernel baseline (age decay of the history
+    weights, time-weighted background, ``k`` up to 128); deterministic. With ``refine_seconds > 0`` the history
+    part is then trained by :func:`~probflux.stpp.kernel_history.refine` (early stopping on validation) for that
+    long. CPU seconds include the baseline's grid search (``tune_seconds``, shared with the ``kernel-baseline`` row)."""
+    tu, tune_s = tuned_baseline(data)
+    a = CLOCK()
+    torch.manual_seed(seed)
+    E = data.train.events()
+    span = data.train.window[1] - data.train.window[0]
+    times = (E.t - data.train.window[0]) / span
+    V = model_points(data.val, max(KH_KS))
+    ext = tune_extended(E.x, times, V.t, V.x, V.context, tu, ks=KH_KS)
+    model = KernelHistory.from_tuned(E.x, ext, times=times).double()
+    k = model.events
+    V, T = model_points(data.val, k), model_points(data.test, k)
+    ref = None
+    if refine_seconds > 0:
+        P = model_points(data.train, k)
+        groups = torch.repeat_interleave(torch.arange(len(data.train)), torch.tensor(data.train.lengths))
+        pts = subsample(torch.arange(P.t.shape[0]), KH_FIT_POINTS, seed=seed)
+        log_b = cross_fit_background(E.x, groups, model.h_b, block=max(1, len(data.train) // 20), points=pts)
+        fitP = (P.t[pts], P.x[pts], P.context[pts], log_b)
+        Vb = (V.t, V.x, V.context, model.log_background(V.t.double(), V.x.double()))
+        ref = refine(model, fitP, Vb, seconds=refine_seconds, seed=seed, clock=CLOCK)
+    train_s = CLOCK() - a
+    nll = -spatial_log_likelihood(model, T)
+    print(f"    kernelhistory: baseline {tu}\n      extended {ext}"
+          + (f"\n      refined: validation ll {ref.start_val_ll:.4f} -> {ref.val_ll:.4f} (kept step {ref.best_step} of {ref.steps})"
+             if ref else "") + f"\n      tuning {tune_s:.1f} s + {train_s:.1f} s", flush=True)
+    return {"nll": nll, "steps": ref.steps if ref else 0, "best_step": ref.best_step if ref else 0,
+            "train_seconds": train_s + tune_s, "tune_seconds": tune_s, "tuned": vars(ext),
+            "step_seconds": ref.seconds / max(ref.steps, 1) if ref else float("nan"), "curve": []}
+
+
+MM_COMPONENTS, MM_EVENTS = 40, 16
+
+
+def run_markov(data: SimpleNamespace, budget: float, seed: int) -> dict:
+    """``probflux-markovmixture``: :class:`probflux.stpp.markov_mixture.MarkovMixture` with ``MM_COMPONENTS``
+    diagonal Gaussians started at k-means of the training locations (inside the budget) and Hawkes-excited weights over
+    the newest ``MM_EVENTS`` events; the settings of ``probflux-selfexciting`` (batch 512, lr 1e-2, EMA 0.99)."""
+    P, V, T = (model_points(s, MM_EVENTS) for s in (data.train, data.val, data.test))
+    a = CLOCK()
+    torch.manual_seed(seed)
+    model = MarkovMixture(*kmeans_components(P.x, MM_COMPONENTS, seed=seed), events=MM_EVENTS)
+    init_s = CLOCK() - a
+    f = lambda p, n: TemporalPoints._unchecked(p.t.float(), p.x.float(), p.context.float(), n)  # noqa: E731
+    model, res, train_s = fit_best(model, f(P, "fit"), f(V, "val"), budget - init_s, seed, selfexciting_config())
+    nll = -spatial_log_likelihood(model, T)
+    return {"nll": nll, "steps": res.step, "best_step": res.best_step, "train_seconds": train_s + init_s,
+            "step_seconds": train_s / max(res.step, 1), "curve": []}
+
+
 def run_cnf(data: SimpleNamespace, budget: float, seed: int) -> dict:
     E, T = data.train.events(), data.test.events()
     sub = subsample(torch.arange(T.t.shape[0]), CURVE_EVENTS, seed=0)
@@ -230,14 +322,13 @@ def run_cnf(data: SimpleNamespace, budget: float, seed: int) -> dict:
 
 def run_kernel(data: SimpleNamespace) -> dict:
     """The tuned kernel baseline (validation only), scored once on the test events; CPU seconds include the tuning."""
+    tu, tune_s = tuned_baseline(data)
     a = CLOCK()
-    K = max(DEFAULT_K)
-    V, T = model_points(data.val, K), model_points(data.test, K)
-    bg = data.train.events().x
-    tu = tune_refined(bg, V.x, slots_from_context(V.context, V.x.shape[1]))
-    model = KernelSTPP(bg, tu.h_b, tu.h_l, tu.w, tu.k)
+    T = model_points(data.test, max(DEFAULT_K))
+    model = KernelSTPP(data.train.events().x, tu.h_b, tu.h_l, tu.w, tu.k)
     nll = -spatial_log_likelihood(model, T)
-    return {"nll": nll, "tuned": vars(tu), "train_seconds": CLOCK() - a, "steps": 0, "step_seconds": float("nan"), "curve": []}
+    return {"nll": nll, "tuned": vars(tu), "train_seconds": tune_s + CLOCK() - a, "steps": 0, "step_seconds": float("nan"),
+            "curve": []}
 
 
 def time_to_reach(curve: list, target: float) -> Optional[float]:
@@ -260,6 +351,8 @@ def main(argv: Optional[list[str]] = None) -> None:
     p.add_argument("--cnf-budget", type=float, default=None, help="training seconds of the CNF (default: --budget)")
     p.add_argument("--threads", type=int, default=1, help="torch threads; budgets are CPU seconds, so keep 1")
     p.add_argument("--no-temporal", action="store_true", help="skip the Poisson/Hawkes temporal rows")
+    p.add_argument("--kh-refine", type=float, default=0.0, metavar="SECONDS",
+                   help="probflux-kernelhistory: CPU seconds of gradient refinement after the validation grid (default 0: none)")
     p.add_argument("--out", default="benchmarks/results/events.json")
     p.add_argument("--table", action="store_true", help="only print the tables of the records already in --out")
     p.add_argument("--add", nargs="+", default=None, metavar="JSON",
@@ -268,7 +361,11 @@ def main(argv: Optional[list[str]] = None) -> None:
     p.add_argument("--merge", nargs="+", default=None, metavar="JSON",
                    help="merge result files of runs on disjoint parts (later files win per data set and method), "
                         "recompute the CNF comparisons from their *_curves.json, write --out and print the tables")
+    p.add_argument("--tuned-from", nargs="+", default=None, metavar="CURVES_JSON",
+                   help="reuse the kernel-baseline grid searches of an earlier run's *_curves.json (deterministic)")
     args = p.parse_args(argv)
+    for f in args.tuned_from or []:
+        load_tuned(f)
     if args.merge:
         merge(args.merge, Path(args.out))
         print_table(json.loads(Path(args.out).read_text()))
@@ -315,6 +412,12 @@ def main(argv: Optional[list[str]] = None) -> None:
                     print(f"  kernel-baseline tuned on validation: {r['tuned']}", flush=True)
                 elif method == "probflux-selfexciting":
                     r = run_selfexciting(data, args.budget, seed)
+                elif method == "probflux-markovmixture":
+                    r = run_markov(data, args.budget, seed)
+                elif method == "probflux-kernelhistory":
+                    if seed > 0 and not args.kh_refine:
+                        break  # deterministic without the gradient refinement: one run
+                    r = run_kernelhistory(data, args.budget, seed, args.kh_refine)
                 elif method == "cnf-time-varying":
                     r = run_cnf(data, args.cnf_budget or args.budget, seed)
                 else:
@@ -324,7 +427,7 @@ def main(argv: Optional[list[str]] = None) -> None:
                       f"{1e3 * r['step_seconds']:.1f} ms/step)", flush=True)
             rs = results[method]
             record(name, method, "test_spatial_nll_per_event", [r["nll"] for r in rs], float(np.mean([r["train_seconds"] for r in rs])))
-            if method != "kernel-baseline":
+            if method not in ("kernel-baseline", "probflux-kernelhistory") or args.kh_refine:
                 record(name, method, "step_seconds", [r["step_seconds"] for r in rs], float(np.mean([r["train_seconds"] for r in rs])))
         if "cnf-time-varying" in results:
             cnf = results["cnf-time-varying"]

@@ -136,3 +136,21 @@ def test_cross_fit_leaves_the_own_fold_out_and_refine_never_keeps_worse() -> Non
     assert res.val_ll >= res.start_val_ll and res.steps == 60
     with torch.no_grad():
         assert abs(float(rho.log_prob(V.t, V.x, V.context).mean()) - res.val_ll) < 1e-10
+
+
+def test_adaptive_background_closed_form_and_exact_flux() -> None:
+    import probflux as pf
+    from probflux.stpp.kernel_history import ComponentMixture, abramson_log_bandwidths
+
+    c, lw = torch.tensor([[0.0, 0.0], [0.1, 0.0], [2.0, 0.0]], dtype=F64), torch.log(torch.full((3,), 1 / 3, dtype=F64))
+    f = [math.exp(float(log_kde(c[i:i + 1], c, lw, 0.5))) for i in range(3)]
+    g = math.exp(sum(math.log(v) for v in f) / 3)
+    want = torch.tensor([math.log(0.5 * (v / g) ** -0.5) for v in f], dtype=F64)  # Abramson: h_m = h (f_m / g)^(-1/2)
+    assert torch.allclose(abramson_log_bandwidths(c, lw, 0.5, 0.5), want, atol=1e-12, rtol=0)
+    rho = _f64(lambda: KernelHistory(torch.randn(60, 2, dtype=F64), 0.4, 0.2, 0.3, 4, alpha=0.5, decay=1.0, size_slope=0.3,
+                                     gap_slope=-0.2))
+    P = model_points(_seqs(), 4)
+    with torch.no_grad():
+        assert torch.allclose(rho.log_prob(P.t, P.x, P.context), ComponentMixture._log_prob(rho, P.t, P.x, P.context),
+                              atol=1e-12, rtol=0)
+    assert float(pf.continuity_residual(rho, P.t, P.x, P.context).relative.max()) < 1e-9

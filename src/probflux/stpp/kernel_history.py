@@ -6,7 +6,8 @@ with ``B`` the kernel density estimate of the training locations (bandwidth ``h_
 weighted by its count), ``x_1, ..., x_k`` the newest ``k`` strictly earlier events of the sequence (read from the
 rows of :func:`probflux.stpp.history_context`), ``pi = softmax_j(a_j + f_0(age_j))`` over the present slots,
 ``s_j = s_min exp(softplus(r + f_1(age_j)))``, and ``W = sigmoid(beta + g(time since the newest event, history size))``
-(``W = 0`` without history). ``f`` and ``g`` are MLPs whose last layers start at zero and ``a_j = 0``, so at
+(``W = 0`` without history; optionally plus ``size_slope log(1 + min(|H|, k)) + gap_slope log(eps + gap)``).
+``f`` and ``g`` are MLPs whose last layers start at zero and ``a_j = 0``, so at
 construction the density *is* the kernel baseline with parameters ``(h_b, h_l, w, k)``:
 ``(1 - w) B(x) + (w / k') sum_{j <= k'} N(x; x_j, h_l^2 I)`` with ``k' = min(k, |H|)``. :func:`tune` /
 :func:`tune_refined` find those parameters by grid search on validation events only; :func:`refine` then trains the
@@ -42,6 +43,7 @@ from ..densities.factorized import Params
 from ..nn import MLP
 
 __all__ = ["KernelHistory", "Tuned", "TunedHistory", "tune", "tune_refined", "tune_extended", "log_kde_t", "log_local_decay",
+           "log_kde_var", "abramson_log_bandwidths",
            "slot_ages", "bandwidth_grid", "log_kde", "log_local", "mix", "dedupe",
            "slots_from_context", "cross_fit_background", "refine", "DEFAULT_K", "DEFAULT_W"]
 
@@ -105,6 +107,33 @@ def log_kde_t(t: Tensor, x: Tensor, times: Tensor, centres: Tensor, log_weights:
             den = torch.logaddexp(den, torch.logsumexp(lt, 1))
         out.append(num - den)
     return torch.cat(out) - d * math.log(h) - 0.5 * d * _LOG2PI
+
+
+def log_kde_var(x: Tensor, centres: Tensor, log_weights: Tensor, log_h: Tensor) -> Tensor:
+    """``(Q,)`` ``log sum_m exp(lw_m) N(x; b_m, h_m^2 I)`` with one bandwidth per kernel, ``log_h: (M,)``. Chunked;
+    float64; no graph through the distances."""
+    x, centres, log_weights, log_h = x.double(), centres.double(), log_weights.double(), log_h.double()
+    q, m, d = x.shape[0], centres.shape[0], x.shape[1]
+    rows = max(1, min(q, BLOCK // max(m, 1)))
+    cols = m if rows > 1 or m <= BLOCK else BLOCK
+    out = []
+    for i in range(0, q, rows):
+        xi = x[i:i + rows]
+        acc = torch.full((xi.shape[0],), -math.inf, dtype=torch.float64)
+        for j in range(0, m, cols):
+            lh = log_h[j:j + cols][None, :]
+            d2 = torch.cdist(xi, centres[j:j + cols]).square()
+            acc = torch.logaddexp(acc, torch.logsumexp(log_weights[j:j + cols][None, :] - 0.5 * d2 * torch.exp(-2 * lh) - d * lh, 1))
+        out.append(acc)
+    return torch.cat(out) - 0.5 * d * _LOG2PI
+
+
+def abramson_log_bandwidths(centres: Tensor, log_weights: Tensor, h: float, alpha: float) -> Tensor:
+    """``(M,)`` log bandwidths of an adaptive KDE (Abramson's law for ``alpha = 1/2``):
+    ``log h_m = log h - alpha (log f(b_m) - sum_i pi_i log f(b_i))`` with ``f`` the fixed-bandwidth pilot KDE
+    (bandwidth ``h``) at the centres, ``pi = exp(log_weights)``: narrower kernels where the data are dense."""
+    pilot = log_kde(centres, centres, log_weights, h)
+    return math.log(h) - alpha * (pilot - (log_weights.double().exp() * pilot).sum())
 
 
 def log_local(x: Tensor, xs: Tensor, valid: Tensor, h: float, k: int) -> Tensor:
@@ -219,6 +248,9 @@ class TunedHistory(Tuned):
     the time bandwidth of the background's weights (model time; None: a static KDE, the baseline)."""
     decay: float = 0.0
     h_t: Optional[float] = None
+    size_slope: float = 0.0
+    gap_slope: float = 0.0
+    alpha: float = 0.0
 
 
 DEFAULT_DECAYS = (0.0, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0)
@@ -228,13 +260,20 @@ DEFAULT_HT = (0.02, 0.05, 0.1, 0.2, 0.5)
 def tune_extended(background: Tensor, times: Tensor, val_t: Tensor, val_x: Tensor, val_context: Tensor, base: Tuned, *,
                   ks: Sequence[int] = DEFAULT_K, decays: Sequence[float] = DEFAULT_DECAYS,
                   h_ts: Sequence[float] = DEFAULT_HT, ws: Sequence[float] = DEFAULT_W, max_pairs: float = 5e8,
-                  keep: int = 10) -> TunedHistory:
+                  keep: int = 10, slopes: bool = True, size_slopes: Sequence[float] = (0.0, 0.25, 0.5, 1.0),
+                  gap_slopes: Sequence[float] = (0.0, -0.1, -0.2, -0.4), age_eps: float = 1e-4,
+                  alphas: Sequence[float] = (0.25, 0.5), scales: Sequence[float] = (0.7, 1.0, 1.4)) -> TunedHistory:
     """Grid search on validation events of the family :class:`KernelHistory` spans without training, around the
     kernel baseline's ``base`` (:func:`tune_refined`): ``k`` in ``ks``, the history weights' age decay in ``decays``,
     ``h_l`` within a factor 1.33 of ``base.h_l``, ``w`` in ``ws`` plus steps of 0.025 around ``base.w``, then the
     background's time bandwidth ``h_t`` in ``h_ts`` (a :func:`log_kde_t` pass per value, skipped when validation
-    events x training events exceed ``max_pairs``) with the ``keep`` best history settings. ``h_b`` stays
-    ``base.h_b``. ``background: (N, D)``, ``times: (N,)`` the training events (model time); ``val_context``:
+    events x training events exceed ``max_pairs``) with the ``keep`` best history settings, then (``slopes``) the
+    history weight's dependence on the history size and on the time since the newest event (``size_slopes`` x
+    ``gap_slopes``, :class:`KernelHistory`'s ``size_slope, gap_slope``) with those settings. First of all, the
+    background: the fixed ``base.h_b`` or an adaptive KDE (:func:`abramson_log_bandwidths`, ``alpha`` in ``alphas``,
+    global bandwidth ``base.h_b`` times ``scales``), chosen with the baseline's history setting (skipped when the
+    passes would exceed ``4 max_pairs`` pairs; the time-weighted background is only tried with a fixed bandwidth).
+    ``background: (N, D)``, ``times: (N,)`` the training events (model time); ``val_context``:
     :func:`probflux.stpp.history_context` rows with at least ``max(ks)`` slots. The baseline's own point
     ``(h_b, h_l, w, k, decay 0, no h_t)`` is on the grid, so the result is never worse on validation."""
     D = val_x.shape[1]
@@ -244,12 +283,14 @@ def tune_extended(background: Tensor, times: Tensor, val_t: Tensor, val_x: Tenso
         raise ValueError(f"validation context holds {xs.shape[1]} slots; ks needs {max(ks)}")
     ages = slot_ages(val_t.double(), val_context, D)
     centres, counts = dedupe(background)
-    b0 = log_kde(val_x, centres, torch.log(counts / counts.sum()), base.h_b)
+    lw0 = torch.log(counts / counts.sum())
+    b0 = log_kde(val_x, centres, lw0, base.h_b)
     step = 1000 ** (1 / 48)  # tune_refined's fine step
     hls = [base.h_l * step ** i for i in (-2, -1, 0, 1, 2)]
     w_all = sorted({v for v in ws if v > 0} | {min(0.99, max(0.01, round(base.w + 0.025 * i, 4))) for i in range(-4, 5)})
     locs = {(k, dc, hl): log_local_decay(val_x, xs, valid, ages, hl, k, dc) for k in ks for dc in decays for hl in hls}
     n = 0
+    h_b, alpha = base.h_b, 0.0
 
     def best_w(lb: Tensor, ll: Tensor) -> tuple[float, float]:
         nonlocal n
@@ -261,10 +302,23 @@ def tune_extended(background: Tensor, times: Tensor, val_t: Tensor, val_x: Tenso
                 out = (w, v)
         return out
 
+    M = centres.shape[0]
+    if alphas and val_x.shape[0] * M * len(alphas) * len(scales) <= max_pairs * 4 and M * M <= max_pairs * 4:
+        ref_local = locs[(base.k, 0.0, hls[2])] if base.k in ks else None
+        pick = lambda lb: best_w(lb, ref_local)[1] if ref_local is not None else float(lb.mean())  # noqa: E731
+        top = pick(b0)
+        pilot = log_kde(centres, centres, lw0, base.h_b)
+        for a in alphas:
+            for sc in scales:
+                lh = math.log(sc * base.h_b) - a * (pilot - (lw0.exp() * pilot).sum())
+                lb = log_kde_var(val_x, centres, lw0, lh)
+                v = pick(lb)
+                if v > top:
+                    top, b0, h_b, alpha = v, lb, sc * base.h_b, a
     scored = sorted(((best_w(b0, ll), key) for key, ll in locs.items()), key=lambda r: -r[0][1])
     (w, v), (k, dc, hl) = scored[0]
-    best = TunedHistory(base.h_b, hl, w, k, v, 0, dc, None)
-    if val_x.shape[0] * background.shape[0] <= max_pairs:
+    best, bt_best = TunedHistory(h_b, hl, w, k, v, 0, dc, None, alpha=alpha), None
+    if alpha == 0.0 and val_x.shape[0] * background.shape[0] <= max_pairs:
         tc, tcounts = dedupe(torch.cat([times.double()[:, None], background.double()], 1))
         lw_t = torch.log(tcounts / tcounts.sum())
         for h_t in h_ts:
@@ -272,7 +326,24 @@ def tune_extended(background: Tensor, times: Tensor, val_t: Tensor, val_x: Tenso
             for _, key in scored[:keep]:
                 w, v = best_w(bt, locs[key])
                 if v > best.val_ll:
-                    best = TunedHistory(base.h_b, key[2], w, key[0], v, 0, key[1], h_t)
+                    best, bt_best = TunedHistory(base.h_b, key[2], w, key[0], v, 0, key[1], h_t), bt
+    if slopes:
+        size = val_context[:, 1].double()
+        lgap = torch.log(age_eps + (val_t.double() - val_context[:, 0].double()).clamp_min(0.0))
+        bgs = {None: b0} if best.h_t is None else {None: b0, best.h_t: bt_best}
+        for h_t, lb in bgs.items():
+            for _, key in scored[:keep]:
+                ll = locs[key]
+                has = valid[:, :key[0]].any(1)
+                for ss, gs in itertools.product(size_slopes, gap_slopes):
+                    base_gl = ss * size + gs * lgap
+                    for w in w_all:
+                        n += 1
+                        gl = math.log(w / (1 - w)) + base_gl
+                        v = torch.where(has, torch.logaddexp(F.logsigmoid(-gl) + lb, F.logsigmoid(gl) + ll), lb)
+                        v = float(v.mean())
+                        if v > best.val_ll:
+                            best = TunedHistory(h_b, key[2], w, key[0], v, 0, key[1], h_t, ss, gs, alpha)
     best.grid_points = n
     return best
 
@@ -294,13 +365,17 @@ class KernelHistory(ComponentMixture):
     Args:
         background: ``(N, D)`` training locations (repeats become kernel weights). h_b, h_l, w, k: the baseline's
             parameters (``0 < w < 1``). Keyword-only: hidden, layers: the MLPs ``f`` (per slot, of
-            ``log(eps + age), age, rank``) and ``g`` (of ``log(eps + gap), size``). min_scale: floor of the
+            ``log(eps + age), age, rank``) and ``g`` (of ``log(eps + gap), size``). decay: the history weights' age
+            decay (``a_j -> a_j - decay age_j``). times, h_t: the background events' model times and the time
+            bandwidth of its weights (None: a static KDE). size_slope, gap_slope:
+            ``beta -> beta + size_slope log(1 + min(n, k)) + gap_slope log(eps + gap)``. min_scale: floor of the
             history bandwidths (default ``h_l / 20``). age_eps: ``eps`` in model time units. flux, chunk_elements:
             see :class:`ComponentMixture`.
     """
 
     def __init__(self, background: Tensor, h_b: float, h_l: float, w: float, k: int, *, decay: float = 0.0,
-                 times: Optional[Tensor] = None, h_t: Optional[float] = None, hidden: int = 32, layers: int = 2,
+                 times: Optional[Tensor] = None, h_t: Optional[float] = None, alpha: float = 0.0, size_slope: float = 0.0,
+                 gap_slope: float = 0.0, hidden: int = 32, layers: int = 2,
                  min_scale: Optional[float] = None, age_eps: float = 1e-4, flux: str = "mixture",
                  chunk_elements: int = 2**21) -> None:
         background = torch.as_tensor(background)
@@ -319,6 +394,10 @@ class KernelHistory(ComponentMixture):
             raise ValueError(f"age_eps must be positive; got {age_eps}")
         if not decay >= 0:
             raise ValueError(f"decay must be a rate >= 0; got {decay}")
+        if not alpha >= 0:
+            raise ValueError(f"alpha must be >= 0; got {alpha}")
+        if alpha > 0 and h_t is not None:
+            raise ValueError("alpha (adaptive bandwidths) and h_t (time-weighted background) cannot be combined")
         if h_t is not None:
             if not h_t > 0:
                 raise ValueError(f"h_t must be positive (or None: no time weighting); got {h_t}")
@@ -338,12 +417,17 @@ class KernelHistory(ComponentMixture):
         self.register_buffer("decay", torch.tensor(float(decay), dtype=dt))
         self.register_buffer("centres", centres.to(dt))
         self.register_buffer("bg_log_weights", torch.log(counts / counts.sum()).to(dt))
-        self.register_buffer("bg_log_scale", torch.tensor(math.log(h_b), dtype=dt))
+        lw = torch.log(counts / counts.sum())
+        log_h = abramson_log_bandwidths(centres, lw, h_b, alpha) if alpha > 0 else torch.full_like(lw, math.log(h_b))
+        self.register_buffer("bg_log_scale", log_h.to(dt))  # (M,) per-kernel log bandwidths
+        self._h_b, self.alpha = float(h_b), float(alpha)
         self.events, self.min_scale, self.age_eps = k, float(min_scale), float(age_eps)
         self.components = centres.shape[0] + k
         self.slot_logits = torch.nn.Parameter(torch.zeros(k))
         self.raw_scale = torch.nn.Parameter(torch.tensor(math.log(math.expm1(math.log(h_l / min_scale)))))
         self.bias = torch.nn.Parameter(torch.tensor(math.log(w / (1 - w))))
+        self.size_slope = torch.nn.Parameter(torch.tensor(float(size_slope)))
+        self.gap_slope = torch.nn.Parameter(torch.tensor(float(gap_slope)))
         self.kernel_net = MLP(3, 2, hidden, layers, last_init_scale=0.0)
         self.group_net = MLP(2, 1, hidden, layers, last_init_scale=0.0)
 
@@ -351,12 +435,14 @@ class KernelHistory(ComponentMixture):
     def from_tuned(cls, background: Tensor, tuned: Tuned, times: Optional[Tensor] = None, **kw) -> KernelHistory:
         """The model at a :func:`tune` / :func:`tune_refined` / :func:`tune_extended` result (``w`` clipped into
         ``[0.01, 0.99]``); ``times: (N,)`` the background events' model times (needed when the result has ``h_t``)."""
-        extra = {"decay": tuned.decay, "h_t": tuned.h_t, "times": times} if isinstance(tuned, TunedHistory) else {}
+        extra = ({"decay": tuned.decay, "h_t": tuned.h_t, "times": times, "size_slope": tuned.size_slope,
+                  "gap_slope": tuned.gap_slope, "alpha": tuned.alpha} if isinstance(tuned, TunedHistory) else {})
         return cls(background, tuned.h_b, tuned.h_l, min(0.99, max(0.01, tuned.w)), tuned.k, **extra, **kw)
 
     @property
     def h_b(self) -> float:
-        return float(self.bg_log_scale.exp())
+        """The background's global bandwidth (per-kernel bandwidths scatter around it when ``alpha > 0``)."""
+        return self._h_b
 
     # ------------------------------------------------------------------ history part
     def _feat(self, a: Tensor) -> tuple[Tensor, Tensor]:
@@ -395,7 +481,9 @@ class KernelHistory(ComponentMixture):
             dg = dg[:, 0]
         else:
             g, dg = self.group_net(ginp), None
-        gl = self.bias + g[:, 0]
+        gl = self.bias + self.size_slope * size + self.gap_slope * lg + g[:, 0]
+        if tangent:
+            dg = dg + self.gap_slope * dlg
         has = present.any(-1)
         absent = torch.full_like(gl, _ABSENT)
         log_w = torch.where(has, F.logsigmoid(gl), absent)
@@ -426,7 +514,7 @@ class KernelHistory(ComponentMixture):
         bg_lw, dbg_lw = self._bg_logw(t, tangent)
         logits = torch.cat([log_1mw[:, None] + bg_lw, log_w[:, None] + lz], -1)
         loc = torch.cat([self.centres.expand(N, M, D), xs], 1)
-        log_scale = torch.cat([self.bg_log_scale.expand(N, M, D), log_s[..., None].expand(N, self.events, D)], 1)
+        log_scale = torch.cat([self.bg_log_scale[:, None].expand(N, M, D), log_s[..., None].expand(N, self.events, D)], 1)
         if not tangent:
             return (logits, loc, log_scale), None
         dlz, dlog_s, dlog_w, dlog_1mw = d
@@ -441,17 +529,19 @@ class KernelHistory(ComponentMixture):
         ``t`` requires a gradient, else by the chunked :func:`log_kde` / :func:`log_kde_t` (float64, returned in
         ``x``'s dtype)."""
         if not (x.requires_grad or t.requires_grad):
+            if self.alpha > 0:
+                return log_kde_var(x, self.centres, self.bg_log_weights, self.bg_log_scale).to(x.dtype)
             if self.bg_times is None:
                 return log_kde(x, self.centres, self.bg_log_weights, self.h_b).to(x.dtype)
             return log_kde_t(t, x, self.bg_times, self.centres, self.bg_log_weights, self.h_b, self.h_t).to(x.dtype)
-        h, D = self.bg_log_scale.exp(), self.dim
+        lh, D = self.bg_log_scale, self.dim
         rows = max(1, BLOCK // max(self.centres.shape[0] * D, 1))
         parts = []
         for i in range(0, x.shape[0], rows):
             lw, _ = self._bg_logw(t[i:i + rows], False)
             d2 = (x[i:i + rows, None, :] - self.centres).pow(2).sum(-1)
-            parts.append(torch.logsumexp(lw - 0.5 * d2 / h**2, -1))
-        return torch.cat(parts) - D * self.bg_log_scale - 0.5 * D * _LOG2PI
+            parts.append(torch.logsumexp(lw - 0.5 * d2 * torch.exp(-2 * lh) - D * lh, -1))
+        return torch.cat(parts) - 0.5 * D * _LOG2PI
 
     def _parts(self, t: Tensor, x: Tensor, ctx: Tensor) -> tuple[Tensor, Tensor]:
         """``log W, log(1 - W)`` and ``log L(x) = log sum_j pi_j N(x; x_j, s_j^2 I)``, each ``(N,)``."""
