@@ -114,3 +114,18 @@ def test_bad_input() -> None:
             CountETASTemporal(**kw)
     with pytest.raises(ValueError, match="x must have shape"):
         CountETASTemporal().fit(torch.arange(5.0), 0.0, 4.0, x=torch.zeros(4, 2))
+
+
+def test_weights_are_monotone_and_an_unseen_bin_takes_the_highest_seen_weight() -> None:
+    """Fit where no event has more than 3 followers: bins 2+ (4 or more followers) get bin 1's weight, never a free one."""
+    rng = np.random.default_rng(1)
+    t = np.sort(rng.uniform(0, 1000.0, 2000))
+    t = np.sort(np.concatenate([t, t[::5] + rng.uniform(1e-4, 0.01, t[::5].size)]))
+    x = rng.normal(size=(t.size, 2)) * 50
+    m = CountETASTemporal(scales=(0.01, 1.0, 100.0), delays=(0.02,), radius=5.0, bins=4)
+    cnt = _following_counts(t, x, 0.02, 5.0)
+    assert cnt.max() <= 2  # bins 0 and 1 only (floor(log2(1 + n)) <= 1)
+    m.fit(torch.from_numpy(t), 0.0, 1000.0, x=torch.from_numpy(x))
+    w = m.weights[1]
+    assert m.fit_info["converged"] and (np.diff(w, axis=0) >= -1e-12).all()
+    assert np.array_equal(w[2], w[1]) and np.array_equal(w[3], w[1])

@@ -315,10 +315,12 @@ class CountETASTemporal:
     ``d_1 < d_2 < ...`` that the age ``a`` has passed (stage 0: ``a < d_1``), and ``f_j^s`` the bin
     ``min(floor(log2(1 + n_j^s)), bins - 1)`` of ``n_j^s`` = the number of events within ``radius`` of ``x_j`` in
     ``(t_j, t_j + d_s]`` (stage 0 has one bin). ``n_j^s`` is used only at times ``t > t_j + d_s``, when every event
-    it counts is strictly earlier: the intensity is causal. Every ``w >= 0``.
+    it counts is strictly earlier: the intensity is causal. Every ``w >= 0``, and ``w`` is non-decreasing in the bin
+    (more followers, more offspring): a bin that no fitted event reached takes the weight of the highest bin below it.
 
-    The intensity is linear in ``(mu, w)``, so the log-likelihood stays concave (log of a linear function minus a
-    linear compensator) and L-BFGS-B with bounds ``>= 0`` finds its global maximum. Compensator in closed form: event
+    The intensity is linear in ``(mu, w)`` and ``w`` is linear in non-negative increments, so the log-likelihood stays
+    concave (log of a linear function minus a linear compensator) and L-BFGS-B with bounds ``>= 0`` finds its global
+    maximum. Compensator in closed form: event
     ``j`` contributes ``w_m(s, f_j^s) [exp(-beta_m (lo - t_j)) - exp(-beta_m (hi - t_j))]`` over each stage's time
     interval ``[lo, hi) = [t_j + d_s, t_j + d_{s+1}) ∩ [a, b]``. With ``delays=()`` it is :class:`ETASTemporal`.
 
@@ -391,6 +393,17 @@ class CountETASTemporal:
             out.append(C.reshape(-1))
         return np.concatenate(out)
 
+    def _cumulative(self, X: np.ndarray) -> np.ndarray:
+        """``(Q, P)`` design columns per bin -> per increment: within each stage, column ``(f', m)`` is the sum of the
+        columns ``(f, m)`` with ``f >= f'``."""
+        out, i = [], 0
+        for w in self.weights:
+            F, M = w.shape
+            block = X[:, i:i + F * M].reshape(X.shape[0], F, M)
+            out.append(np.flip(np.cumsum(np.flip(block, 1), 1), 1).reshape(X.shape[0], F * M))
+            i += F * M
+        return np.concatenate(out, 1)
+
     def _flat(self) -> np.ndarray:
         return np.concatenate([w.reshape(-1) for w in self.weights])
 
@@ -425,12 +438,16 @@ class CountETASTemporal:
         n = q.shape[0]
         if n < 2 or b <= a:
             raise ValueError(f"fit needs at least two events in [{a}, {b}] with a < b")
-        X = self._design(tt, xx, tt[q], np.searchsorted(tt, tt[q], side="left"))
-        C = self._compensator(tt, xx, a, b)
-        T, P = b - a, X.shape[1]
-        # optimise v = w * scale, scale_p = C_p / n (the expected events per scored event per unit weight): the columns
+        # monotone in the count: w(s, f) = sum_{f' <= f} u(s, f') with u >= 0, so the design column of u(s, f') sums
+        # the columns of the bins f >= f'. A bin no fitted event reached (e.g. more followers than any training event
+        # had) then takes the weight of the highest bin below it: its increment has no data and is held at 0.
+        X = self._cumulative(self._design(tt, xx, tt[q], np.searchsorted(tt, tt[q], side="left")))
+        C = self._cumulative(self._compensator(tt, xx, a, b)[None, :])[0]
+        T = b - a
+        free = C > 0
+        # optimise v = u * scale, scale_p = C_p / n (the expected events per scored event per unit weight): the columns
         # of X differ by orders of magnitude (beta from 1e-4 to 1e3), and L-BFGS-B stalls without this diagonal scaling
-        scale = np.maximum(C, 1e-12 * max(float(C.max()), 1e-300)) / n
+        scale = np.where(free, C, 1.0) / n
         X, C = X / scale[None, :], C / scale
 
         def f(p: np.ndarray) -> tuple[float, np.ndarray]:
@@ -440,13 +457,15 @@ class CountETASTemporal:
             g = np.concatenate([[np.sum(1.0 / lam) - T], X.T @ (1.0 / lam) - C])
             return -ll / n, -g / n
 
-        p0 = np.concatenate([[0.5 * n / T], np.full(P, 0.5 / P)])  # half the events from the background, half excited
-        res = minimize(f, p0, jac=True, method="L-BFGS-B", bounds=[(1e-12 * n / T, None)] + [(0.0, None)] * P,
+        # half the events from the background, half excited; increments without data start and stay at 0
+        p0 = np.concatenate([[0.5 * n / T], np.where(free, 0.5 / max(int(free.sum()), 1), 0.0)])
+        bounds = [(1e-12 * n / T, None)] + [(0.0, None) if ok else (0.0, 0.0) for ok in free]
+        res = minimize(f, p0, jac=True, method="L-BFGS-B", bounds=bounds,
                        options={"maxiter": max_iter, "ftol": 1e-13, "gtol": 1e-9})
         self.mu = float(res.x[0])
         sizes = [w.size for w in self.weights]
         parts = np.split(np.asarray(res.x[1:], dtype=np.float64) / scale, np.cumsum(sizes)[:-1])
-        self.weights = [p.reshape(w.shape) for p, w in zip(parts, self.weights)]
+        self.weights = [np.cumsum(p.reshape(w.shape), 0) for p, w in zip(parts, self.weights)]
         self.fit_info = {"train_ll_per_event": float(-res.fun), "iterations": int(res.nit), "converged": bool(res.success),
                          "events": n}
         return self
