@@ -39,13 +39,13 @@ from typing import Optional
 import numpy as np
 import torch
 
-from probflux.data import events as ev
 from probflux.data.events import earthquakenpp_catalog
 from probflux.data.points import TemporalPoints
 from probflux.io import write_json
-from probflux.stpp import ConstantRate, ETASTemporal, SelfExciting, history_context
+from probflux.stpp import ConstantRate, ETASTemporal, SelfExciting
 from probflux.stpp.continuous import History, StandardizedSpatial, history_counts, spatial_scores, temporal_scores
-from probflux.stpp.selfexciting import CatalogSpatial
+from probflux.stpp.selfexciting import CatalogSpatial, catalog_context
+from probflux.stpp.temporal import CountETASTemporal
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "peers"))
 from kernel_stpp import DEFAULT_K, KernelSTPP, log_kde, tune_refined  # noqa: E402,F401
@@ -67,27 +67,30 @@ def val_slots(cat, k: int) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tens
     return xv, (cat.x[idx], valid)
 
 
-def run_selfexciting(cat, budget: float, seed: int) -> tuple[float, float]:
+def run_selfexciting(cat, budget: float, seed: int, events: int = SE_EVENTS, scales: int = 1,
+                     kernels: int = SE_KERNELS) -> tuple[float, float]:
     """Test spatial LL per event (per km^2) of ``probflux-selfexciting`` on one catalog, and its training CPU seconds."""
-    (t0, t1), k = (cat.boundaries[0], cat.boundaries[-1]), SE_EVENTS
+    (t0, t1), k = (cat.boundaries[0], cat.boundaries[-1]), events
     tr, va = cat.indices("train"), cat.indices("val")
     mean, std = cat.x[tr].mean(0), cat.x[tr].std(0)
     z = (cat.x - mean) / std
-    ctx = history_context(ev.EventSequences([torch.cat([cat.t[:, None], z], 1)], window=(t0, t1), name="catalog"), k)
     s = (cat.t - t0) / (t1 - t0)
     torch.manual_seed(seed)
-    model, rest = SelfExciting.from_events(z[tr], kernels=SE_KERNELS, events=k, age_eps=0.01 / (t1 - t0), seed=seed)  # eps: 1/4 h
-    rows = torch.arange(tr.start, tr.stop)[rest]
-    fitP = TemporalPoints._unchecked(s[rows].float(), z[rows].float(), ctx[rows].float(), "fit")
-    Vf = TemporalPoints._unchecked(s[va].float(), z[va].float(), ctx[va].float(), "val")
+    model, rest = SelfExciting.from_events(z[tr], kernels=kernels, events=k, age_eps=0.01 / (t1 - t0), seed=seed,
+                                           scales=scales)  # eps: 1/4 h
+    rows, vrows = torch.arange(tr.start, tr.stop)[rest], torch.arange(va.start, va.stop)
+    fitP = TemporalPoints._unchecked(s[rows].float(), z[rows].float(), catalog_context(cat.t, z, cat.t[rows], (t0, t1), k).float(), "fit")
+    Vf = TemporalPoints._unchecked(s[va].float(), z[va].float(), catalog_context(cat.t, z, cat.t[vrows], (t0, t1), k).float(), "val")
     model, res, train_s = fit_best(model, fitP, Vf, budget, seed, selfexciting_config())
-    ll = spatial_scores(cat, StandardizedSpatial(CatalogSpatial(model, (t0, t1), k), mean, std), period="test")
-    print(f"  probflux-selfexciting seed {seed}: test spatial LL {float(ll.mean()):.3f} /km^2 ({res.step} steps, best "
-          f"{res.best_step}, {train_s:.0f} CPU s training)", flush=True)
+    del fitP, Vf
+    ll = spatial_scores(cat, StandardizedSpatial(CatalogSpatial(model, (t0, t1), k), mean, std), period="test", chunk=256)
+    print(f"  probflux-selfexciting (k={k}, scales={scales}) seed {seed}: test spatial LL {float(ll.mean()):.3f} /km^2 "
+          f"({res.step} steps, best {res.best_step}, {train_s:.0f} CPU s training)", flush=True)
     return float(ll.mean()), train_s
 
 
-def run_catalog(name: str, cat, command: str, methods: list[str], budget: float = 60.0, seeds: int = 1) -> list[dict]:
+def run_catalog(name: str, cat, command: str, methods: list[str], budget: float = 60.0, seeds: int = 1,
+                se: Optional[dict] = None) -> list[dict]:
     ds = f"{name}_continuous"
     recs = []
 
@@ -97,7 +100,7 @@ def run_catalog(name: str, cat, command: str, methods: list[str], budget: float 
 
     print(f"\n== {ds}: {cat}", flush=True)
     if "probflux-selfexciting" in methods:
-        runs = [run_selfexciting(cat, budget, seed) for seed in range(seeds)]
+        runs = [run_selfexciting(cat, budget, seed, **(se or {})) for seed in range(seeds)]
         v = [r[0] for r in runs]
         rec("probflux-selfexciting", "test_spatial_ll_per_event_km2", float(np.mean(v)), float(np.mean([r[1] for r in runs])),
             std=float(np.std(v)) if len(v) > 1 else 0.0, n=len(v))
@@ -125,6 +128,32 @@ def _kernel(cat, rec) -> None:
     rec("kernel-baseline", "test_spatial_ll_per_event_km2", float(sp.mean()), cpu)
 
 
+COUNT_GRID = {"delays": [(0.005,), (0.0025, 0.1), (0.005, 0.1)], "radius": [15.0, 30.0]}
+"""``CountETASTemporal``'s settings searched on the validation period: delays in days (0.0025 d = 3.6 min), radii in km."""
+
+
+def _count_etas(cat, rec) -> None:
+    """``probflux-count-etas-temporal``: delays and radius by validation LL (fitted on the training period, scored on
+    the validation period with the training events as history), then refitted on every event before the test period."""
+    a = CLOCK()
+    val_start, test_start = cat.span("val")[0], cat.span("test")[0]
+    best = None
+    for delays in COUNT_GRID["delays"]:
+        for radius in COUNT_GRID["radius"]:
+            m = CountETASTemporal(delays=delays, radius=radius).fit(cat.t, 0.0, val_start, x=cat.x)
+            v = temporal_scores(cat, m, period="val").ll_per_event
+            print(f"    count-etas delays {delays} radius {radius:g} km: val temporal LL {v:.4f}", flush=True)
+            if best is None or v > best[0]:
+                best = (v, delays, radius)
+    v, delays, radius = best
+    m = CountETASTemporal(delays=delays, radius=radius).fit(cat.t, 0.0, test_start, x=cat.x)
+    sc = temporal_scores(cat, m)
+    cpu = CLOCK() - a
+    print(f"  probflux-count-etas-temporal (delays {delays} d, radius {radius:g} km; val LL {v:.4f}): test temporal LL "
+          f"{sc.ll_per_event:.4f} per event ({cpu:.1f} CPU s incl. the search)", flush=True)
+    rec("probflux-count-etas-temporal", "test_temporal_ll_per_event", sc.ll_per_event, cpu)
+
+
 def _temporal(cat, rec) -> None:
     test_start = cat.span("test")[0]
     for method, m in (("probflux-etas-temporal", ETASTemporal()), ("probflux-poisson-temporal", ConstantRate())):
@@ -133,8 +162,9 @@ def _temporal(cat, rec) -> None:
         sc = temporal_scores(cat, m)
         cpu = CLOCK() - a
         extra = f", branching ratio {m.branching_ratio:.3f}, mu {m.mu:.3g}/day" if isinstance(m, ETASTemporal) else ""
-        print(f"  {method}: test temporal LL {sc.ll_per_event:.3f} per event{extra} ({cpu:.1f} CPU s)", flush=True)
+        print(f"  {method}: test temporal LL {sc.ll_per_event:.4f} per event{extra} ({cpu:.1f} CPU s)", flush=True)
         rec(method, "test_temporal_ll_per_event", sc.ll_per_event, cpu)
+    _count_etas(cat, rec)
 
 
 def main(argv: Optional[list[str]] = None) -> None:
@@ -146,6 +176,9 @@ def main(argv: Optional[list[str]] = None) -> None:
                    help="rows to run (temporal: probflux-etas-temporal and probflux-poisson-temporal)")
     p.add_argument("--budget", type=float, default=60.0, help="CPU seconds of training per probflux-selfexciting run")
     p.add_argument("--seeds", type=int, default=1, help="seeds of probflux-selfexciting")
+    p.add_argument("--events", type=int, default=SE_EVENTS, help="history slots k of probflux-selfexciting")
+    p.add_argument("--scales", type=int, default=1, help="Gaussian kernels per past event of probflux-selfexciting")
+    p.add_argument("--kernels", type=int, default=SE_KERNELS, help="background kernels of probflux-selfexciting")
     p.add_argument("--out", default="benchmarks/results/events.json")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
@@ -154,7 +187,8 @@ def main(argv: Optional[list[str]] = None) -> None:
             else [(f"earthquakenpp_{c.lower()}", earthquakenpp_catalog(c)) for c in args.catalogs])
     out = Path(args.out)
     for name, cat in jobs:
-        recs = run_catalog(name, cat, command, args.methods, args.budget, args.seeds)
+        recs = run_catalog(name, cat, command, args.methods, args.budget, args.seeds,
+                           {"events": args.events, "scales": args.scales, "kernels": args.kernels})
         old = json.loads(out.read_text()) if out.exists() and out.stat().st_size else []
         keys = {(r["dataset"], r["method"], r["metric"]) for r in recs}
         write_json(out, [r for r in old if (r["dataset"], r["method"], r["metric"]) not in keys] + recs)
