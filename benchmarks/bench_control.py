@@ -2,8 +2,11 @@
 
 For every problem of ``configs/control_bench.yaml`` and every seed, in one process with one torch thread:
 
-* **probflux**: a Gaussian factorized mixture with ``rho_0`` pinned to the initial law (exact), trained by
-  :func:`probflux.control.solve` on the simulation-free objective (exact samples of ``rho_t``, no SDE);
+* **probflux-bridge** (DeepGSB problems): a :class:`~probflux.control.BridgeMixture` whose ``rho_0`` and ``rho_1`` are the
+  initial and target laws exactly, trained by :func:`probflux.control.solve` on the simulation-free objective (exact
+  samples of ``rho_t``, no SDE); **probflux** (``--methods probflux``): the older mixture with only ``rho_0`` pinned and the
+  target as a penalty; **probflux** / **probflux-flow** on LQ: a pinned one-component mixture / a
+  :class:`~probflux.control.FlowBridge` with ``rho_0`` pinned;
 * **baseline**: a neural policy ``b_theta(s, x)`` trained by back-propagating through Euler–Maruyama rollouts
   of the same cost, with a debiased Sinkhorn terminal loss when there is a target
   (:func:`probflux.control.baseline.train_baseline`).
@@ -16,8 +19,10 @@ the simulated particles for both methods; for probflux the cost with its exact `
 simulation-free estimate of the same path cost are reported beside it.
 
 LQ (D in {2, 8, 32}): equal training budget; gap of the Monte Carlo cost to the Riccati optimum.
-DeepGSB problems: the baseline trains ``budget`` seconds, probflux ``ours_fraction * budget`` (goal: equal or
-lower cost at <= 1/5 of the baseline's wall time).
+DeepGSB problems: the baseline trains ``budget`` CPU seconds, probflux ``ours_fraction * budget`` (goal: equal or
+lower cost at <= 1/5 of the baseline's time). With ``time_schedule: true`` both methods anneal their learning rate over
+their own budget. ``W2`` to the target is exact (POT network simplex) against the sampling floor (two independent
+target draws of the evaluation size).
 
 Writes ``benchmarks/results/control.json`` (records: benchmark, dataset, method, metric, value, std, seeds,
 wall_seconds, command), prints markdown tables and (``--figures``) draws ``docs/images/control_*.png`` and one GIF.
@@ -351,6 +356,8 @@ def main(argv: Optional[list[str]] = None) -> None:
     ap.add_argument("--lq-particles", type=int, default=None, help="LQ evaluation particles (default: config)")
     ap.add_argument("--lq-em-steps", type=int, default=None, help="LQ Euler-Maruyama steps (default: the evaluation's em_steps)")
     ap.add_argument("--eval-particles", type=int, default=None, help="Monte Carlo particles of the evaluation (default: config)")
+    ap.add_argument("--override", default=None,
+                    help='JSON {problem: {key: value}} replacing keys of a DeepGSB problem\'s probflux-bridge settings (sweeps)')
     ap.add_argument("--figures", action="store_true", help="draw docs/images/control_*.png and control_stunnel.gif")
     ap.add_argument("--tables", action="store_true", help="only re-render RESULTS.md's control section from the records")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "control.json"))
@@ -384,6 +391,8 @@ def main(argv: Optional[list[str]] = None) -> None:
         rows = run_lq(lq, lq_ev, seeds, args.lq_budget or cfg["lq"]["budget"], methods)
         recs += records(rows, "control_lq", command)
     if "deepgsb" in parts:
+        for name, keys in (json.loads(args.override) if args.override else {}).items():
+            cfg["deepgsb"]["problems"][name]["probflux-bridge"].update(keys)
         budget = args.budget or cfg["deepgsb"]["budget"]
         rows, paths = run_deepgsb(cfg["deepgsb"], ev, seeds, budget, args.problems.split(",") if args.problems else None,
                                   keep=400 if args.figures else 0, methods=methods)
