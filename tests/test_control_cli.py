@@ -73,6 +73,7 @@ def test_every_shipped_config_builds(name):
     (["trian.steps=3"], r"unknown key 'trian.steps'; did you mean 'train.steps'"),
     (["train.steps=many"], r"train.steps: must be an integer"),
     (["train.lr=0"], r"train.lr: must be > 0"),
+    (["train.time_schedule=true"], r"train.time_schedule: needs train.max_seconds"),
     (["model.type=spline"], r"model.type: must be one of bridge_mixture, bridge_flow, pinned_mixture"),
     (["problem.initial={type: gaussian, mean: [0.0]}"], r"problem.initial.mean: needs 2 entries"),
     (["problem.initial={type: normal, mean: [0.0, 0.0]}"], r"problem.initial: must be a mapping with type: one of gaussian"),

@@ -16,7 +16,8 @@ The schema (docs/control.md, section "The command"; one complete example per bui
     #               | {type: quadric, coefficients, center, threshold}]   (each with weight, default 1500)
     #   running_cost: {type: quadratic, q}   terminal_cost: {type: quadratic, r}   ((q/2)|x|^2, (r/2)|x|^2)
     #   mean_field: [{type: entropy, coef, offset} | {type: congestion, coef} | {type: interaction, coef}]
-    model: {type: bridge_mixture, replicas: 1, hidden: 64, layers: 3, transforms: 2, coupling: ot, loc_scale: null}
+    model: {type: bridge_mixture, replicas: 1, hidden: 64, layers: 3, transforms: 2, coupling: ot, loc_scale: null,
+            identity_init: false}   # bridge_flow: true starts the flow at F_t = id
     train: {steps: 1000, lr: 0.003, batch_size: 256, samples: 256, max_seconds: null, endpoint_weight: 30.0,
             obstacle_penalty: softplus, obstacle_weight: 300.0, obstacle_width: 0.3, control_start: 0,
             time_schedule: false}     # true (with max_seconds): the LR schedule runs over the CPU budget
@@ -60,6 +61,7 @@ class ModelSection:
     coupling: str = "ot"
     loc_scale: Optional[float] = None
     components: int = 8  # pinned_mixture only
+    identity_init: bool = False  # bridge_flow only: F_t = id at the start (FlowBridge)
 
 
 @dataclasses.dataclass
@@ -400,7 +402,7 @@ def build_density(problem: Any, model: ModelSection, loc_scale: float, seed: int
                 dens.init_detours(farthest_points(pts, dens.components))
             return dens
         return pc.FlowBridge(problem.initial, target, model.transforms, replicas=model.replicas, coupling=model.coupling,
-                             loc_scale=loc_scale, hidden=model.hidden, layers=model.layers)
+                             loc_scale=loc_scale, hidden=model.hidden, layers=model.layers, identity_init=model.identity_init)
     except (TypeError, ValueError) as e:
         if isinstance(e, ConfigError):
             raise
