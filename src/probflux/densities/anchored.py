@@ -629,7 +629,8 @@ class _Chain:
             dense = np.union1d(np.linspace(t0, t1, 65), np.asarray(clock))
             kw["warp"] = [float(v) for v in dense]
             kw["warp_progress"] = [float(v) for v in phi(dense)]
-        return (cls or AnchoredMixture).from_paths(knots, paths, scales=scales * settings["bandwidth_factor"], **kw)
+        floor = 2 * float(kwargs.get("min_scale", 1e-3))  # a small factor must not push a coordinate below s_min
+        return (cls or AnchoredMixture).from_paths(knots, paths, scales=(scales * settings["bandwidth_factor"]).clamp_min(floor), **kw)
 
     def select(self, settings: dict, kwargs: dict, cells: int, metric: str = "w1", grid: Optional[dict] = None) -> tuple[dict, dict]:
         """Coordinate-wise leave-one-out choice of the time map, the bridge and the bandwidth factor."""
