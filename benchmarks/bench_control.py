@@ -68,7 +68,8 @@ def policy_drift(policy: torch.nn.Module):
 # ----------------------------------------------------------------------------------------------- LQ
 def run_lq(cfg: dict, ev: dict, seeds: list[int], budget: float, methods: set[str]) -> list[dict]:
     rows = []
-    annealed = bool(cfg.get("time_schedule", False))  # both methods: the LR schedule runs over the CPU budget
+    annealed = bool(cfg.get("time_schedule", False))  # probflux: the LR schedule runs over the CPU budget
+    b_annealed = bool(cfg.get("baseline_time_schedule", annealed))  # the baseline's own choice (configs/control_bench.yaml)
     for D in sorted(set(cfg["dims"]) | set(cfg.get("flow_dims", []))):
         problem = pc.lq_problem(D, g=cfg["g"], q=cfg["q"], r=cfg["r"])
         opt = pc.lq_optimal_cost(D, g=cfg["g"], q=cfg["q"], r=cfg["r"])
@@ -111,7 +112,7 @@ def run_lq(cfg: dict, ev: dict, seeds: list[int], budget: float, methods: set[st
             t0, c0 = time.perf_counter(), time.process_time()
             policy, info = train_baseline(problem, steps=b["steps"], particles=b["particles"], sde_steps=b["sde_steps"], lr=b["lr"],
                                           hidden=b["hidden"], layers=b["layers"], seed=seed, max_seconds=budget, clock=time.process_time,
-                                          time_schedule=annealed)
+                                          time_schedule=b_annealed)
             wall, cpu = time.perf_counter() - t0, time.process_time() - c0
             mc = pc.monte_carlo_cost(problem, policy_drift(policy), n=cfg["particles"], steps=ev["em_steps"], seed=1000 + seed, w2=False)
             diff = mc["per_particle"] - ref
