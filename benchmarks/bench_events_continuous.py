@@ -10,11 +10,16 @@ Rows (``method`` in ``benchmarks/results/events.json``, datasets ``earthquakenpp
   on training + validation events (the chosen bandwidths kept);
 * ``probflux-selfexciting`` (spatial) — :meth:`probflux.stpp.SelfExciting.from_events` (as in ``bench_events.py``) in
   coordinates standardised by the training period, model time = the whole catalog span, each event's context = its
-  newest 16 strictly earlier events of the catalog; fitted on the training period (minus the background centres)
+  newest ``--events`` (default 16; the recorded runs use 256) strictly earlier events of the catalog, ``--scales``
+  Gaussian kernels per past event (a scale mixture; recorded: 3); fitted on the training period (minus the background centres)
   under ``--budget`` CPU seconds, the EMA weights with the best validation-period NLL scored on the test period
   through :class:`~probflux.stpp.selfexciting.CatalogSpatial` and ``StandardizedSpatial`` (CPU seconds = training);
 * ``probflux-etas-temporal`` (temporal) — :class:`probflux.stpp.ETASTemporal` (exponential-mixture kernel, 15 scales
   from 1.4 min to 27 years), maximum likelihood on every event before the test period;
+* ``probflux-count-etas-temporal`` (temporal) — :class:`probflux.stpp.temporal.CountETASTemporal`: the same kernel
+  grid, each event's productivity after a delay set by the binned number of events that followed it within
+  ``radius`` km (a causal magnitude proxy); delays and radius (:data:`COUNT_GRID`) by validation LL with the fit on
+  the training period, then refitted on every event before the test period (CPU seconds include the search);
 * ``probflux-poisson-temporal`` (temporal) — :class:`probflux.stpp.ConstantRate` fitted on the same events;
 * ``etas-published`` / ``poisson-published`` — EarthquakeNPP's ETAS (with magnitudes) and homogeneous Poisson scores,
   ``Experiments/ETAS/output_data_ComCat_25/ll_scores.json`` of ss15859/EarthquakeNPP (ComCat_25 only).
@@ -24,7 +29,8 @@ convention (their ETAS sums int_{t_(i-1)}^{t_i} lambda* over the test events).
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_events_continuous.py          # both catalogs, writes events.json
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_events_continuous.py --catalogs ComCat_25 \\
-        --methods probflux-selfexciting --budget 60 --out benchmarks/results/events_selfexciting_continuous.json
+        --methods probflux-selfexciting --budget 300 --events 256 --scales 3 --seed0 1 --out seed1.json   # one seed
+    .venv/bin/python benchmarks/bench_events_continuous.py --merge seed0.json seed1.json seed2.json     # -> mean ± std
     .venv/bin/python benchmarks/bench_events_continuous.py --path my_catalog.npz      # any file in that layout
 """
 from __future__ import annotations
@@ -90,7 +96,7 @@ def run_selfexciting(cat, budget: float, seed: int, events: int = SE_EVENTS, sca
 
 
 def run_catalog(name: str, cat, command: str, methods: list[str], budget: float = 60.0, seeds: int = 1,
-                se: Optional[dict] = None) -> list[dict]:
+                se: Optional[dict] = None, seed0: int = 0) -> list[dict]:
     ds = f"{name}_continuous"
     recs = []
 
@@ -100,7 +106,7 @@ def run_catalog(name: str, cat, command: str, methods: list[str], budget: float 
 
     print(f"\n== {ds}: {cat}", flush=True)
     if "probflux-selfexciting" in methods:
-        runs = [run_selfexciting(cat, budget, seed, **(se or {})) for seed in range(seeds)]
+        runs = [run_selfexciting(cat, budget, seed, **(se or {})) for seed in range(seed0, seed0 + seeds)]
         v = [r[0] for r in runs]
         rec("probflux-selfexciting", "test_spatial_ll_per_event_km2", float(np.mean(v)), float(np.mean([r[1] for r in runs])),
             std=float(np.std(v)) if len(v) > 1 else 0.0, n=len(v))
@@ -167,6 +173,30 @@ def _temporal(cat, rec) -> None:
     _count_etas(cat, rec)
 
 
+def merge_seeds(files: list[Path], out: Path) -> None:
+    """Single-seed records of the same (dataset, method, metric) from several files -> one record each: the mean over
+    the seeds, their (population) std, the mean CPU seconds, the commands joined by ``;``. Other records of ``out``
+    are kept; records with the same key are replaced."""
+    groups: dict[tuple, list[dict]] = {}
+    for f in files:
+        for r in json.loads(f.read_text()):
+            groups.setdefault((r["dataset"], r["method"], r["metric"]), []).append(r)
+    recs = []
+    for (ds, method, metric), rs in groups.items():
+        if any(r["seeds"] != 1 for r in rs) or len({r["cpu_seconds"] > 0 for r in rs}) > 1:
+            raise ValueError(f"merge needs single-seed runs of one kind for {ds}/{method}/{metric}")
+        v = [r["value"] for r in rs]
+        recs.append({"benchmark": "events", "dataset": ds, "method": method, "metric": metric, "value": float(np.mean(v)),
+                     "std": float(np.std(v)) if len(v) > 1 else 0.0, "seeds": len(v),
+                     "cpu_seconds": float(np.mean([r["cpu_seconds"] for r in rs])),
+                     "command": " ; ".join(dict.fromkeys(r["command"] for r in rs))})
+    old = json.loads(out.read_text()) if out.exists() and out.stat().st_size else []
+    keys = {(r["dataset"], r["method"], r["metric"]) for r in recs}
+    write_json(out, [r for r in old if (r["dataset"], r["method"], r["metric"]) not in keys] + recs)
+    for r in recs:
+        print(f"  {r['dataset']} {r['method']} {r['metric']}: {r['value']:.4f} ± {r['std']:.4f} ({r['seeds']} seeds)")
+
+
 def main(argv: Optional[list[str]] = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--catalogs", nargs="+", default=["Japan_25", "ComCat_25"])
@@ -176,11 +206,17 @@ def main(argv: Optional[list[str]] = None) -> None:
                    help="rows to run (temporal: probflux-etas-temporal and probflux-poisson-temporal)")
     p.add_argument("--budget", type=float, default=60.0, help="CPU seconds of training per probflux-selfexciting run")
     p.add_argument("--seeds", type=int, default=1, help="seeds of probflux-selfexciting")
+    p.add_argument("--seed0", type=int, default=0, help="first seed (runs seeds seed0 .. seed0 + seeds - 1)")
+    p.add_argument("--merge", nargs="+", default=None,
+                   help="record files of single-seed runs (one process per seed) to merge into mean ± std records in --out")
     p.add_argument("--events", type=int, default=SE_EVENTS, help="history slots k of probflux-selfexciting")
     p.add_argument("--scales", type=int, default=1, help="Gaussian kernels per past event of probflux-selfexciting")
     p.add_argument("--kernels", type=int, default=SE_KERNELS, help="background kernels of probflux-selfexciting")
     p.add_argument("--out", default="benchmarks/results/events.json")
     args = p.parse_args(argv)
+    if args.merge:
+        merge_seeds([Path(f) for f in args.merge], Path(args.out))
+        return
     torch.set_num_threads(1)
     command = "python benchmarks/bench_events_continuous.py " + " ".join(argv if argv is not None else sys.argv[1:])
     jobs = ([(Path(args.path).stem.lower(), earthquakenpp_catalog(Path(args.path).stem, path=args.path))] if args.path
@@ -188,7 +224,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     out = Path(args.out)
     for name, cat in jobs:
         recs = run_catalog(name, cat, command, args.methods, args.budget, args.seeds,
-                           {"events": args.events, "scales": args.scales, "kernels": args.kernels})
+                           {"events": args.events, "scales": args.scales, "kernels": args.kernels}, args.seed0)
         old = json.loads(out.read_text()) if out.exists() and out.stat().st_size else []
         keys = {(r["dataset"], r["method"], r["metric"]) for r in recs}
         write_json(out, [r for r in old if (r["dataset"], r["method"], r["metric"]) not in keys] + recs)
