@@ -173,18 +173,37 @@ def _temporal(cat, rec) -> None:
     _count_etas(cat, rec)
 
 
+def _config(command: str) -> str:
+    """A run's command without its ``--seed0`` and ``--out`` arguments."""
+    words, keep, skip = command.split(), [], False
+    for w in words:
+        if skip:
+            skip = False
+        elif w in ("--seed0", "--out"):
+            skip = True
+        else:
+            keep.append(w)
+    return " ".join(keep)
+
+
 def merge_seeds(files: list[Path], out: Path) -> None:
     """Single-seed records of the same (dataset, method, metric) from several files -> one record each: the mean over
-    the seeds, their (population) std, the mean CPU seconds, the commands joined by ``;``. Other records of ``out``
-    are kept; records with the same key are replaced."""
+    the seeds, their (population) std, the mean CPU seconds, the commands joined by ``;`` (identical records, e.g. the
+    published anchors, count once). Other records of ``out`` are kept; records with the same key are replaced."""
     groups: dict[tuple, list[dict]] = {}
+    seen = set()
     for f in files:
         for r in json.loads(f.read_text()):
+            once = (r["dataset"], r["method"], r["metric"], r["value"], r["command"])
+            if once in seen:  # the published anchors every run of a catalog writes: one record, not one per file
+                continue
+            seen.add(once)
             groups.setdefault((r["dataset"], r["method"], r["metric"]), []).append(r)
     recs = []
     for (ds, method, metric), rs in groups.items():
-        if any(r["seeds"] != 1 for r in rs) or len({r["cpu_seconds"] > 0 for r in rs}) > 1:
-            raise ValueError(f"merge needs single-seed runs of one kind for {ds}/{method}/{metric}")
+        if any(r["seeds"] != 1 for r in rs) or len({_config(r["command"]) for r in rs}) > 1:
+            raise ValueError(f"merge needs single-seed runs of one configuration (commands equal up to --seed0 and "
+                             f"--out) for {ds}/{method}/{metric}; got {[r['command'] for r in rs]}")
         v = [r["value"] for r in rs]
         recs.append({"benchmark": "events", "dataset": ds, "method": method, "metric": metric, "value": float(np.mean(v)),
                      "std": float(np.std(v)) if len(v) > 1 else 0.0, "seeds": len(v),
