@@ -220,3 +220,17 @@ def test_scale_mixture_closed_form():
     assert logit.shape == (2, 2) and torch.allclose(bw[0], torch.tensor(sig, dtype=torch.float64))
     with pytest.raises(ValueError, match="scales"):
         SelfExciting(KernelMixture(torch.randn(5, 2), rank=0), scales=0)
+
+
+def test_catalog_context_in_chunks_is_history_context() -> None:
+    """catalog_context (the long-history rows of the continuous benchmark) equals history_context at every event,
+    whatever the chunk size."""
+    from probflux.stpp.selfexciting import catalog_context
+
+    torch.manual_seed(5)
+    t = torch.sort(10 * torch.rand(30, dtype=torch.float64)).values
+    t[11] = t[10]
+    x = torch.randn(30, 2, dtype=torch.float64)
+    want = history_context(EventSequences([torch.cat([t[:, None], x], 1)], window=(0.0, 10.0)), 40)
+    for chunk in (1, 7, 4096):
+        assert torch.equal(catalog_context(t, x, t, (0.0, 10.0), 40, chunk=chunk), want)
