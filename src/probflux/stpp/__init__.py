@@ -8,8 +8,10 @@ The spatial part is any :class:`probflux.TimeDensity` of the event location give
 :class:`HistoryEncoder` inside :class:`probflux.Conditioned`.
 """
 from .history import HistoryEncoder, history_at, history_context, model_points, spatial_log_likelihood
+from .kernel_history import KernelHistory
+from .markov_mixture import MarkovMixture
 from .selfexciting import SelfExciting
-from .temporal import ConstantRate, ETASTemporal, HawkesProcess, PoissonProcess
+from .temporal import ConstantRate, CountETASTemporal, ETASTemporal, HawkesProcess, PoissonProcess
 
 __all__ = [
     "history_context",
@@ -21,5 +23,8 @@ __all__ = [
     "HawkesProcess",
     "ConstantRate",
     "ETASTemporal",
+    "CountETASTemporal",
     "SelfExciting",
+    "KernelHistory",
+    "MarkovMixture",
 ]
