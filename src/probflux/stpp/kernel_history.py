@@ -60,6 +60,12 @@ def dedupe(x: Tensor) -> tuple[Tensor, Tensor]:
     return u, c.double()
 
 
+def _block(q: int, m: int) -> tuple[int, int]:
+    """Rows and columns of one ``(queries x kernels)`` block of at most ``BLOCK`` entries (whole rows when they fit)."""
+    rows = max(1, min(q, BLOCK // max(m, 1)))
+    return rows, (m if rows > 1 or m <= BLOCK else BLOCK)
+
+
 def log_kde(x: Tensor, centres: Tensor, log_weights: Tensor, h: Union[float, Sequence[float]]) -> Tensor:
     """``log sum_m exp(lw_m) N(x; b_m, h^2 I)`` for ``x: (Q, D)``, ``centres: (M, D)``, normalised ``log_weights: (M,)``:
     ``(Q,)`` for one bandwidth ``h``, ``(H, Q)`` for a sequence of ``H`` bandwidths (the distances are computed once
@@ -70,8 +76,7 @@ def log_kde(x: Tensor, centres: Tensor, log_weights: Tensor, h: Union[float, Seq
         raise ValueError(f"bandwidths must be positive; got {h}")
     x, centres, log_weights = x.double(), centres.double(), log_weights.double()
     q, m, d = x.shape[0], centres.shape[0], x.shape[1]
-    rows = max(1, min(q, BLOCK // max(m, 1)))
-    cols = m if rows > 1 or m <= BLOCK else BLOCK
+    rows, cols = _block(q, m)
     out = []
     for i in range(0, q, rows):
         xi = x[i:i + rows]
@@ -93,8 +98,7 @@ def log_kde_t(t: Tensor, x: Tensor, times: Tensor, centres: Tensor, log_weights:
     t, x, times = t.double(), x.double(), times.double()
     centres, log_weights = centres.double(), log_weights.double()
     q, m, d = x.shape[0], centres.shape[0], x.shape[1]
-    rows = max(1, min(q, BLOCK // max(m, 1)))
-    cols = m if rows > 1 or m <= BLOCK else BLOCK
+    rows, cols = _block(q, m)
     out = []
     for i in range(0, q, rows):
         xi, ti = x[i:i + rows], t[i:i + rows]
@@ -114,8 +118,7 @@ def log_kde_var(x: Tensor, centres: Tensor, log_weights: Tensor, log_h: Tensor) 
     float64; no graph through the distances."""
     x, centres, log_weights, log_h = x.double(), centres.double(), log_weights.double(), log_h.double()
     q, m, d = x.shape[0], centres.shape[0], x.shape[1]
-    rows = max(1, min(q, BLOCK // max(m, 1)))
-    cols = m if rows > 1 or m <= BLOCK else BLOCK
+    rows, cols = _block(q, m)
     out = []
     for i in range(0, q, rows):
         xi = x[i:i + rows]
@@ -655,7 +658,8 @@ def refine(model: KernelHistory, fit: tuple[Tensor, Tensor, Tensor, Tensor], val
         model.train()
         return d, v
 
-    start_val = float(model.log_prob_given_background(*val).mean())
+    with torch.no_grad():
+        start_val = float(model.log_prob_given_background(*val).mean())
     d, best_val = score()
     if best_val <= start_val:
         d, best_val = 0.0, start_val

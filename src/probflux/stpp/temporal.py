@@ -12,7 +12,7 @@ fitted exactly by L-BFGS-B (scipy). Both implement ``log_intensity(t, history)``
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Optional
 
 import numpy as np
@@ -29,6 +29,23 @@ def _check(seqs: EventSequences) -> EventSequences:
         raise TypeError(f"seqs must be an EventSequences; got {type(seqs).__name__}")
     return seqs
 
+
+
+def _mean_negative_log_likelihood(X: np.ndarray, C: np.ndarray, T: float) -> Callable[[np.ndarray], tuple[float, np.ndarray]]:
+    r"""The objective of a linear intensity :math:`\lambda_i = \mu + X_i \cdot w` over the scored events, as a function
+    of ``p = (mu, w)``: ``-(sum_i log lambda_i - mu T - C . w) / n`` and its gradient, with ``X: (n, M)`` the
+    excitation of each scored event per unit weight, ``C: (M,)`` the compensator per unit weight and ``T`` the length
+    of the scored interval. Concave log-likelihood, so L-BFGS-B with non-negative bounds finds its maximum."""
+    n = X.shape[0]
+
+    def f(p: np.ndarray) -> tuple[float, np.ndarray]:
+        mu, w = p[0], p[1:]
+        lam = mu + X @ w
+        ll = np.log(lam).sum() - mu * T - C @ w
+        g = np.concatenate([[np.sum(1.0 / lam) - T], X.T @ (1.0 / lam) - C])
+        return -ll / n, -g / n
+
+    return f
 
 class PoissonProcess(nn.Module):
     r"""Homogeneous Poisson process ``lambda(t) = rate``; :meth:`fit` is the closed-form MLE
@@ -255,12 +272,7 @@ class ETASTemporal:
              - np.exp(-(b - tt)[:, None] * self.beta[None, :])).sum(0)  # (M,) compensator per unit weight
         T = b - a
 
-        def f(p: np.ndarray) -> tuple[float, np.ndarray]:
-            mu, w = p[0], p[1:]
-            lam = mu + X @ w
-            ll = np.log(lam).sum() - mu * T - C @ w
-            g = np.concatenate([[np.sum(1.0 / lam) - T], X.T @ (1.0 / lam) - C])
-            return -ll / n, -g / n
+        f = _mean_negative_log_likelihood(X, C, T)
 
         p0 = np.concatenate([[0.5 * n / T], np.full(self.beta.shape[0], 0.5 / self.beta.shape[0])])
         res = minimize(f, p0, jac=True, method="L-BFGS-B", bounds=[(1e-12 * n / T, None)] + [(0.0, None)] * self.beta.shape[0],
@@ -450,12 +462,7 @@ class CountETASTemporal:
         scale = np.where(free, C, 1.0) / n
         X, C = X / scale[None, :], C / scale
 
-        def f(p: np.ndarray) -> tuple[float, np.ndarray]:
-            mu, w = p[0], p[1:]
-            lam = mu + X @ w
-            ll = np.log(lam).sum() - mu * T - C @ w
-            g = np.concatenate([[np.sum(1.0 / lam) - T], X.T @ (1.0 / lam) - C])
-            return -ll / n, -g / n
+        f = _mean_negative_log_likelihood(X, C, T)
 
         # half the events from the background, half excited; increments without data start and stay at 0
         p0 = np.concatenate([[0.5 * n / T], np.where(free, 0.5 / max(int(free.sum()), 1), 0.0)])
