@@ -231,9 +231,10 @@ def render_tables(records: list[dict]) -> str:
         if keys:
             parts += [f"Time ratio {num} / {den} (median ms over median ms)",
                       table(["D"], keys, lambda k, c: f"{value[(*k, f'{c}_ms_ratio')]['value']:.2f}")]
-    commands = list(dict.fromkeys(r["command"] for r in records if r.get("command")))
-    head = "Command:\n\n" + "\n".join("    " + c for c in commands) if commands else ""
-    return "\n\n".join(([head] if head else []) + parts)
+    from tables import commands
+
+    head = commands(records)
+    return "\n\n".join(([f"Command:\n\n{head}"] if head else []) + parts)
 
 
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:

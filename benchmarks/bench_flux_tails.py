@@ -63,8 +63,9 @@ def render_tables(records: list[dict]) -> str:
     value = {(r["method"], r["dataset"], r["metric"].removeprefix("speed_")): r["value"] for r in records}
     keys = list(dict.fromkeys((r["method"], r["dataset"]) for r in records))
     seeds = sorted({r["seeds"] for r in records})
-    commands = "\n".join("    " + c for c in dict.fromkeys(r["command"] for r in records if r.get("command")))
-    lines = [f"Command (median over {', '.join(map(str, seeds))} seeds):", "", commands, "",
+    from tables import commands
+
+    lines = [f"Command (median over {', '.join(map(str, seeds))} seeds):", "", commands(records), "",
              "| " + " | ".join(HEAD) + " |", "|" + "---|" * len(HEAD)]
     for method, dataset in keys:
         cells = [f"{value[(method, dataset, s)]:.3g}" for s in STATS]

@@ -73,6 +73,7 @@ from probflux.io import write_json
 from probflux.metrics import relative_squared_error
 from probflux.objectives import Batch, EndpointLikelihood, KineticEnergy, NegativeLogLikelihood
 from probflux.train import TrainConfig, fit
+from tables import commands  # benchmarks/tables.py (this folder is on sys.path above)
 
 CLOCK = time.process_time  # every budgeted method's clock (gmm64, cite50), as in bench_populations.py: this process's CPU time
 
@@ -347,10 +348,6 @@ def run_lq(args, put) -> None:
 
 
 # ----------------------------------------------------------------------------------------- tables
-def _commands(records: list[dict]) -> str:
-    return "\n".join("    " + c for c in dict.fromkeys(r["command"] for r in records if r.get("command")))
-
-
 def _index(records: list[dict], part: str) -> tuple[list[dict], dict[tuple[str, str, str], dict]]:
     recs = [r for r in records if r["benchmark"] == part]
     return recs, {(r["dataset"], r["method"], r["metric"]): r for r in recs}
@@ -401,7 +398,7 @@ def render_scaling(records: list[dict]) -> str:
             a, b = at.get(("D=32", fam, f"{op}_seconds")), at.get(("D=128", fam, f"{op}_seconds"))
             late = "–" if a is None or b is None else f"{math.log(b['value'] / a['value']) / math.log(4):.2f}"
             lines.append(f"| {fam} | {op} | " + " | ".join(cells) + f" | {expo} | {late} |")
-    return f"Command:\n\n{_commands(recs)}\n\n" + "\n".join(lines)
+    return f"Command:\n\n{commands(recs)}\n\n" + "\n".join(lines)
 
 
 def render_gmm64(records: list[dict]) -> str:
@@ -410,7 +407,7 @@ def render_gmm64(records: list[dict]) -> str:
     ds = "rotating-mixture-64d"
     methods = [m for m in dict.fromkeys(r["method"] for r in recs) if m != "truth"]
     best = {k: min(methods, key=lambda m: at[(ds, m, k)]["value"]) for k in ("nll_minus_entropy", "velocity_rel_mse")}
-    lines = [f"Command:\n\n{_commands(recs)}\n", f"True entropy `E[-log rho_true]` = {at[(ds, 'truth', 'entropy')]['value']:.3f} nats "
+    lines = [f"Command:\n\n{commands(recs)}\n", f"True entropy `E[-log rho_true]` = {at[(ds, 'truth', 'entropy')]['value']:.3f} nats "
              f"(`truth` record).\n",
              "| method | test NLL − true entropy (nats) | velocity rel. MSE `E|u − u_true|^2 / E|u_true|^2` | steps |",
              "|---|---|---|---|"]
@@ -440,7 +437,7 @@ def render_lq(records: list[dict]) -> str:
                      _cell(at.get((ds, m, "steps")), "{:.0f}")]
             optimum = at[(ds, "riccati", "optimal_cost")]["value"]
             lines.append(f"| {d} | {budget} s | {optimum:.3f} | {m} | " + " | ".join(cells) + " |")
-    return f"Command:\n\n{_commands(recs)}\n\n" + "\n".join(lines)
+    return f"Command:\n\n{commands(recs)}\n\n" + "\n".join(lines)
 
 
 def render_cite50(records: list[dict]) -> str:
@@ -457,7 +454,7 @@ def render_cite50(records: list[dict]) -> str:
                 cells = [_cell(at.get((ds, m, k)), bold=best.get(k) == m) for k in metrics]
                 lines.append(f"| day {ds.removeprefix('cite50-holdout-t')} | {label} | " + " | ".join(cells)
                              + f" | {_cell(at.get((ds, m, 'steps')), '{:.0f}')} |")
-    return f"Command:\n\n{_commands(recs)}\n\n" + "\n".join(lines)
+    return f"Command:\n\n{commands(recs)}\n\n" + "\n".join(lines)
 
 
 TABLES = {"scaling": render_scaling, "gmm64": render_gmm64, "lq": render_lq, "cite50": render_cite50}
