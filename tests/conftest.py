@@ -91,6 +91,18 @@ def _self_exciting(dim: int, context_dim: int, components: int, hidden: int) -> 
     return model
 
 
+def _self_exciting_scales(dim: int, context_dim: int, components: int, hidden: int) -> pf.TimeDensity:
+    """Two Gaussian scales per history slot (the scale mixture); the logits depend strongly on the age, the bandwidths
+    mildly (a random last layer on the log-scales gives bandwidths ~10 with real mass at the far-field points)."""
+    from probflux.stpp import SelfExciting
+
+    model = SelfExciting(_kernel_mixture(dim, 0, components, hidden), events=2, hidden=8, init_scale=0.5, scales=2)
+    with torch.no_grad():
+        w = model.kernel_net.linears[-1].weight  # rows: 2 logits, then 2 raw log-scales
+        w.copy_(torch.randn(w.shape, generator=torch.Generator().manual_seed(dim)) * torch.tensor([[1.0], [1.0], [0.2], [0.2]]))
+    return model
+
+
 def _kernel_history(dim: int, context_dim: int, components: int, hidden: int) -> pf.TimeDensity:
     """The kernel baseline as a density: a time-weighted KDE of 4*components points plus 2 age-decayed history kernels."""
     from probflux.stpp.kernel_history import KernelHistory
@@ -132,6 +144,7 @@ FAMILIES: dict[str, Builder] = {
     "conditioned-mixture": _conditioned_mixture,
     "kernel-mixture": _kernel_mixture,
     "self-exciting": _self_exciting,
+    "self-exciting-scales": _self_exciting_scales,
     "kernel-history": _kernel_history,
     "markov-mixture": _markov_mixture,
 }
