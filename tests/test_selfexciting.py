@@ -236,3 +236,77 @@ def test_catalog_context_in_chunks_is_history_context() -> None:
     want = history_context(EventSequences([torch.cat([t[:, None], x], 1)], window=(0.0, 10.0)), 40)
     for chunk in (1, 7, 4096):
         assert torch.equal(catalog_context(t, x, t, (0.0, 10.0), 40, chunk=chunk), want)
+
+
+def _brute_marks(t, x, tq, k, radius, scale):
+    """log(1 + n_j) by loops: n_j = events i with t_j < t_i < t_q, |(x_i - x_j) * scale| <= radius, slot j newest first."""
+    out = torch.zeros(len(tq), k, dtype=torch.float64)
+    for q, tt in enumerate(tq.tolist()):
+        hist = [i for i in range(len(t)) if t[i] < tt]
+        for j, J in enumerate(reversed(hist[-k:])):
+            n = sum(1 for i in hist if t[i] > t[J] and float(((x[i] - x[J]) * scale).norm()) <= radius)
+            out[q, j] = math.log1p(n)
+    return out
+
+
+def test_count_marks_match_brute_force_and_are_causal() -> None:
+    """catalog_context(count_radius=...): each slot's mark is log(1 + the strictly earlier events after t_j within the
+    radius of x_j), equal to a brute-force count at events (ties: events sharing a time never see each other) and
+    between them, in any chunk size; the other features are history_context's; a later event changes no row."""
+    from probflux.stpp.selfexciting import catalog_context
+
+    torch.manual_seed(6)
+    t = torch.sort(10 * torch.rand(40, dtype=torch.float64)).values
+    t[21] = t[20]
+    x = 0.6 * torch.randn(40, 2, dtype=torch.float64)
+    scale = torch.tensor([2.0, 0.5], dtype=torch.float64)
+    tq = torch.cat([t, torch.tensor([0.0, 5.55, 9.99], dtype=torch.float64)])
+    k = 6
+    plain = catalog_context(t, x, tq, (0.0, 10.0), k)
+    for chunk in (1, 5, 4096):
+        rows = catalog_context(t, x, tq, (0.0, 10.0), k, chunk=chunk, count_radius=0.8, count_scale=scale)
+        assert rows.shape == (len(tq), 2 + k * 5)
+        slots = rows[:, 2:].reshape(len(tq), k, 5)
+        ref = plain[:, 2:].reshape(len(tq), k, 4)
+        assert torch.equal(rows[:, :2], plain[:, :2]) and torch.equal(slots[..., [0, 1, 3, 4]], ref)
+        assert torch.allclose(slots[..., 2], _brute_marks(t, x, tq, k, 0.8, scale), atol=1e-12, rtol=0)
+    assert float(slots[..., 2].max()) > 0  # some event has followers in the radius
+    # causality: appending a later event (close to every earlier one) changes no row before it
+    t2, x2 = torch.cat([t, torch.tensor([10.0], dtype=torch.float64)]), torch.cat([x, x[-1:]])
+    assert torch.equal(catalog_context(t2, x2, tq, (0.0, 10.0), k, count_radius=0.8, count_scale=scale), rows)
+
+
+@pytest.mark.parametrize("flux", ["mixture", "kr"])
+def test_marks_are_exact_between_events(flux) -> None:
+    """marks=1 (the count mark read by the kernel MLP): still one Gaussian mixture whose parameters vary in time only
+    through the ages, so continuity holds to round-off (float64, exact flux); the mark changes the density; the
+    default marks=0 keeps the history_context layout."""
+    from probflux.stpp.selfexciting import CatalogSpatial, catalog_context
+
+    torch.manual_seed(7)
+    bg = KernelMixture(torch.randn(30, 2), bandwidth=0.4, rank=2, hidden=8)
+    rho = SelfExciting(bg, events=4, hidden=8, init_scale=0.3, scales=2, marks=1, flux=flux).double()
+    with torch.no_grad():
+        for p in rho.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    assert rho.context_dim == 2 + 4 * 5 and SelfExciting(bg, events=4).context_dim == 2 + 4 * 4
+    t = torch.sort(10 * torch.rand(12, dtype=torch.float64)).values
+    x = 0.5 * torch.randn(12, 2, dtype=torch.float64)
+    tq = torch.tensor([3.3, 5.1, 7.7, 9.4], dtype=torch.float64)
+    ctx = catalog_context(t, x, tq, (0.0, 10.0), 4, count_radius=1.0)
+    assert float(ctx[:, 2:].reshape(4, 4, 5)[..., 2].max()) > 0
+    xs = torch.cat([rho.sample(tq / 10, context=ctx), torch.randn(4, 2, dtype=torch.float64)])
+    r = pf.continuity_residual(rho, torch.cat([tq, tq]) / 10, xs, torch.cat([ctx, ctx]))
+    assert r.relative.max() < 1e-9, r.relative.max()
+    if flux == "kr":
+        return
+    zero = ctx.clone()
+    zero[:, 2:].reshape(4, 4, 5)[..., 2] = 0.0
+    with torch.no_grad():
+        assert not torch.allclose(rho.log_prob(tq / 10, xs[:4], ctx), rho.log_prob(tq / 10, xs[:4], zero))
+        logit, bw = rho.kernel_parameters(torch.tensor([0.1, 0.2]), torch.tensor([[0.0], [2.0]]))
+    assert logit.shape == (2, 2) and bw.shape == (2, 2)
+    with pytest.raises(ValueError, match="marks"):
+        SelfExciting(bg, marks=-1)
+    with pytest.raises(ValueError, match="count mark"):
+        CatalogSpatial(SelfExciting(bg, events=4), (0.0, 10.0), 4, count_radius=1.0)

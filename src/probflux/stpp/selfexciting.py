@@ -34,7 +34,7 @@ from ..nn import MLP
 from .continuous import History
 from .history import _features
 
-__all__ = ["SelfExciting", "CatalogSpatial", "kernel_background", "catalog_context"]
+__all__ = ["SelfExciting", "CatalogSpatial", "kernel_background", "catalog_context", "follower_counts"]
 
 _ABSENT = -1e4  # logit of an empty history slot: exp underflows to 0 in float32 and float64
 
@@ -75,11 +75,17 @@ class SelfExciting(ComponentMixture):
             logit and bandwidth (initial bandwidths ``init_scale * 4^(s - (S - 1) / 2)``): a scale mixture, which can
             take the heavy, power-law-like tail of ETAS's spatial kernel ``(r^2 + d)^(-q)`` while the density stays
             one Gaussian mixture (same exact flux). ``1`` (default) is the single-kernel model.
+        marks: ``M``, extra per-slot features that the kernel MLP reads next to the age features: each slot of the
+            context is then ``(present, age, mark_1 .. mark_M, x)``, width ``2 + k (D + 2 + M)``. A mark must be a
+            function of the history only, constant between events (e.g. :func:`catalog_context`'s
+            ``count_radius`` mark, ``log(1 +`` the number of later history events within a radius of ``x_j)``, a causal
+            magnitude proxy; or a real magnitude): the weights and bandwidths then still vary in time only through the
+            ages, and the flux stays exact. ``0`` (default) is the layout of :func:`~probflux.stpp.history_context`.
     """
 
     def __init__(self, background: FactorizedMixture, events: int = 16, *, hidden: int = 32, layers: int = 2,
                  init_scale: float = 0.05, min_scale: float = 1e-3, age_eps: float = 1e-4, flux: str = "mixture",
-                 chunk_elements: int = 2**21, scales: int = 1) -> None:
+                 chunk_elements: int = 2**21, scales: int = 1, marks: int = 0) -> None:
         if not isinstance(background, FactorizedMixture) or background.family_name != "gaussian":
             raise TypeError("background must be a Gaussian mixture (KernelMixture, ComponentMixture or "
                             f"FactorizedMixture(family='gaussian')); got {type(background).__name__}")
@@ -89,20 +95,22 @@ class SelfExciting(ComponentMixture):
             raise ValueError(f"events must be a positive integer; got {events!r}")
         if isinstance(scales, bool) or not isinstance(scales, int) or scales < 1:
             raise ValueError(f"scales must be a positive integer; got {scales!r}")
+        if isinstance(marks, bool) or not isinstance(marks, int) or marks < 0:
+            raise ValueError(f"marks must be a non-negative integer; got {marks!r}")
         for name, v in (("init_scale", init_scale), ("min_scale", min_scale), ("age_eps", age_eps)):
             if not (isinstance(v, (int, float)) and v > 0):
                 raise ValueError(f"{name} must be a positive number; got {v!r}")
         if not init_scale > min_scale:
             raise ValueError(f"init_scale={init_scale} must exceed min_scale={min_scale}")
         D = background.dim
-        super().__init__(D, 2 + events * (D + 2), flux=flux, chunk_elements=chunk_elements)
+        super().__init__(D, 2 + events * (D + 2 + marks), flux=flux, chunk_elements=chunk_elements)
         self.background, self.events = background, events
         self.isotropic = bool(getattr(background, "isotropic", False))  # a FactorizedMixture's scales differ per axis
-        self.scales = scales
+        self.scales, self.marks = scales, marks
         self.components = background.components + events * scales
         self.min_scale, self.age_eps = float(min_scale), float(age_eps)
-        # (S logits, S raw log-scales) of an event's kernels from its age features
-        self.kernel_net = MLP(3, 2 * scales, hidden, layers)
+        # (S logits, S raw log-scales) of an event's kernels from its age features (and its marks)
+        self.kernel_net = MLP(3 + marks, 2 * scales, hidden, layers)
         self.background_net = MLP(2, 1, hidden, layers)  # background logit from (time since newest event, size)
         with torch.no_grad():
             for j in range(scales):
@@ -115,23 +123,23 @@ class SelfExciting(ComponentMixture):
     @classmethod
     def from_events(cls, x: Tensor, *, kernels: int = 2000, events: int = 16, knn: int = 8, rank: int = 0,
                     min_scale: float = 1e-3, init_scale: float = 0.05, hidden: int = 32, age_eps: float = 1e-4,
-                    seed: int = 0, scales: int = 1) -> tuple[SelfExciting, Tensor]:
+                    seed: int = 0, scales: int = 1, marks: int = 0) -> tuple[SelfExciting, Tensor]:
         """The model of ``examples/events_selfexciting.py`` and ``benchmarks/bench_events.py``
         (``probflux-selfexciting``): a :func:`kernel_background` of ``kernels`` training locations ``x: (N, D)``
         under ``events`` self-exciting slots. Returns ``(model, rest)``; fit on the rows ``rest`` of the training
         points (the others are the background's centres). Seed torch before calling for reproducible weights."""
         bg, rest = kernel_background(x, kernels, knn=knn, min_scale=min_scale, rank=rank, seed=seed)
         return cls(bg, events=events, hidden=hidden, init_scale=init_scale, min_scale=min_scale, age_eps=age_eps,
-                   scales=scales), rest
+                   scales=scales, marks=marks), rest
 
     # ------------------------------------------------------------------ parameters
-    def _ages(self, t: Tensor, ctx: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-        N, k, D = ctx.shape[0], self.events, self.dim
-        slots = ctx[:, 2:].reshape(N, k, D + 2)
+    def _ages(self, t: Tensor, ctx: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+        N, k, D, M = ctx.shape[0], self.events, self.dim, self.marks
+        slots = ctx[:, 2:].reshape(N, k, D + 2 + M)
         present = slots[..., 0] > 0.5
         gap = t - ctx[:, 0]  # time since the newest history event
         age = gap[:, None] + slots[..., 1]
-        return slots[..., 2:], present, gap, age, ctx[:, 1]
+        return slots[..., 2 + M:], present, gap, age, ctx[:, 1], slots[..., 2:2 + M]
 
     def _log_features(self, a: Tensor) -> tuple[Tensor, Tensor]:
         """``log(eps + a_+)`` and its time derivative (``da/dt = 1``)."""
@@ -142,16 +150,18 @@ class SelfExciting(ComponentMixture):
         if ctx is None:
             raise ValueError(f"SelfExciting needs a context (history_context rows of width {self.context_dim})")
         N, k, D = t.shape[0], self.events, self.dim
-        xs, present, gap, age, size = self._ages(t, ctx)
-        # kernels: features (log(eps + a), a, rank) -> (logit, raw log-scale)
+        xs, present, gap, age, size, marks = self._ages(t, ctx)
+        # kernels: features (log(eps + a), a, rank, marks) -> (logit, raw log-scale)
         la, dla = self._log_features(age)
         rank = (torch.arange(k, dtype=t.dtype, device=t.device) / k).expand(N, k)
-        feat = torch.stack([la, age.clamp_min(0.0), rank], -1).reshape(N * k, 3)
+        M = self.marks
+        feat = torch.cat([torch.stack([la, age.clamp_min(0.0), rank], -1), marks], -1).reshape(N * k, 3 + M)
         S = self.scales
         lg, dlg = self._log_features(gap)
         g_feat = torch.stack([lg, size], -1)
         if tangent:  # the MLPs' forward-mode tangents only when the rates are needed (a likelihood needs none)
-            dfeat = torch.stack([dla, (age >= 0).to(t.dtype), torch.zeros_like(rank)], -1).reshape(N * k, 3)
+            dfeat = torch.cat([torch.stack([dla, (age >= 0).to(t.dtype), torch.zeros_like(rank)], -1), torch.zeros_like(marks)],
+                              -1).reshape(N * k, 3 + M)  # marks are constant between events
             out, dout, _ = self.kernel_net.jvp(feat, dfeat)
             dout = dout.reshape(N, k, 2 * S)
             g_out, g_dout, _ = self.background_net.jvp(g_feat, torch.stack([dlg, torch.zeros_like(size)], -1))
@@ -186,32 +196,88 @@ class SelfExciting(ComponentMixture):
         return (logits, loc, log_scale), (dlogits, dloc, dlog_scale)
 
     @torch.no_grad()
-    def kernel_parameters(self, age: Tensor) -> tuple[Tensor, Tensor]:
-        """The learned kernel logit and bandwidth at ages ``age: (A,)`` (model time units, rank 0): ``(A,)`` each,
-        ``(A, S)`` with ``scales = S > 1``."""
+    def kernel_parameters(self, age: Tensor, marks: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
+        """The learned kernel logit and bandwidth at ages ``age: (A,)`` (model time units, rank 0) and marks
+        ``marks: (A, M)`` (default zeros): ``(A,)`` each, ``(A, S)`` with ``scales = S > 1``."""
         age = torch.as_tensor(age, dtype=self.dtype).reshape(-1)
+        if marks is None:
+            marks = torch.zeros(age.shape[0], self.marks, dtype=self.dtype)
+        marks = torch.as_tensor(marks, dtype=self.dtype).reshape(age.shape[0], -1)
+        if marks.shape[1] != self.marks:
+            raise ValueError(f"marks must have shape (A, {self.marks}); got {tuple(marks.shape)}")
         la, _ = self._log_features(age)
-        out = self.kernel_net(torch.stack([la, age.clamp_min(0.0), torch.zeros_like(age)], -1))
+        out = self.kernel_net(torch.cat([torch.stack([la, age.clamp_min(0.0), torch.zeros_like(age)], -1), marks], -1))
         S = self.scales
         logit, bw = out[:, :S], (math.log(self.min_scale) + F.softplus(out[:, S:])).exp()
         return (logit[:, 0], bw[:, 0]) if S == 1 else (logit, bw)
 
     def extra_repr(self) -> str:
-        return (f"dim={self.dim}, events={self.events}, scales={self.scales}, "
+        return (f"dim={self.dim}, events={self.events}, scales={self.scales}, marks={self.marks}, "
                 f"background components={self.background.components}, flux={self.flux_name!r}")
 
 
+def follower_counts(t: Tensor, x: Tensor, rows: Tensor, events: int, radius: float,
+                    scale: Optional[Tensor] = None) -> Tensor:
+    """``(R, k)`` int64: ``C[r, d]`` = how many of the events ``J + 1 .. J + d`` (``J = rows[r]``) of one sorted catalog
+    ``t: (N,)``, ``x: (N, D)`` lie within ``radius`` of ``x_J`` (distance of ``(x_i - x_J) * scale``) and strictly after
+    ``t_J``; ``d = 0 .. k - 1`` (``C[:, 0] = 0``; events past the catalog's end count nothing)."""
+    if not (isinstance(radius, (int, float)) and radius > 0):
+        raise ValueError(f"radius must be a positive number; got {radius!r}")
+    N = t.shape[0]
+    sc = torch.ones(x.shape[1], dtype=x.dtype) if scale is None else torch.as_tensor(scale, dtype=x.dtype).reshape(-1)
+    near = torch.zeros(rows.shape[0], events, dtype=torch.int64)
+    xr, tr = x[rows], t[rows]
+    for d in range(1, events):
+        i = rows + d
+        inside = i < N
+        ic = i.clamp_max(N - 1)
+        close = (((x[ic] - xr) * sc).square().sum(-1) <= radius**2) & (t[ic] > tr)
+        near[:, d] = (inside & close).to(torch.int64)
+    return near.cumsum(1)
+
+
+def _with_counts(t: Tensor, x: Tensor, t_query: Tensor, rows: Tensor, events: int, radius: float,
+                 scale: Optional[Tensor]) -> Tensor:
+    """Insert each slot's mark ``log(1 + n_j)`` after its ``(present, age)``, ``n_j`` = the history events (strictly
+    before the query) after ``t_j`` within ``radius`` of ``x_j``: slots ``(present, age, mark, x)``."""
+    k, D, Q = events, x.shape[1], t_query.shape[0]
+    n = torch.searchsorted(t.contiguous(), t_query.to(t.dtype).contiguous(), right=False)
+    J = n[:, None] - torch.arange(1, k + 1)[None, :]  # slot j (0-based) holds event n - 1 - j; newer history: j events
+    valid = J >= 0
+    if not bool(valid.any()):  # no query has a history: every slot is empty, every mark 0
+        mark = torch.zeros(Q, k, dtype=rows.dtype)
+    else:
+        base = int(J[valid].min())
+        C = follower_counts(t, x, torch.arange(base, int(n.max())), k, radius, scale)
+        cnt = torch.where(valid, C[(J - base).clamp_min(0), torch.arange(k).expand(Q, k)], torch.zeros((), dtype=torch.int64))
+        mark = torch.log1p(cnt.to(rows.dtype))
+    slots = rows[:, 2:].reshape(Q, k, D + 2)
+    return torch.cat([rows[:, :2], torch.cat([slots[..., :2], mark[..., None], slots[..., 2:]], -1).reshape(Q, -1)], -1)
+
+
 def catalog_context(t: Tensor, x: Tensor, t_query: Tensor, window: tuple[float, float], events: int, *,
-                    chunk: int = 4096) -> Tensor:
+                    chunk: int = 4096, count_radius: Optional[float] = None, count_scale: Optional[Tensor] = None) -> Tensor:
     """``(Q, 2 + k (D + 2))`` :func:`~probflux.stpp.history_context` rows at ``t_query: (Q,)`` from the strictly
     earlier events of one sorted catalog ``t: (N,)``, ``x: (N, D)``, model time ``(t - t0) / (t1 - t0)`` over
-    ``window = (t0, t1)``; built ``chunk`` queries at a time so a long history (``k`` in the hundreds) stays bounded."""
+    ``window = (t0, t1)``; built ``chunk`` queries at a time so a long history (``k`` in the hundreds) stays bounded.
+
+    With ``count_radius``, each slot carries one mark (:class:`SelfExciting` ``marks=1``; rows ``(Q, 2 + k (D + 3))``,
+    slots ``(present, age, mark, x)``): ``log(1 + n_j)``, ``n_j`` the events strictly before the query, strictly
+    after ``t_j`` and within ``count_radius`` of ``x_j`` (distances of ``(x_i - x_j) * count_scale``, e.g. the
+    standardisation's std to count in km) — a causal proxy of event ``j``'s magnitude (a large shock is soon followed by
+    many events close to it), a function of the history only, constant between events."""
     t0, t1 = float(window[0]), float(window[1])
     if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
         raise ValueError(f"chunk must be a positive integer; got {chunk!r}")
+    marks = 0 if count_radius is None else 1
     if t_query.shape[0] == 0:
-        return torch.zeros(0, 2 + events * (x.shape[1] + 2), dtype=t.dtype)
-    return torch.cat([_features(t, x, t_query[i:i + chunk], t0, t1 - t0, events) for i in range(0, t_query.shape[0], chunk)])
+        return torch.zeros(0, 2 + events * (x.shape[1] + 2 + marks), dtype=t.dtype)
+    out = []
+    for i in range(0, t_query.shape[0], chunk):
+        q = t_query[i:i + chunk]
+        rows = _features(t, x, q, t0, t1 - t0, events)
+        out.append(rows if count_radius is None else _with_counts(t, x, q, rows, events, count_radius, count_scale))
+    return torch.cat(out)
 
 
 class CatalogSpatial:
@@ -219,22 +285,28 @@ class CatalogSpatial:
     of one catalog: model time ``s = (t - t0) / (t1 - t0)`` over the whole catalog span and, for each query, the
     :func:`~probflux.stpp.history_context` row of its strictly earlier events (``history.n``, nothing later).
 
-    ``model``: a :class:`probflux.TimeDensity` whose context is that row (``2 + k (D + 2)``); ``window = (t0, t1)``;
-    ``events = k``. Wrap it in :class:`~probflux.stpp.continuous.StandardizedSpatial` when the model works in
+    ``model``: a :class:`probflux.TimeDensity` whose context is that row (``2 + k (D + 2)``; ``2 + k (D + 3)`` with
+    ``count_radius``, see :func:`catalog_context`); ``window = (t0, t1)``; ``events = k``. Wrap it in
+    :class:`~probflux.stpp.continuous.StandardizedSpatial` when the model works in
     standardised coordinates.
     """
 
-    def __init__(self, model, window: tuple[float, float], events: int) -> None:
+    def __init__(self, model, window: tuple[float, float], events: int, *, count_radius: Optional[float] = None,
+                 count_scale: Optional[Tensor] = None) -> None:
         self.model, self.events = model, events
+        self.count_radius, self.count_scale = count_radius, count_scale
         self.t0, self.t1 = float(window[0]), float(window[1])
         if not self.t1 > self.t0:
             raise ValueError(f"window must be (t0, t1) with t0 < t1; got {window}")
-        if model.context_dim != 2 + events * (model.dim + 2):
-            raise ValueError(f"model.context_dim={model.context_dim} is not a history row of events={events}")
+        marks = 0 if count_radius is None else 1
+        if model.context_dim != 2 + events * (model.dim + 2 + marks):
+            raise ValueError(f"model.context_dim={model.context_dim} is not a history row of events={events}"
+                             + (" with one count mark per slot" if marks else ""))
 
     def context(self, t: Tensor, history: History) -> Tensor:
         """``(Q, 2 + k (D + 2))`` history rows of the queries ``t: (Q,)`` (catalog units)."""
-        ctx = catalog_context(history.t, history.x, t, (self.t0, self.t1), self.events)
+        ctx = catalog_context(history.t, history.x, t, (self.t0, self.t1), self.events, count_radius=self.count_radius,
+                              count_scale=self.count_scale)
         n = torch.searchsorted(history.t.contiguous(), t.to(history.t.dtype).contiguous(), right=False)
         if not torch.equal(n, history.n):
             raise ValueError("history.n must count the strictly earlier events of each query")
