@@ -45,13 +45,16 @@ from typing import Optional
 import numpy as np
 import torch
 
+import probflux as pf
 from probflux.data.events import earthquakenpp_catalog
 from probflux.data.points import TemporalPoints
 from probflux.io import write_json
+from probflux.objectives import NegativeLogLikelihood
 from probflux.stpp import ConstantRate, ETASTemporal, SelfExciting
 from probflux.stpp.continuous import History, StandardizedSpatial, history_counts, spatial_scores, temporal_scores
 from probflux.stpp.selfexciting import CatalogSpatial, catalog_context
 from probflux.stpp.temporal import CountETASTemporal
+from probflux.train import fit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "peers"))
 from kernel_stpp import DEFAULT_K, KernelSTPP, log_kde, tune_refined  # noqa: E402,F401
@@ -73,25 +76,57 @@ def val_slots(cat, k: int) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tens
     return xv, (cat.x[idx], valid)
 
 
+FIT_PERIODS = ("train", "before-test")
+"""``--fit-period``: ``train`` fits on the training period and keeps the EMA weights with the best validation-period
+NLL; ``before-test`` fits on every event before the test period (training + validation, as EarthquakeNPP's ETAS and our
+temporal models are fitted) and keeps the final EMA weights of the budget (no validation selection)."""
+
+
+def fit_rows(cat, fit_period: str) -> slice:
+    """Catalog rows ``[0, i1)`` that ``probflux-selfexciting`` is fitted on (background centres drawn from them too):
+    the training period, or every event strictly before the test period (``fit_period``, one of :data:`FIT_PERIODS`)."""
+    if fit_period not in FIT_PERIODS:
+        raise ValueError(f"fit_period must be one of {FIT_PERIODS}; got {fit_period!r}")
+    tr = cat.indices("train")
+    return tr if fit_period == "train" else slice(tr.start, cat.indices("test").start)
+
+
 def run_selfexciting(cat, budget: float, seed: int, events: int = SE_EVENTS, scales: int = 1,
-                     kernels: int = SE_KERNELS) -> tuple[float, float]:
-    """Test spatial LL per event (per km^2) of ``probflux-selfexciting`` on one catalog, and its training CPU seconds."""
+                     kernels: int = SE_KERNELS, fit_period: str = "train",
+                     count_radius: Optional[float] = None) -> tuple[float, float]:
+    """Test spatial LL per event (per km^2) of ``probflux-selfexciting`` on one catalog, and its training CPU seconds.
+    Coordinates are standardised by the events it is fitted on (:func:`fit_rows`). ``count_radius`` (km): each history
+    slot also carries ``log(1 +`` its later history events within that radius ``)`` (``SelfExciting(marks=1)``)."""
     (t0, t1), k = (cat.boundaries[0], cat.boundaries[-1]), events
-    tr, va = cat.indices("train"), cat.indices("val")
+    tr, va = fit_rows(cat, fit_period), cat.indices("val")
     mean, std = cat.x[tr].mean(0), cat.x[tr].std(0)
     z = (cat.x - mean) / std
     s = (cat.t - t0) / (t1 - t0)
     torch.manual_seed(seed)
     model, rest = SelfExciting.from_events(z[tr], kernels=kernels, events=k, age_eps=0.01 / (t1 - t0), seed=seed,
-                                           scales=scales)  # eps: 1/4 h
+                                           scales=scales, marks=0 if count_radius is None else 1)  # eps: 1/4 h
     rows, vrows = torch.arange(tr.start, tr.stop)[rest], torch.arange(va.start, va.stop)
-    fitP = TemporalPoints._unchecked(s[rows].float(), z[rows].float(), catalog_context(cat.t, z, cat.t[rows], (t0, t1), k).float(), "fit")
-    Vf = TemporalPoints._unchecked(s[va].float(), z[va].float(), catalog_context(cat.t, z, cat.t[vrows], (t0, t1), k).float(), "val")
-    model, res, train_s = fit_best(model, fitP, Vf, budget, seed, selfexciting_config())
-    del fitP, Vf
-    ll = spatial_scores(cat, StandardizedSpatial(CatalogSpatial(model, (t0, t1), k), mean, std), period="test", chunk=256)
-    print(f"  probflux-selfexciting (k={k}, scales={scales}) seed {seed}: test spatial LL {float(ll.mean()):.3f} /km^2 "
-          f"({res.step} steps, best {res.best_step}, {train_s:.0f} CPU s training)", flush=True)
+    marks = {"count_radius": count_radius, "count_scale": std}
+
+    def context(tq: torch.Tensor) -> torch.Tensor:
+        return catalog_context(cat.t, z, tq, (t0, t1), k, **marks).float()
+
+    fitP = TemporalPoints._unchecked(s[rows].float(), z[rows].float(), context(cat.t[rows]), "fit")
+    if fit_period == "train":
+        Vf = TemporalPoints._unchecked(s[va].float(), z[va].float(), context(cat.t[vrows]), "val")
+        model, res, train_s = fit_best(model, fitP, Vf, budget, seed, selfexciting_config())
+        del Vf
+    else:
+        start = CLOCK()
+        res = fit(pf.Dynamics(model), NegativeLogLikelihood(), fitP, config=selfexciting_config(), seed=seed, progress=False,
+                  max_seconds=budget, time_schedule=True, clock=CLOCK)
+        train_s = CLOCK() - start
+        model = res.model.density.eval()  # the EMA weights at the end of the budget
+    del fitP
+    ll = spatial_scores(cat, StandardizedSpatial(CatalogSpatial(model, (t0, t1), k, **marks), mean, std), period="test", chunk=256)
+    print(f"  probflux-selfexciting (k={k}, scales={scales}, fit on {fit_period}, count radius {count_radius}) seed {seed}: "
+          f"test spatial LL "
+          f"{float(ll.mean()):.3f} /km^2 ({res.step} steps, best {res.best_step}, {train_s:.0f} CPU s training)", flush=True)
     return float(ll.mean()), train_s
 
 
@@ -231,6 +266,10 @@ def main(argv: Optional[list[str]] = None) -> None:
     p.add_argument("--events", type=int, default=SE_EVENTS, help="history slots k of probflux-selfexciting")
     p.add_argument("--scales", type=int, default=1, help="Gaussian kernels per past event of probflux-selfexciting")
     p.add_argument("--kernels", type=int, default=SE_KERNELS, help="background kernels of probflux-selfexciting")
+    p.add_argument("--fit-period", default="train", choices=FIT_PERIODS,
+                   help="events probflux-selfexciting is fitted on (before-test: training + validation, final weights)")
+    p.add_argument("--count-radius", type=float, default=None,
+                   help="km: give each history slot of probflux-selfexciting the mark log(1 + later events within it)")
     p.add_argument("--out", default="benchmarks/results/events.json")
     args = p.parse_args(argv)
     if args.merge:
@@ -243,7 +282,8 @@ def main(argv: Optional[list[str]] = None) -> None:
     out = Path(args.out)
     for name, cat in jobs:
         recs = run_catalog(name, cat, command, args.methods, args.budget, args.seeds,
-                           {"events": args.events, "scales": args.scales, "kernels": args.kernels}, args.seed0)
+                           {"events": args.events, "scales": args.scales, "kernels": args.kernels,
+                            "fit_period": args.fit_period, "count_radius": args.count_radius}, args.seed0)
         old = json.loads(out.read_text()) if out.exists() and out.stat().st_size else []
         keys = {(r["dataset"], r["method"], r["metric"]) for r in recs}
         write_json(out, [r for r in old if (r["dataset"], r["method"], r["metric"]) not in keys] + recs)
