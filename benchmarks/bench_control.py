@@ -49,6 +49,7 @@ from probflux.control.baseline import train_baseline
 from probflux.io import write_json
 
 ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_OUT = ROOT / "benchmarks" / "results" / "control.json"
 
 
 def mean_std(v: list[float]) -> tuple[float, float]:
@@ -125,14 +126,32 @@ def run_lq(cfg: dict, ev: dict, seeds: list[int], budget: float, methods: set[st
 
 
 # ----------------------------------------------------------------------------------------------- DeepGSB
+def em_check_rows(problem, drift, name: str, method: str, seed: int, ev: dict, target, max_drift: float,
+                  em_steps: list[int]) -> list[dict]:
+    """The same fitted drift simulated with each number of Euler–Maruyama steps (same initial points, seed
+    ``1000 + seed``): W2 to the target, violation, cost and clipping against the step count (``--em-check``)."""
+    out = []
+    for k in em_steps:
+        c0 = time.process_time()
+        mc = pc.monte_carlo_cost(problem, drift, n=ev["particles"], steps=k, seed=1000 + seed, target_samples=target,
+                                 max_drift=max_drift)
+        out.append(dict(dataset=name, method=f"{method}, {k} EM steps", seed=seed, cpu=time.process_time() - c0, mc=mc["cost"],
+                        w2=mc["w2"], violation=mc["violation"], clipped=mc["clipped"]))
+        print(out[-1], flush=True)
+    return out
+
+
 def run_deepgsb(cfg: dict, ev: dict, seeds: list[int], budget: float, names: Optional[list[str]], keep: int,
-                methods: set[str]) -> tuple[list[dict], dict]:
+                methods: set[str], em_check: Optional[list[int]] = None) -> tuple[list[dict], dict]:
     """Each method on each problem and seed; budgets in CPU seconds (``time.process_time``): the baseline ``budget``,
-    probflux ``ours_fraction * budget``. Per problem one ``sampling-floor`` row: W2 between two independent target draws
+    probflux ``ours_fraction * budget``. With ``em_check`` (a list of step counts) the rows are instead those of
+    :func:`em_check_rows` for every fitted model (and, for the bridge, W2 of exact samples of its ``rho_1``), marked
+    ``check=True``. Per problem ``sampling-floor`` rows: W2 between two independent target draws
     of the evaluation size (the best any method's W2 to the target can be)."""
     from probflux.metrics import wasserstein
 
     rows, paths = [], {}
+    floors: dict[tuple, list[float]] = {}  # problems with the same target and evaluation size share their floor draws
     frac = cfg["ours_fraction"]
     annealed = bool(cfg.get("time_schedule", False))  # probflux: the LR schedule runs over the CPU budget
     b_annealed = bool(cfg.get("baseline_time_schedule", annealed))  # the baseline's own choice (configs/control_bench.yaml)
@@ -143,10 +162,15 @@ def run_deepgsb(cfg: dict, ev: dict, seeds: list[int], budget: float, names: Opt
         L = cp.LENGTH_SCALE[spec["problem"]]
         target = problem.target.sample(ev["particles"], torch.Generator().manual_seed(99))
         max_drift = ev["max_drift_factor"] * L / problem.horizon  # safeguard, same for both methods
-        for seed in seeds:
-            floor = wasserstein(problem.target.sample(ev["particles"], torch.Generator().manual_seed(500 + seed)), target, 2,
-                                method="exact")
-            rows.append(dict(dataset=name, method="sampling-floor", seed=seed, w2_floor=floor))
+        # floor_draws independent target draws per seed (the first one seeded 500 + seed, as before): the floor's own
+        # spread is that of any method's W2 to the fixed reference sample, so its mean and s.e. need more than 3 draws
+        draws = int(ev.get("floor_draws", 1))
+        key = (tuple(torch.cat([c.reshape(-1) for c in problem.target.components]).tolist()), ev["particles"], tuple(seeds), draws)
+        if key not in floors:
+            floors[key] = [wasserstein(problem.target.sample(ev["particles"], torch.Generator().manual_seed(
+                500 + seed if d == 0 else 10_000 + 100 * seed + d)), target, 2, method="exact") for seed in seeds for d in range(draws)]
+        for i, floor in enumerate(floors[key]):
+            rows.append(dict(dataset=name, method="sampling-floor", seed=seeds[i // draws], w2_floor=floor))
         for method in ("probflux", "probflux-bridge"):
             if method not in methods:
                 continue
@@ -183,6 +207,15 @@ def run_deepgsb(cfg: dict, ev: dict, seeds: list[int], budget: float, names: Opt
                 print(row, flush=True)
                 if mc["path"] is not None:
                     paths[(name, method)] = mc["path"]
+                if em_check:
+                    check = em_check_rows(problem, pc.model_drift(problem, fit.model), name, method, seed, ev, target, max_drift,
+                                          em_check)
+                    if pc.pins(dens)[1]:  # rho_1 is the target by construction: W2 of its exact samples is a floor draw
+                        with torch.no_grad():
+                            x1 = fit.model.density.sample(torch.ones(ev["particles"], dtype=torch.float64))
+                        check.append(dict(dataset=name, method=f"{method}, exact rho_1 samples", seed=seed,
+                                          w2=wasserstein(x1.double(), target, 2, method="exact")))
+                    rows += [dict(r, check=True) for r in check]
         if "baseline-bptt-policy" not in methods:
             continue
         b = spec["baseline"]
@@ -203,6 +236,9 @@ def run_deepgsb(cfg: dict, ev: dict, seeds: list[int], budget: float, names: Opt
             print(rows[-1], flush=True)
             if mc["path"] is not None:
                 paths[(name, "baseline-bptt-policy")] = mc["path"]
+            if em_check:
+                rows += [dict(r, check=True) for r in em_check_rows(problem, policy_drift(policy), name, "baseline-bptt-policy",
+                                                                   seed, ev, target, max_drift, em_check)]
     return rows, paths
 
 
@@ -238,6 +274,7 @@ def records(rows: list[dict], benchmark: str, command: str) -> list[dict]:
 
 LQ_COLUMNS = ["riccati_optimum", "mc_cost", "gap_to_riccati", "gap_to_riccati_common_noise", "gap_common_noise_se",
               "simulation_free_cost", "cpu_seconds", "train_steps"]
+EM_CHECK_COLUMNS = ["w2_target", "obstacle_violation_rate", "mc_cost", "clipped_drift_fraction", "cpu_seconds"]
 DEEPGSB_COLUMNS = ["mc_cost", "mc_cost_se", "simulation_free_cost", "mc_cost_exact_density", "w2_target",
                    "w2_target_floor", "obstacle_violation_rate", "clipped_drift_fraction", "cpu_seconds", "train_steps"]
 
@@ -264,8 +301,38 @@ def render_tables(recs: list[dict]) -> str:
     if dg:
         out += ["### DeepGSB crowd navigation", "",
                 pivot(dg, columns=[c for c in DEEPGSB_COLUMNS if any(r["metric"] == c for r in dg)], cell=cell), ""]
+    em = [r for r in recs if r["benchmark"] == "control_em_check"]
+    if em:
+        out += ["### The evaluation against its Euler–Maruyama step count (`--em-check`)", "",
+                pivot(em, columns=[c for c in EM_CHECK_COLUMNS if any(r["metric"] == c for r in em)], cell=cell), ""]
+    if dg:
+        out += ["### W2 to the target against its sampling floor", "",
+                "Mean ± sd over the method's seeds and over the floor's draws (their number in brackets). If `X_T` has the "
+                "target's law, a method's `W2` to the fixed reference sample is distributed as a floor draw: the s.e. of "
+                "`W2 - floor` is `sd_floor sqrt(1/seeds + 1/draws)`, `z` = difference / s.e. (|z| < 2: at the floor "
+                "within the evaluation's sampling noise).", "", floor_table(dg), ""]
     out += ["Commands:", "", commands(recs)]
     return "\n".join(out)
+
+
+def floor_table(recs: list[dict]) -> str:
+    """Markdown rows ``dataset | method | W2 | floor | W2 - floor ± s.e. | z`` from the ``w2_target`` and
+    ``w2_target_floor`` records. Under the hypothesis "``X_T`` has the target's law" a method's ``W2`` to the fixed
+    reference sample is distributed as a floor draw, so the s.e. of the difference of the means over ``n`` seeds and
+    ``m`` floor draws is ``sd_floor sqrt(1/n + 1/m)`` (the floor's spread over its many draws; 3 seeds cannot
+    estimate a spread), and ``z = (W2 - floor) / s.e.``."""
+    floor = {r["dataset"]: r for r in recs if r["metric"] == "w2_target_floor"}
+    lines = ["| dataset | method | W2 to target | floor (sd of a draw) | W2 - floor | z |", "|---|---|---|---|---|---|"]
+    for r in recs:
+        f = floor.get(r["dataset"])
+        if r["metric"] != "w2_target" or f is None or not math.isfinite(r["value"]):
+            continue
+        n, m = max(r.get("seeds", 1), 1), max(f.get("seeds", 1), 1)
+        d, e = r["value"] - f["value"], (f.get("std") or 0.0) * math.sqrt(1 / n + 1 / m)
+        z = f"{d / e:+.1f}" if e > 0 else "–"
+        lines.append(f"| {r['dataset']} | {r['method']} | {r['value']:.4g} ± {r.get('std') or 0:.2g} ({n}) | "
+                     f"{f['value']:.4g} ± {f.get('std') or 0:.2g} ({m}) | {d:+.3g} ± {e:.2g} | {z} |")
+    return "\n".join(lines)
 
 
 def _panel(ax, problem, path, k: Optional[int], title: str, lim) -> None:
@@ -360,9 +427,12 @@ def main(argv: Optional[list[str]] = None) -> None:
     ap.add_argument("--eval-particles", type=int, default=None, help="Monte Carlo particles of the evaluation (default: config)")
     ap.add_argument("--override", default=None,
                     help='JSON {problem: {key: value}} replacing keys of a DeepGSB problem\'s probflux-bridge settings (sweeps)')
+    ap.add_argument("--em-check", default=None,
+                    help="comma list of Euler-Maruyama step counts: record (benchmark control_em_check) the fitted models' W2, "
+                         "violation and cost at each, instead of the benchmark rows")
     ap.add_argument("--figures", action="store_true", help="draw docs/images/control_*.png and control_stunnel.gif")
     ap.add_argument("--tables", action="store_true", help="only re-render RESULTS.md's control section from the records")
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "control.json"))
+    ap.add_argument("--out", default=str(DEFAULT_OUT))
     args = ap.parse_args(argv)
     out = Path(args.out)
     sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -396,9 +466,14 @@ def main(argv: Optional[list[str]] = None) -> None:
         for name, keys in (json.loads(args.override) if args.override else {}).items():
             cfg["deepgsb"]["problems"][name]["probflux-bridge"].update(keys)
         budget = args.budget or cfg["deepgsb"]["budget"]
+        em_check = [int(k) for k in args.em_check.split(",")] if args.em_check else None
         rows, paths = run_deepgsb(cfg["deepgsb"], ev, seeds, budget, args.problems.split(",") if args.problems else None,
-                                  keep=400 if args.figures else 0, methods=methods)
-        recs += records(rows, "control_deepgsb", command)
+                                  keep=400 if args.figures else 0, methods=methods, em_check=em_check)
+        if em_check:  # a diagnostic: only its own rows (and the floors) are recorded
+            recs += records([r for r in rows if r.get("check")], "control_em_check", command)
+            recs += records([r for r in rows if r["method"] == "sampling-floor"], "control_em_check", command)
+        else:
+            recs += records(rows, "control_deepgsb", command)
         if args.figures and paths:
             for f in draw_all(cfg["deepgsb"], paths):
                 print("figure", f)
@@ -408,7 +483,8 @@ def main(argv: Optional[list[str]] = None) -> None:
     write_json(out, recs)
     print("wrote", out)
     print(render_tables(recs))
-    replace_section(ROOT / "benchmarks" / "RESULTS.md", "control", render_tables(recs))
+    if out.resolve() == DEFAULT_OUT.resolve():  # a sweep written elsewhere (--out) leaves RESULTS.md alone
+        replace_section(ROOT / "benchmarks" / "RESULTS.md", "control", render_tables(recs))
 
 
 if __name__ == "__main__":
