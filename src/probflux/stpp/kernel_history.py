@@ -32,7 +32,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Optional, Union
+from typing import Optional
 
 import torch
 from torch import Tensor
@@ -41,55 +41,18 @@ from torch.nn import functional as F
 from ..densities.anchored_events import ComponentMixture
 from ..densities.factorized import Params
 from ..nn import MLP
+from .kernel_sums import BLOCK, _block, dedupe, log_kde, log_kde_near, log_kde_var, near_abramson_log_bandwidths
 
 __all__ = ["KernelHistory", "Tuned", "TunedHistory", "tune", "tune_refined", "tune_extended", "log_kde_t", "log_local_decay",
            "log_kde_var", "abramson_log_bandwidths",
            "slot_ages", "bandwidth_grid", "log_kde", "log_local", "mix", "dedupe",
            "slots_from_context", "cross_fit_background", "refine", "DEFAULT_K", "DEFAULT_W"]
 
-BLOCK = 1 << 22  # entries of one pairwise (query x kernel) block
 _ABSENT = -1e4  # logit of an empty slot: exp underflows to 0 in float32 and float64
 _LOG2PI = math.log(2 * math.pi)
 
 
 # ------------------------------------------------------------------------------------------------ kernel sums
-
-def dedupe(x: Tensor) -> tuple[Tensor, Tensor]:
-    """Distinct rows of ``x: (N, D)`` and their counts ``(M,)`` (float64)."""
-    u, c = torch.unique(x.double(), dim=0, return_counts=True)
-    return u, c.double()
-
-
-def _block(q: int, m: int) -> tuple[int, int]:
-    """Rows and columns of one ``(queries x kernels)`` block of at most ``BLOCK`` entries (whole rows when they fit)."""
-    rows = max(1, min(q, BLOCK // max(m, 1)))
-    return rows, (m if rows > 1 or m <= BLOCK else BLOCK)
-
-
-def log_kde(x: Tensor, centres: Tensor, log_weights: Tensor, h: Union[float, Sequence[float]]) -> Tensor:
-    """``log sum_m exp(lw_m) N(x; b_m, h^2 I)`` for ``x: (Q, D)``, ``centres: (M, D)``, normalised ``log_weights: (M,)``:
-    ``(Q,)`` for one bandwidth ``h``, ``(H, Q)`` for a sequence of ``H`` bandwidths (the distances are computed once
-    per block for all of them). Chunked over queries and kernels; float64; no graph through the distances."""
-    scalar = isinstance(h, (int, float))
-    hs = [float(h)] if scalar else [float(v) for v in h]
-    if not hs or min(hs) <= 0:
-        raise ValueError(f"bandwidths must be positive; got {h}")
-    x, centres, log_weights = x.double(), centres.double(), log_weights.double()
-    q, m, d = x.shape[0], centres.shape[0], x.shape[1]
-    rows, cols = _block(q, m)
-    out = []
-    for i in range(0, q, rows):
-        xi = x[i:i + rows]
-        acc = torch.full((len(hs), xi.shape[0]), -math.inf, dtype=torch.float64)
-        for j in range(0, m, cols):
-            d2 = torch.cdist(xi, centres[j:j + cols]).square()
-            lw = log_weights[j:j + cols][None, :]
-            for a, hh in enumerate(hs):
-                acc[a] = torch.logaddexp(acc[a], torch.logsumexp(d2 * (-0.5 / hh**2) + lw, 1))
-        out.append(acc)
-    res = torch.cat(out, 1) - torch.tensor([d * math.log(hh) + 0.5 * d * _LOG2PI for hh in hs], dtype=torch.float64)[:, None]
-    return res[0] if scalar else res
-
 
 def log_kde_t(t: Tensor, x: Tensor, times: Tensor, centres: Tensor, log_weights: Tensor, h: float, h_t: float) -> Tensor:
     """``(Q,)`` log-density of ``x: (Q, D)`` under the KDE whose kernel ``m`` (at ``centres[m]``, time ``times[m]``) is
@@ -111,24 +74,6 @@ def log_kde_t(t: Tensor, x: Tensor, times: Tensor, centres: Tensor, log_weights:
             den = torch.logaddexp(den, torch.logsumexp(lt, 1))
         out.append(num - den)
     return torch.cat(out) - d * math.log(h) - 0.5 * d * _LOG2PI
-
-
-def log_kde_var(x: Tensor, centres: Tensor, log_weights: Tensor, log_h: Tensor) -> Tensor:
-    """``(Q,)`` ``log sum_m exp(lw_m) N(x; b_m, h_m^2 I)`` with one bandwidth per kernel, ``log_h: (M,)``. Chunked;
-    float64; no graph through the distances."""
-    x, centres, log_weights, log_h = x.double(), centres.double(), log_weights.double(), log_h.double()
-    q, m, d = x.shape[0], centres.shape[0], x.shape[1]
-    rows, cols = _block(q, m)
-    out = []
-    for i in range(0, q, rows):
-        xi = x[i:i + rows]
-        acc = torch.full((xi.shape[0],), -math.inf, dtype=torch.float64)
-        for j in range(0, m, cols):
-            lh = log_h[j:j + cols][None, :]
-            d2 = torch.cdist(xi, centres[j:j + cols]).square()
-            acc = torch.logaddexp(acc, torch.logsumexp(log_weights[j:j + cols][None, :] - 0.5 * d2 * torch.exp(-2 * lh) - d * lh, 1))
-        out.append(acc)
-    return torch.cat(out) - 0.5 * d * _LOG2PI
 
 
 def abramson_log_bandwidths(centres: Tensor, log_weights: Tensor, h: float, alpha: float) -> Tensor:
@@ -254,6 +199,7 @@ class TunedHistory(Tuned):
     size_slope: float = 0.0
     gap_slope: float = 0.0
     alpha: float = 0.0
+    pilot_h: Optional[float] = None
 
 
 DEFAULT_DECAYS = (0.0, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0)
@@ -320,7 +266,8 @@ def tune_extended(background: Tensor, times: Tensor, val_t: Tensor, val_x: Tenso
                     top, b0, h_b, alpha = v, lb, sc * base.h_b, a
     scored = sorted(((best_w(b0, ll), key) for key, ll in locs.items()), key=lambda r: -r[0][1])
     (w, v), (k, dc, hl) = scored[0]
-    best, bt_best = TunedHistory(h_b, hl, w, k, v, 0, dc, None, alpha=alpha), None
+    pilot_h = base.h_b if alpha > 0 else None  # the pilot the search scored (the model recomputes it there)
+    best, bt_best = TunedHistory(h_b, hl, w, k, v, 0, dc, None, alpha=alpha, pilot_h=pilot_h), None
     if alpha == 0.0 and val_x.shape[0] * background.shape[0] <= max_pairs:
         tc, tcounts = dedupe(torch.cat([times.double()[:, None], background.double()], 1))
         lw_t = torch.log(tcounts / tcounts.sum())
@@ -346,7 +293,7 @@ def tune_extended(background: Tensor, times: Tensor, val_t: Tensor, val_x: Tenso
                         v = torch.where(has, torch.logaddexp(F.logsigmoid(-gl) + lb, F.logsigmoid(gl) + ll), lb)
                         v = float(v.mean())
                         if v > best.val_ll:
-                            best = TunedHistory(h_b, key[2], w, key[0], v, 0, key[1], h_t, ss, gs, alpha)
+                            best = TunedHistory(h_b, key[2], w, key[0], v, 0, key[1], h_t, ss, gs, alpha, pilot_h)
     best.grid_points = n
     return best
 
@@ -370,14 +317,17 @@ class KernelHistory(ComponentMixture):
             parameters (``0 < w < 1``). Keyword-only: hidden, layers: the MLPs ``f`` (per slot, of
             ``log(eps + age), age, rank``) and ``g`` (of ``log(eps + gap), size``). decay: the history weights' age
             decay (``a_j -> a_j - decay age_j``). times, h_t: the background events' model times and the time
-            bandwidth of its weights (None: a static KDE). size_slope, gap_slope:
+            bandwidth of its weights (None: a static KDE). alpha, pilot_h: adaptive background bandwidths
+            ``h_m = h_b (f(b_m) / g)^(-alpha)``, ``f`` the KDE of bandwidth ``pilot_h`` (default ``h_b``) at the
+            centres, ``g`` its weighted geometric mean (:func:`abramson_log_bandwidths`). size_slope, gap_slope:
             ``beta -> beta + size_slope log(1 + min(n, k)) + gap_slope log(eps + gap)``. min_scale: floor of the
             history bandwidths (default ``h_l / 20``). age_eps: ``eps`` in model time units. flux, chunk_elements:
             see :class:`ComponentMixture`.
     """
 
     def __init__(self, background: Tensor, h_b: float, h_l: float, w: float, k: int, *, decay: float = 0.0,
-                 times: Optional[Tensor] = None, h_t: Optional[float] = None, alpha: float = 0.0, size_slope: float = 0.0,
+                 times: Optional[Tensor] = None, h_t: Optional[float] = None, alpha: float = 0.0,
+                 pilot_h: Optional[float] = None, size_slope: float = 0.0,
                  gap_slope: float = 0.0, hidden: int = 32, layers: int = 2,
                  min_scale: Optional[float] = None, age_eps: float = 1e-4, flux: str = "mixture",
                  chunk_elements: int = 2**21) -> None:
@@ -399,6 +349,8 @@ class KernelHistory(ComponentMixture):
             raise ValueError(f"decay must be a rate >= 0; got {decay}")
         if not alpha >= 0:
             raise ValueError(f"alpha must be >= 0; got {alpha}")
+        if pilot_h is not None and not pilot_h > 0:
+            raise ValueError(f"pilot_h must be positive (or None: h_b); got {pilot_h}")
         if alpha > 0 and h_t is not None:
             raise ValueError("alpha (adaptive bandwidths) and h_t (time-weighted background) cannot be combined")
         if h_t is not None:
@@ -421,7 +373,10 @@ class KernelHistory(ComponentMixture):
         self.register_buffer("centres", centres.to(dt))
         self.register_buffer("bg_log_weights", torch.log(counts / counts.sum()).to(dt))
         lw = torch.log(counts / counts.sum())
-        log_h = abramson_log_bandwidths(centres, lw, h_b, alpha) if alpha > 0 else torch.full_like(lw, math.log(h_b))
+        if alpha > 0:  # the pilot by truncated sums, exact to 1e-9 (kernel_sums.log_kde_near): O(pairs), not O(M^2)
+            log_h = near_abramson_log_bandwidths(centres, lw, h_b, alpha, pilot_h)
+        else:
+            log_h = torch.full_like(lw, math.log(h_b))
         self.register_buffer("bg_log_scale", log_h.to(dt))  # (M,) per-kernel log bandwidths
         self._h_b, self.alpha = float(h_b), float(alpha)
         self.events, self.min_scale, self.age_eps = k, float(min_scale), float(age_eps)
@@ -439,7 +394,8 @@ class KernelHistory(ComponentMixture):
         """The model at a :func:`tune` / :func:`tune_refined` / :func:`tune_extended` result (``w`` clipped into
         ``[0.01, 0.99]``); ``times: (N,)`` the background events' model times (needed when the result has ``h_t``)."""
         extra = ({"decay": tuned.decay, "h_t": tuned.h_t, "times": times, "size_slope": tuned.size_slope,
-                  "gap_slope": tuned.gap_slope, "alpha": tuned.alpha} if isinstance(tuned, TunedHistory) else {})
+                  "gap_slope": tuned.gap_slope, "alpha": tuned.alpha, "pilot_h": tuned.pilot_h}
+                 if isinstance(tuned, TunedHistory) else {})
         return cls(background, tuned.h_b, tuned.h_l, min(0.99, max(0.01, tuned.w)), tuned.k, **extra, **kw)
 
     @property
@@ -529,13 +485,14 @@ class KernelHistory(ComponentMixture):
     # ------------------------------------------------------------------ fast log-density
     def log_background(self, t: Tensor, x: Tensor) -> Tensor:
         """``log B_t(x)`` for ``t: (N,)``, ``x: (N, D)`` (``t`` matters only with ``h_t``): differentiable when ``x`` or
-        ``t`` requires a gradient, else by the chunked :func:`log_kde` / :func:`log_kde_t` (float64, returned in
-        ``x``'s dtype)."""
+        ``t`` requires a gradient, else by the truncated sums of :func:`probflux.stpp.kernel_sums.log_kde_near`
+        (within ``log(1 + 1e-9)`` of the exact value) or the chunked :func:`log_kde_t` (float64, returned in ``x``'s
+        dtype)."""
         if not (x.requires_grad or t.requires_grad):
             if self.alpha > 0:
-                return log_kde_var(x, self.centres, self.bg_log_weights, self.bg_log_scale).to(x.dtype)
+                return log_kde_near(x, self.centres, self.bg_log_weights, log_h=self.bg_log_scale).to(x.dtype)
             if self.bg_times is None:
-                return log_kde(x, self.centres, self.bg_log_weights, self.h_b).to(x.dtype)
+                return log_kde_near(x, self.centres, self.bg_log_weights, self.h_b).to(x.dtype)
             return log_kde_t(t, x, self.bg_times, self.centres, self.bg_log_weights, self.h_b, self.h_t).to(x.dtype)
         lh, D = self.bg_log_scale, self.dim
         rows = max(1, BLOCK // max(self.centres.shape[0] * D, 1))
