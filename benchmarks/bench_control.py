@@ -274,7 +274,7 @@ def records(rows: list[dict], benchmark: str, command: str) -> list[dict]:
 
 LQ_COLUMNS = ["riccati_optimum", "mc_cost", "gap_to_riccati", "gap_to_riccati_common_noise", "gap_common_noise_se",
               "simulation_free_cost", "cpu_seconds", "train_steps"]
-EM_CHECK_COLUMNS = ["w2_target", "obstacle_violation_rate", "mc_cost", "clipped_drift_fraction", "cpu_seconds"]
+EM_CHECK_COLUMNS = ["w2_target", "w2_target_floor", "obstacle_violation_rate", "mc_cost", "clipped_drift_fraction", "cpu_seconds"]
 DEEPGSB_COLUMNS = ["mc_cost", "mc_cost_se", "simulation_free_cost", "mc_cost_exact_density", "w2_target",
                    "w2_target_floor", "obstacle_violation_rate", "clipped_drift_fraction", "cpu_seconds", "train_steps"]
 
@@ -309,7 +309,8 @@ def render_tables(recs: list[dict]) -> str:
         out += ["### W2 to the target against its sampling floor", "",
                 "Mean ± sd over the method's seeds and over the floor's draws (their number in brackets). If `X_T` has the "
                 "target's law, a method's `W2` to the fixed reference sample is distributed as a floor draw: the s.e. of "
-                "`W2 - floor` is `sd_floor sqrt(1/seeds + 1/draws)`, `z` = difference / s.e. (|z| < 2: at the floor "
+                "`W2 - floor` is `sd_floor sqrt(1/seeds + 1/draws)` (the method's own sd in the first part when it is "
+                "wider), `z` = difference / s.e. (|z| < 2: at the floor "
                 "within the evaluation's sampling noise).", "", floor_table(dg), ""]
     out += ["Commands:", "", commands(recs)]
     return "\n".join(out)
@@ -320,7 +321,7 @@ def floor_table(recs: list[dict]) -> str:
     ``w2_target_floor`` records. Under the hypothesis "``X_T`` has the target's law" a method's ``W2`` to the fixed
     reference sample is distributed as a floor draw, so the s.e. of the difference of the means over ``n`` seeds and
     ``m`` floor draws is ``sd_floor sqrt(1/n + 1/m)`` (the floor's spread over its many draws; 3 seeds cannot
-    estimate a spread), and ``z = (W2 - floor) / s.e.``."""
+    estimate a spread; a method whose own spread is wider uses it for its ``1/n`` part), and ``z = (W2 - floor) / s.e.``."""
     floor = {r["dataset"]: r for r in recs if r["metric"] == "w2_target_floor"}
     lines = ["| dataset | method | W2 to target | floor (sd of a draw) | W2 - floor | z |", "|---|---|---|---|---|---|"]
     for r in recs:
@@ -328,7 +329,8 @@ def floor_table(recs: list[dict]) -> str:
         if r["metric"] != "w2_target" or f is None or not math.isfinite(r["value"]):
             continue
         n, m = max(r.get("seeds", 1), 1), max(f.get("seeds", 1), 1)
-        d, e = r["value"] - f["value"], (f.get("std") or 0.0) * math.sqrt(1 / n + 1 / m)
+        sf, sr = f.get("std") or 0.0, r.get("std") or 0.0
+        d, e = r["value"] - f["value"], math.sqrt(max(sr, sf) ** 2 / n + sf**2 / m)  # a wider method spread is kept
         z = f"{d / e:+.1f}" if e > 0 else "–"
         lines.append(f"| {r['dataset']} | {r['method']} | {r['value']:.4g} ± {r.get('std') or 0:.2g} ({n}) | "
                      f"{f['value']:.4g} ± {f.get('std') or 0:.2g} ({m}) | {d:+.3g} ± {e:.2g} | {z} |")
@@ -477,9 +479,19 @@ def main(argv: Optional[list[str]] = None) -> None:
         if args.figures and paths:
             for f in draw_all(cfg["deepgsb"], paths):
                 print("figure", f)
-    if out.exists():  # replace only the (benchmark, dataset, method) groups that ran; keep the others' records
-        ran = {(r["benchmark"], r["dataset"], r["method"]) for r in recs}
-        recs = [r for r in json.loads(out.read_text()) if (r["benchmark"], r["dataset"], r["method"]) not in ran] + recs
+    if out.exists():  # replace only the (benchmark, dataset, method) groups that ran, in place; keep the others' records
+        key = lambda r: (r["benchmark"], r["dataset"], r["method"])  # noqa: E731
+        fresh: dict[tuple, list[dict]] = {}
+        for r in recs:
+            fresh.setdefault(key(r), []).append(r)
+        merged: list[dict] = []
+        for r in json.loads(out.read_text()):
+            if key(r) not in fresh:
+                merged.append(r)
+            elif fresh[key(r)]:  # the first old record of a group that ran: the new group goes here
+                merged += fresh[key(r)]
+                fresh[key(r)] = []
+        recs = merged + [r for rs in fresh.values() for r in rs]
     write_json(out, recs)
     print("wrote", out)
     print(render_tables(recs))

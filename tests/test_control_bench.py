@@ -23,6 +23,8 @@ def test_floor_table_difference_and_z_from_the_records():
     assert len(lines) == 3 and lines[2].startswith("| p | ours |")
     e = 0.004 * math.sqrt(1 / 9 + 1 / 16)  # the floor's spread: a draw of W2 to the reference under "X_T ~ target"
     assert f"+0.01 ± {e:.2g}" in lines[2] and lines[2].endswith(f"| {0.01 / e:+.1f} |")
+    wide = bench_control.floor_table([recs[0], dict(recs[1], std=0.04)]).splitlines()[2]  # its own spread is wider
+    assert wide.endswith(f"| {0.01 / math.sqrt(0.04**2 / 9 + 0.004**2 / 16):+.1f} |")
 
 
 def _problem(obstacles=()):
