@@ -10,9 +10,10 @@ rows of :func:`probflux.stpp.history_context`), ``pi = softmax_j(a_j + f_0(age_j
 ``f`` and ``g`` are MLPs whose last layers start at zero and ``a_j = 0``, so at
 construction the density *is* the kernel baseline with parameters ``(h_b, h_l, w, k)``:
 ``(1 - w) B(x) + (w / k') sum_{j <= k'} N(x; x_j, h_l^2 I)`` with ``k' = min(k, |H|)``. :func:`tune` /
-:func:`tune_refined` find those parameters by grid search on validation events only; :func:`refine` then trains the
-age dependence by gradient with early stopping on the validation events, starting from (and never keeping
-anything worse than) the tuned baseline's validation score.
+:func:`tune_refined` find those parameters by grid search on validation events only
+(:func:`probflux.stpp.kernel_search.tune_fast` searches the whole family from scratch, by coordinate descent);
+:func:`refine` then trains the age dependence by gradient with early stopping on the validation events, starting
+from (and never keeping anything worse than) the tuned baseline's validation score.
 
 Flux. The background is fixed and the history kernels' centres are constant between events, so the density is one
 Gaussian mixture whose weights and bandwidths vary in time with the context held fixed: :class:`ComponentMixture`
