@@ -293,3 +293,78 @@ def test_a_small_bandwidth_factor_stops_at_twice_the_minimum_scale():
     with torch.no_grad():
         s = model._kernels(torch.tensor([0.0, 1.0], dtype=D64))[2]
     assert float(s.min()) == pytest.approx(2e-3, rel=1e-9)
+
+
+def test_kernel_flow_is_the_exact_flow_of_one_stiff_kernel_where_euler_misses_it():
+    """One kernel, bandwidth 0.02 at the knots and bridge g = 1: ``s(t)^2 = 0.02^2 + t (1 - t)``, so ``s'/s`` is
+    1250 at t = 0. The ODE's exact flow is ``x(t) = mu(t) + (s(t)/s(0)) (x0 - mu(0))``; ``kernel_flow`` reproduces it
+    at any step count; 100 Euler steps (the anchored transport defect, docs/populations.md) leave 31% of the exact
+    offset from the centre (the rate at each step's left point is no guide to the stiff growth of s)."""
+    a, b, s0 = [0.0, 1.0], [2.0, -1.0], 0.02
+    model = _straight(a, b, s0, bridge=1.0)
+    x0 = torch.tensor([[0.1, 0.95], [-0.05, 1.0], [0.0, 1.2]], dtype=D64)
+    t1 = 0.5
+    av, bv = torch.tensor(a, dtype=D64), torch.tensor(b, dtype=D64)
+    exact = av + t1 * (bv - av) + math.sqrt(s0 ** 2 + t1 * (1 - t1)) / s0 * (x0 - av)
+    for steps in (1, 7, 100):
+        for method in ("kernel_flow", None):
+            path = (model.kernel_flow(x0, 0.0, t1, steps) if method is None
+                    else pf.simulate(model, x0, 0.0, t1, steps=steps, method=method))
+            assert path.shape == (steps + 1, 3, 2)
+            assert torch.allclose(path[-1], exact, atol=1e-10)
+    euler = pf.simulate(model, x0, 0.0, t1, steps=100, method="euler")[-1]
+    centre = av + t1 * (bv - av)
+    assert float(((euler - centre).norm(dim=1) / (exact - centre).norm(dim=1)).max()) < 0.5
+
+
+@pytest.mark.parametrize("per_kernel", [False, True])
+def test_kernel_flow_converges_to_the_ode(per_kernel):
+    """Against RK4 between knots (smooth velocity): second order with one bandwidth for all kernels (error /4 per
+    halving of the step), first order with per-kernel bandwidths (the ``s_m'/s_m (v_m - u)`` term)."""
+    g = torch.Generator().manual_seed(21)
+    paths = torch.randn(5, 3, 2, generator=g, dtype=D64)
+    model = pf.AnchoredMixture.from_paths([0.0, 0.5, 1.0], paths, scales=0.8, per_kernel_scale=per_kernel, bridge=0.4)
+    with torch.no_grad():
+        model.raw_scale.add_(0.2 * torch.randn(model.raw_scale.shape, generator=g, dtype=D64))
+    x0 = model.sample(torch.full((40,), 0.1, dtype=D64))
+    ref = pf.simulate(model, x0, 0.1, 0.45, steps=50, method="rk4")[-1]
+    err = {n: float((model.kernel_flow(x0, 0.1, 0.45, steps=n)[-1] - ref).abs().max()) for n in (10, 20, 40)}
+    assert err[40] < (2e-3 if per_kernel else 5e-4), err
+    assert err[10] / err[20] > (1.8 if per_kernel else 3.5) and err[20] / err[40] > (1.8 if per_kernel else 3.5), err
+
+
+def test_kernel_paths_map_rho_to_rho_exactly_in_law():
+    """x ~ rho_{0.1} moved by 3 kernel-path steps to t = 0.7 has the exact mixture moments of rho_{0.7}
+    (mean sum pi mu, second moment sum pi (s^2 + mu mu^T)), within 4 Monte Carlo standard errors."""
+    g = torch.Generator().manual_seed(22)
+    paths = 2 * torch.randn(3, 2, 2, generator=g, dtype=D64)
+    model = pf.AnchoredMixture.from_paths([0.0, 1.0], paths, scales=torch.tensor([[0.3, 0.6], [0.9, 0.2]], dtype=D64),
+                                          bridge=0.7)
+    with torch.no_grad():
+        model.logits.copy_(torch.tensor([0.0, 0.7, -0.4], dtype=D64))
+    n = 40_000
+    torch.manual_seed(3)
+    x0 = model.sample(torch.full((n,), 0.1, dtype=D64))
+    y = pf.simulate(model, x0, 0.1, 0.7, steps=3, method="kernel_paths", generator=torch.Generator().manual_seed(4))[-1]
+    mu, _, s, _ = (v[0] for v in model._kernels(torch.tensor([0.7], dtype=D64)))
+    pi = torch.softmax(model.logits, 0)
+    mean = pi @ mu
+    second = torch.einsum("m,mi,mj->ij", pi, mu, mu) + torch.diag(pi @ s.expand(3, 2).pow(2))
+    cov = second - torch.outer(mean, mean)
+    se = (cov.diagonal() / n).sqrt()
+    assert bool(((y.mean(0) - mean).abs() < 4 * se).all()), (y.mean(0), mean)
+    yc = y - mean
+    emp = yc.T @ yc / n
+    se2 = ((yc[:, :, None] * yc[:, None, :]).reshape(n, 4).var(0) / n).sqrt().reshape(2, 2)
+    assert bool(((emp - cov).abs() < 4 * se2).all()), (emp, cov)
+
+
+def test_kernel_methods_need_an_anchored_mixture_without_diffusion():
+    x = torch.zeros(4, 2, dtype=D64)
+    with pytest.raises(ValueError, match="AnchoredMixture"):
+        pf.simulate(pf.FactorizedMixture(2, 3, hidden=8).double(), x, method="kernel_flow")
+    model = _straight([0.0, 0.0], [1.0, 1.0], 0.5)
+    with pytest.raises(ValueError, match="diffusion"):
+        pf.simulate(pf.Dynamics(model, diffusion=0.5), x, method="kernel_paths")
+    with pytest.raises(ValueError, match="steps"):
+        model.kernel_flow(x, 0.0, 1.0, steps=0)

@@ -11,10 +11,14 @@ from ._validation import check_context, check_count, check_dtype, check_points, 
 from .densities.base import TimeDensity
 from .dynamics import Dynamics
 
-__all__ = ["simulate", "euler_maruyama", "SDE_METHODS", "ODE_METHODS"]
+__all__ = ["simulate", "euler_maruyama", "SDE_METHODS", "ODE_METHODS", "KERNEL_METHODS"]
 
 SDE_METHODS = ("euler_maruyama",)
 ODE_METHODS = ("euler", "midpoint", "rk4", "dopri5", "dopri8", "bosh3", "adaptive_heun")
+KERNEL_METHODS = ("kernel_flow", "kernel_paths")
+"""Methods for an :class:`~probflux.densities.anchored.AnchoredMixture` that step along its kernels
+(:meth:`~probflux.densities.anchored.AnchoredMixture.kernel_flow`: the ODE by steps exact for every kernel, or
+kernel-path steps that map ``rho_t`` to ``rho_t'`` exactly in law)."""
 
 
 def euler_maruyama(
@@ -83,7 +87,10 @@ def simulate(
         steps: number of steps; the path is returned on ``steps + 1`` equally spaced times.
         method: ``"euler_maruyama"`` for the SDE (with ``g = 0`` it is Euler on the ODE), or an ODE
             method of ``torchdiffeq`` (``"euler"``, ``"rk4"``, ``"dopri5"``, ...) on the probability-flow
-            ODE; adaptive methods use ``rtol``/``atol``.
+            ODE; adaptive methods use ``rtol``/``atol``. For an ``AnchoredMixture`` (and no diffusion or
+            divergence-free term): ``"kernel_flow"`` (the probability-flow ODE by steps exact for every kernel, stable
+            where Euler overshoots a stiff bandwidth rate) or ``"kernel_paths"`` (each step follows a kernel drawn by
+            responsibility; exact in law for any step count), see :data:`KERNEL_METHODS`.
         context: optional conditioning, ``(N, C)`` or ``(C,)``.
         generator: ``torch.Generator`` for the Brownian increments.
 
@@ -106,9 +113,19 @@ def simulate(
     check_dtype(x0, density.dtype, "x0")
     steps = check_count(steps, "steps")
     t0, t1 = check_time_bound(t0, "t0"), check_time_bound(t1, "t1")
-    if method not in SDE_METHODS + ODE_METHODS:
-        raise ValueError(f"method must be one of {SDE_METHODS + ODE_METHODS}; got {method!r}")
+    if method not in SDE_METHODS + ODE_METHODS + KERNEL_METHODS:
+        raise ValueError(f"method must be one of {SDE_METHODS + ODE_METHODS + KERNEL_METHODS}; got {method!r}")
     ctx = check_context(context, dynamics.context_dim, x0.shape[0], x0.dtype)
+    if method in KERNEL_METHODS:
+        from .densities.anchored import AnchoredMixture
+
+        if not isinstance(density, AnchoredMixture):
+            raise ValueError(f"method={method!r} needs an AnchoredMixture density; got {type(density).__name__}")
+        g = dynamics.diffusion(torch.tensor([float(t0), float(t1)], dtype=x0.dtype, device=x0.device))
+        if dynamics.divergence_free is not None or bool((g != 0).any()):
+            raise ValueError(f"method={method!r} moves along the density's kernels only; the dynamics has "
+                             "a diffusion or divergence-free term (use 'euler_maruyama' or an ODE method)")
+        return density.kernel_flow(x0, t0, t1, steps, stochastic=method == "kernel_paths", context=ctx, generator=generator)
     ts = torch.linspace(float(t0), float(t1), steps + 1, dtype=x0.dtype, device=x0.device)
     N = x0.shape[0]
 

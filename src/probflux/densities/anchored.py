@@ -225,7 +225,8 @@ class AnchoredMixture(TimeDensity):
     def from_snapshots(cls, times: Sequence[float], cells: Sequence[Tensor], *, components: int = 2000, seed: int = 0,
                        bandwidth: str = "w1", warp: Union[bool, str] = False, time_map: Optional[str] = None,
                        select: Optional[str] = None, loo_cells: int = 1000, loo_metric: str = "w1",
-                       loo_grid: Optional[dict] = None, entropy: float = 0.0, **kwargs) -> AnchoredMixture:
+                       loo_grid: Optional[dict] = None, entropy: float = 0.0, sinkhorn_tol: float = 1e-6,
+                       **kwargs) -> AnchoredMixture:
         """Kernels on chained exact OT couplings of the snapshots ``cells[k]: (N_k, D)`` at ``times[k]`` (model units).
 
         If every snapshot has at least ``M = components`` cells, ``M`` cells are drawn without replacement from each
@@ -265,7 +266,9 @@ class AnchoredMixture(TimeDensity):
         not selected. A kernel whose path joins ``(x_k, x_{k+1})`` is the Brownian bridge between them, so the
         mixture at any time is the Schrödinger bridge between the two drawn clouds (smoothed by the snapshot
         bandwidths), with exact density and flux. The kernels are then ``M`` paths drawn from the chained plans.
-        Keyword arguments go to :meth:`from_paths`.
+        ``sinkhorn_tol``: the Sinkhorn stopping threshold (``tol`` of :func:`~probflux.transport.entropic_plan`;
+        measured on CITE 50 PCs, 2000 x 2000 cells at ``eps = 0.25``: ``1e-4`` stops after 620 iterations, 37 CPU s,
+        3e-3 from the marginals in total variation). Keyword arguments go to :meth:`from_paths`.
         """
         if len(cells) != len(times) or len(cells) < 2:
             raise ValueError(f"cells must hold one cloud per time (at least 2); got {len(cells)} clouds for {len(times)} times")
@@ -288,7 +291,9 @@ class AnchoredMixture(TimeDensity):
             _time_map_kind(name)
         if not (isinstance(entropy, (int, float)) and not isinstance(entropy, bool) and math.isfinite(entropy) and entropy >= 0):
             raise ValueError(f"entropy must be a finite number >= 0; got {entropy!r}")
-        chain = _Chain(times, cells, components, int(seed), bandwidth, entropy=float(entropy))
+        if not (isinstance(sinkhorn_tol, (int, float)) and not isinstance(sinkhorn_tol, bool) and sinkhorn_tol > 0):
+            raise ValueError(f"sinkhorn_tol must be a number > 0; got {sinkhorn_tol!r}")
+        chain = _Chain(times, cells, components, int(seed), bandwidth, entropy=float(entropy), tol=float(sinkhorn_tol))
         settings = {"time_map": time_map, "bridge": float(kwargs.pop("bridge", 0.0)),
                     "bandwidth_factor": float(kwargs.pop("bandwidth_factor", 1.0))}
         if entropy > 0:
@@ -474,6 +479,92 @@ class AnchoredMixture(TimeDensity):
         _, u, g = self._fields(t, x, ctx, True, score)
         return u, g
 
+    # ------------------------------------------------------------------ transport along the kernels
+    def _kernels_at(self, t: float, like: Tensor) -> tuple[Tensor, Tensor]:
+        """Centres ``mu: (M, D)`` and scales ``s: (Ms, Ds)`` at one time ``t``."""
+        mu, _, s, _ = self._kernels(torch.full((1,), float(t), dtype=like.dtype, device=like.device))
+        return mu[0], s[0]
+
+    def _log_joint(self, x: Tensor, mu: Tensor, s: Tensor) -> Tensor:
+        """``log pi_m + log N(x; mu_m, diag s_m^2)`` up to the constant ``-D/2 log 2 pi``: ``(n, M)`` for ``x: (n, D)``."""
+        D = x.shape[1]
+        inv = s.expand(-1, D).pow(-2) if s.shape[-1] == 1 else s.pow(-2)  # (Ms, D)
+        c = mu.mean(0)
+        xc, muc = x - c, mu - c
+        quad = (xc * xc) @ inv.T - 2 * xc @ (muc * inv).T + (muc * muc * inv).sum(-1)
+        return torch.log_softmax(self.logits, 0) - 0.5 * quad - torch.log(s).sum(-1) * (D / s.shape[-1])
+
+    @torch.no_grad()
+    def kernel_flow(self, x0: Tensor, t0: float, t1: float, steps: int = 100, *, stochastic: bool = False,
+                    context: Optional[Tensor] = None, generator: Optional[torch.Generator] = None) -> Tensor:
+        r"""Move ``x0: (N, D)`` from ``t0`` to ``t1`` by steps that are exact for every kernel; ``(steps + 1, N, D)`` path.
+
+        Kernel ``m`` is the push-forward of ``N(0, I)`` by ``x = mu_m(t) + s_m(t) z``, so its own flow over a step
+        ``t -> t'`` is the affine map ``F_m(x) = mu_m(t') + (s_m(t')/s_m(t)) (x - mu_m(t))`` whatever the step size.
+
+        * ``stochastic=False``: the probability-flow ODE ``dx/dt = u_t(x) = sum_m r_m(x) v_m(x)`` by the steps
+          ``x <- sum_m r_m(x_h, t_h) F_m(x)``, responsibilities ``r`` at the step's midpoint ``t_h``, where a half
+          step ``x_h = sum_m r_m(x, t) F_m^{t -> t_h}(x)`` puts the point. To first order this is Euler's
+          ``x + u dt``; to second order it is exact when all kernels share one bandwidth (the missing term is
+          ``(dt^2/2) sum_m r_m (s_m'/s_m)(v_m - u)``), and it is exact for one kernel at any step. Unlike Euler it
+          cannot be thrown off where ``s'/s`` is stiff (a narrow kernel at a snapshot time with a bridge spread,
+          ``s'/s ~ g^2 / (2 s^2)``): each step is a convex combination of the kernels' own maps, and with one
+          bandwidth for all kernels the scale factors telescope to ``s(t1)/s(t0)``.
+        * ``stochastic=True``: each step draws a kernel ``m ~ r(x, t)`` and moves ``x`` to
+          ``mu_m(t') + c (x - mu_m(t)) + sqrt(s_m(t')^2 - c^2 s_m(t)^2) xi`` with ``c = min(1, s_m(t')/s_m(t))``
+          per coordinate, ``xi ~ N(0, I)``. If ``x ~ rho_t`` then ``(m, x)`` is distributed as ``pi_m N_m(x)``
+          and the step's output is ``N_m`` at ``t'`` — the step maps ``rho_t`` to ``rho_t'`` exactly, for any step
+          count. A cell off every kernel keeps its offset instead of having it multiplied by ``s(t')/s(t)``.
+
+        ``O(N M D)`` per step (chunks of at most ``chunk_elements`` numbers). ``context: (N, C)`` shifts as in
+        the density.
+        """
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            raise ValueError(f"steps must be a positive integer; got {steps!r}")
+        if x0.dim() != 2 or x0.shape[1] != self.dim:
+            raise ValueError(f"x0 must have shape (N, {self.dim}); got {tuple(x0.shape)}")
+        N, D = x0.shape
+        ts = torch.linspace(float(t0), float(t1), steps + 1, dtype=torch.float64).tolist()
+        shift = (lambda t: self._shift(torch.full((N,), t, dtype=x0.dtype, device=x0.device), context)[0]) if context is not None \
+            else (lambda t: None)
+        rows = max(1, self.chunk_elements // self.components)
+        x, path = x0, [x0]
+        def affine(r: Tensor, xc: Tensor, mu_a: Tensor, mu_b: Tensor, ratio: Tensor) -> Tensor:
+            """``sum_m r_m F_m(xc)`` for the maps ``F_m(x) = mu_b + ratio (x - mu_a)``."""
+            a = ratio.expand(-1, D)
+            if a.shape[0] == 1:
+                return r @ (mu_b - a * mu_a) + a * xc
+            return r @ mu_b + xc * (r @ a) - r @ (a * mu_a)
+
+        for ta, tb in zip(ts, ts[1:]):
+            sa, sb = shift(ta), shift(tb)
+            xb = x if sa is None else x - sa
+            mu_a, s_a = self._kernels_at(ta, x0)
+            mu_b, s_b = self._kernels_at(tb, x0)
+            ratio = s_b / s_a  # (Ms, Ds)
+            if not stochastic:
+                th = 0.5 * (ta + tb)
+                mu_h, s_h = self._kernels_at(th, x0)
+            out = []
+            for lo in range(0, N, rows):
+                xc = xb[lo:lo + rows]
+                joint = self._log_joint(xc, mu_a, s_a)
+                if stochastic:
+                    m = torch.multinomial(torch.softmax(joint, -1), 1, generator=generator).squeeze(1)
+                    k = m if s_a.shape[0] > 1 else torch.zeros_like(m)
+                    c = ratio[k].clamp(max=1.0)
+                    sd = (s_b[k].pow(2) - (c * s_a[k]).pow(2)).clamp_min(0).sqrt()
+                    noise = torch.randn(xc.shape, dtype=xc.dtype, device=xc.device, generator=generator)
+                    out.append(mu_b[m] + c * (xc - mu_a[m]) + sd * noise)
+                else:
+                    xh = affine(torch.softmax(joint, -1), xc, mu_a, mu_h, s_h / s_a)  # half step to the midpoint
+                    r = torch.softmax(self._log_joint(xh, mu_h, s_h), -1)
+                    out.append(affine(r, xc, mu_a, mu_b, ratio))
+            x = torch.cat(out)
+            x = x if sb is None else x + sb
+            path.append(x)
+        return torch.stack(path)
+
     # ------------------------------------------------------------------ sampling and the Rosenblatt transform
     def _sample(self, t: Tensor, ctx: Optional[Tensor]) -> Tensor:
         N = t.shape[0]
@@ -565,9 +656,9 @@ class _Chain:
     new coupling), bandwidths per snapshot."""
 
     def __init__(self, times: Sequence[float], cells: Sequence[Tensor], components: int, seed: int, bandwidth: str,
-                 entropy: float = 0.0) -> None:
+                 entropy: float = 0.0, tol: float = 1e-6) -> None:
         self.times = [float(v) for v in times]
-        self.M, self.seed, self.bandwidth, self.entropy = components, seed, bandwidth, entropy
+        self.M, self.seed, self.bandwidth, self.entropy, self.tol = components, seed, bandwidth, entropy, tol
         xs = [torch.as_tensor(c, dtype=torch.float64) for c in cells]
         gen = torch.Generator().manual_seed(seed)
         perms = [torch.randperm(len(x), generator=gen) for x in xs]
@@ -582,7 +673,7 @@ class _Chain:
         if (a, b) not in self.plans:
             if self.entropy > 0:
                 eps = self.entropy * (self.times[b] - self.times[a])
-                self.plans[(a, b)] = entropic_plan(self.used[a], self.used[b], eps)
+                self.plans[(a, b)] = entropic_plan(self.used[a], self.used[b], eps, tol=self.tol)
             else:
                 self.plans[(a, b)] = ot_plan(self.used[a], self.used[b])
         return self.plans[(a, b)]
