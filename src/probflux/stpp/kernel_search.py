@@ -5,7 +5,7 @@ the kernel baseline's grid), in well under a minute of one CPU core on 10^5 trai
 Every score is a mean validation log-density of the density family of ``KernelHistory``:
 
 1. coarse, on a validation subsample: the background bandwidth ``h_b`` on a ``sqrt 2`` ladder, hill-climbed from
-   the middle (``sd / 32``) until two steps are worse, for each ``h_b`` the best ``(h_l, k, w)`` on coarse grids;
+   the middle (``0.032 sd``) until two steps are worse, for each ``h_b`` the best ``(h_l, k, w)`` on coarse grids;
 2. history given the background (all validation events from here on): ``h_l`` finer, ``k``, ``w``;
 3. ``h_b`` again given the history part (a ``2^{1/4}`` ladder); 2-3 alternate until nothing improves
    (at most ``rounds`` times);
@@ -65,7 +65,7 @@ def tune_fast(background: Tensor, val_t: Tensor, val_x: Tensor, val_context: Ten
     xs, valid = slots_from_context(val_context, D)
     if xs.shape[1] < max(ks):
         raise ValueError(f"validation context holds {xs.shape[1]} slots; ks needs {max(ks)}")
-    if not 0 < min(ws) and max(ws) < 1:
+    if not (0 < min(ws) and max(ws) < 1):
         raise ValueError(f"ws must lie in (0, 1); got {ws}")
     ages = slot_ages(val_t.double(), val_context, D)
     centres, counts = dedupe(background)
@@ -100,7 +100,7 @@ def tune_fast(background: Tensor, val_t: Tensor, val_x: Tensor, val_context: Ten
         return loc_cache[key]
 
     # 1. coarse, on a validation subsample: h_b on a sqrt(2) ladder over three decades, hill-climbed from the middle
-    #    (sd / 32) in the improving direction until two steps are worse, for each h_b the best (h_l, k, w) on coarse grids
+    #    (0.032 sd) in the improving direction until two steps are worse, for each h_b the best (h_l, k, w) on coarse grids
     g = torch.Generator().manual_seed(seed)
     sub = torch.randperm(val_x.shape[0], generator=g)[:coarse_points]
     ladder = [sd * 1e-3 * 2 ** (i / 2) for i in range(21)]
@@ -116,7 +116,7 @@ def tune_fast(background: Tensor, val_t: Tensor, val_x: Tensor, val_context: Ten
             n_eval[0] += 1
             top = TunedHistory(h, h, 0.0, 1, float(lbs.mean()), 0)  # w = 0: the KDE alone
             if best is None:
-                note("kde", top)  # the first density of the search: the KDE alone, before any history term
+                note("kde", top)  # the first density of the search: the KDE alone (as a model: history weight at its floor)
             for hl, k in itertools.product(hl_ladder, ks):
                 w, v = best_w(lbs, local(k, 0.0, hl, sub), w_coarse)
                 if v > top.val_ll:
