@@ -423,7 +423,8 @@ def main(argv: Optional[list[str]] = None) -> None:
     ap.add_argument("--problems", default=None, help="comma list of DeepGSB problem names from the config")
     ap.add_argument("--dims", default=None, help="comma list of LQ dimensions (default: the config's dims and flow_dims)")
     ap.add_argument("--methods", default="probflux,probflux-bridge,probflux-flow,baseline-bptt-policy",
-                    help="comma list of methods to run; the records of the others are kept")
+                    help="comma list of methods to run; the records of the others are kept (the DeepGSB floors always run: "
+                         "--methods sampling-floor runs only them)")
     ap.add_argument("--lq-particles", type=int, default=None, help="LQ evaluation particles (default: config)")
     ap.add_argument("--lq-em-steps", type=int, default=None, help="LQ Euler-Maruyama steps (default: the evaluation's em_steps)")
     ap.add_argument("--eval-particles", type=int, default=None, help="Monte Carlo particles of the evaluation (default: config)")
