@@ -610,6 +610,13 @@ REACH_NOTE = ("Trained models: CPU seconds until the test NLL on 2,000 fixed tes
               "building that density included; it is compared with each of the 3 CNF seeds (hence 3 in its std).")
 
 
+def render_cnf_long(records: list[dict]) -> str:
+    """RESULTS.md's section for the 5x longer CNF run (``benchmarks/results/events_cnf_long.json``): the events
+    tables of those records."""
+    return render_tables(records).replace("from `benchmarks/results/events.json`",
+                                          "from `benchmarks/results/events_cnf_long.json`", 1)
+
+
 def render_tables(records: list[dict]) -> str:
     """The events section of RESULTS.md (markdown) from the records of ``benchmarks/results/events.json``."""
     from tables import commands, pivot

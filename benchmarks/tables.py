@@ -37,6 +37,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "scale_cite50": ("bench_scale", "scale.json", "render_cite50"),
     "populations": ("bench_populations", "populations.json"),
     "events": ("bench_events", "events.json"),
+    "events_cnf_long": ("bench_events", "events_cnf_long.json", "render_cnf_long"),
     "control": ("bench_control", "control.json"),
 }
 """The generated sections. A benchmark joins by adding one line here and a ``render_tables`` function."""
