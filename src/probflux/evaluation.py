@@ -218,15 +218,25 @@ def heldout_snapshot_scores(dynamics: Dynamics, normalizer: Normalizer, train: T
 
     * ``heldout_w1_density`` / ``heldout_w2_density``: exact samples of ``rho_{t_k}`` vs the held-out cells;
     * ``heldout_w1_transport`` / ``heldout_w2_transport``: the training cells of the last earlier snapshot
-      pushed to ``t_k`` by ``method`` (default: the SDE when the model's diffusion is > 0, else the
-      probability-flow ODE by Euler) in ``steps`` steps — TorchCFM's metric.
+      pushed to ``t_k`` by ``method`` (a :func:`~probflux.simulate` method) in ``steps`` steps — TorchCFM's metric.
+      Default (``None``): ``"kernel_paths"`` for an :class:`~probflux.AnchoredMixture` without diffusion or
+      divergence-free term (each cell follows a kernel drawn by responsibility, exact in law; Euler multiplies a
+      cell's offset from its kernel by a stiff ``s'/s``), else the SDE (Euler–Maruyama) when the model's
+      diffusion is > 0, else the probability-flow ODE by Euler. Pass ``method="euler"`` for the plain ODE.
     """
     pair = snapshot_pair(train, held, cells=cells, seed=seed)
     dtype = _dtype(dynamics)
     s_prev, s_k = float(normalizer.t_to_model(pair.t_prev)), float(normalizer.t_to_model(pair.t_held))
     if method is None:
+        from .densities.anchored import AnchoredMixture
+
         g_k = dynamics.diffusion(torch.tensor([s_prev, s_k], dtype=dtype))
-        method = "euler_maruyama" if bool((g_k > 0).any()) else "euler"
+        if bool((g_k > 0).any()):
+            method = "euler_maruyama"
+        elif isinstance(dynamics.density, AnchoredMixture) and dynamics.divergence_free is None:
+            method = "kernel_paths"
+        else:
+            method = "euler"
     with seeded(seed, _device(dynamics)):
         with torch.no_grad():
             direct = dynamics.density.sample(torch.full((len(pair.target),), s_k, dtype=dtype))
