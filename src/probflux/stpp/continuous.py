@@ -37,6 +37,7 @@ coordinates (``z = (x - mean) / std``) to catalog units (adds ``-sum log std``, 
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Optional, Protocol, Union, runtime_checkable
@@ -46,7 +47,7 @@ from torch import Tensor
 
 from ..data.events import EventCatalog
 
-__all__ = ["History", "SpatialModel", "TemporalModel", "StandardizedSpatial", "spatial_scores", "temporal_scores",
+__all__ = ["History", "SpatialModel", "TemporalModel", "StandardizedSpatial", "SpatialMixture", "spatial_scores", "temporal_scores",
            "TemporalScores", "ContinuousResult", "evaluate", "history_counts"]
 
 
@@ -107,22 +108,30 @@ def _spatial_fn(model: Any) -> Callable[[Tensor, Tensor, History], Tensor]:
     raise TypeError(f"spatial model must have spatial_log_prob(t, x, history) or be a callable; got {type(model).__name__}")
 
 
-def spatial_scores(catalog: EventCatalog, model: Any, *, period: str = "test", chunk: int = 1024) -> Tensor:
+def spatial_scores(catalog: EventCatalog, model: Any, *, period: str = "test", chunk: int = 1024,
+                   rows: Optional[Tensor] = None) -> Tensor:
     """``(n,)`` float64: ``log f*(x_i | t_i, H_i)`` of every event of ``period``, ``H_i`` = all catalog events with
     ``t_j < t_i``. The model is called on chunks of ``chunk`` queries, each with the catalog prefix up to its last
-    query and the per-query counts (:class:`History`); no gradient."""
+    query and the per-query counts (:class:`History`); no gradient. ``rows: (n,)`` int64 (sorted) scores those catalog
+    events instead of a period (e.g. a random subset of one, for tuning), each still with all its earlier events."""
     catalog = _check_catalog(catalog)
     if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
         raise ValueError(f"chunk must be a positive integer; got {chunk!r}")
     fn = _spatial_fn(model)
-    sl = catalog.indices(period)
-    if sl.stop <= sl.start:
-        raise ValueError(f"period {period!r} of {catalog.name} has no events")
+    if rows is None:
+        sl = catalog.indices(period)
+        if sl.stop <= sl.start:
+            raise ValueError(f"period {period!r} of {catalog.name} has no events")
+        idx = torch.arange(sl.start, sl.stop)
+    else:
+        idx = torch.as_tensor(rows, dtype=torch.int64).reshape(-1)
+        if idx.shape[0] == 0 or bool((idx[1:] < idx[:-1]).any()) or int(idx.min()) < 0 or int(idx.max()) >= catalog.t.shape[0]:
+            raise ValueError(f"rows must be sorted, non-empty catalog row indices in [0, {catalog.t.shape[0]})")
     out = []
     with torch.no_grad():
-        for i in range(sl.start, sl.stop, chunk):
-            j = min(i + chunk, sl.stop)
-            tq, xq = catalog.t[i:j], catalog.x[i:j]
+        for i in range(0, idx.shape[0], chunk):
+            j = min(i + chunk, idx.shape[0])
+            tq, xq = catalog.t[idx[i:j]], catalog.x[idx[i:j]]
             n = history_counts(catalog, tq)
             h = int(n.max())
             lp = fn(tq, xq, History(catalog.t[:h], catalog.x[:h], n))
@@ -133,7 +142,7 @@ def spatial_scores(catalog: EventCatalog, model: Any, *, period: str = "test", c
     res = torch.cat(out)
     if not bool(torch.isfinite(res).all()):
         bad = int((~torch.isfinite(res)).nonzero()[0, 0])
-        raise FloatingPointError(f"the spatial log-likelihood of event {sl.start + bad} of {catalog.name} is not finite")
+        raise FloatingPointError(f"the spatial log-likelihood of event {int(idx[bad])} of {catalog.name} is not finite")
     return res
 
 
@@ -225,3 +234,23 @@ class StandardizedSpatial:
         z = (x - self.mean.to(x)) / self.std.to(x)
         hz = History(history.t, (history.x - self.mean.to(history.x)) / self.std.to(history.x), history.n)
         return torch.as_tensor(self.fn(t, z, hz)).reshape(-1) - self.log_det
+
+
+class SpatialMixture:
+    """A constant-weight mixture of spatial models: ``f(x | t, H) = sum_i w_i f_i(x | t, H)`` (``weights`` positive,
+    normalised here). Each ``f_i`` with an exact flux between events gives the mixture the exact flux
+    ``sum_i w_i j_i`` (the continuity equation is linear). Components with weight 0 are skipped."""
+
+    def __init__(self, models: list[Any], weights: list[float]) -> None:
+        if len(models) == 0 or len(models) != len(weights):
+            raise ValueError(f"models and weights must be non-empty lists of one length; got {len(models)} and {len(weights)}")
+        w = torch.as_tensor(weights, dtype=torch.float64)
+        if not (bool(torch.isfinite(w).all()) and bool((w >= 0).all()) and float(w.sum()) > 0):
+            raise ValueError(f"weights must be finite, non-negative and not all zero; got {list(weights)}")
+        self.fns = [_spatial_fn(m) for m in models]
+        self.log_w = torch.log(w / w.sum())
+
+    def spatial_log_prob(self, t: Tensor, x: Tensor, history: History) -> Tensor:
+        parts = [torch.as_tensor(fn(t, x, history)).reshape(-1).double() + lw
+                 for fn, lw in zip(self.fns, self.log_w.tolist()) if lw > -math.inf]
+        return torch.logsumexp(torch.stack(parts), 0)
