@@ -124,6 +124,16 @@ def _markov_mixture(dim: int, context_dim: int, components: int, hidden: int) ->
     return model
 
 
+def _aged_kernel(dim: int, context_dim: int, components: int, hidden: int) -> pf.TimeDensity:
+    """Kernels at 4*components events, times in [-0.5, 0.9] (the first before 0, so every cut tau in [0, 1) sees one),
+    Omori-like age weights; its context is the history cut tau, which decides which events are visible."""
+    from probflux.stpp.long_memory import AgedKernelDensity
+
+    g = torch.Generator().manual_seed(dim)
+    times = torch.sort(torch.cat([torch.tensor([-0.5]), -0.5 + 1.4 * torch.rand(4 * components - 1, generator=g)])).values
+    return AgedKernelDensity(times, torch.randn(4 * components, dim, generator=g), bandwidth=0.6, offset=0.05, power=1.5)
+
+
 # Every TimeDensity the package ships, by name: ``builder(dim, context_dim, components, hidden)``.
 # tests/test_contract.py runs the whole density contract over this list: a new family is one line here.
 FAMILIES: dict[str, Builder] = {
@@ -147,6 +157,7 @@ FAMILIES: dict[str, Builder] = {
     "self-exciting-scales": _self_exciting_scales,
     "kernel-history": _kernel_history,
     "markov-mixture": _markov_mixture,
+    "aged-kernel": _aged_kernel,
 }
 
 # the mixture families (Rosenblatt transforms, closed forms in 1-D)
