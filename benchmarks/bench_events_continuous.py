@@ -57,6 +57,7 @@ from probflux.io import write_json
 from probflux.objectives import NegativeLogLikelihood
 from probflux.stpp import ConstantRate, ETASTemporal, SelfExciting
 from probflux.stpp.continuous import History, StandardizedSpatial, history_counts, spatial_scores, temporal_scores
+from probflux.stpp.long_memory import tune_long_memory
 from probflux.stpp.selfexciting import CatalogSpatial, catalog_context
 from probflux.stpp.temporal import CountETASTemporal
 from probflux.train import fit
@@ -98,7 +99,7 @@ def fit_rows(cat, fit_period: str) -> slice:
 
 def run_selfexciting(cat, budget: float, seed: int, events: int = SE_EVENTS, scales: int = 1,
                      kernels: int = SE_KERNELS, fit_period: str = "train",
-                     count_radius: Optional[float] = None) -> tuple[float, float]:
+                     count_radius: Optional[float] = None, save: Optional[str] = None) -> tuple[float, float]:
     """Test spatial LL per event (per km^2) of ``probflux-selfexciting`` on one catalog, and its training CPU seconds.
     Coordinates are standardised by the events it is fitted on (:func:`fit_rows`). ``count_radius`` (km): each history
     slot also carries ``log(1 +`` its later history events within that radius ``)`` (``SelfExciting(marks=1)``)."""
@@ -128,11 +129,53 @@ def run_selfexciting(cat, budget: float, seed: int, events: int = SE_EVENTS, sca
         train_s = CLOCK() - start
         model = res.model.density.eval()  # the EMA weights at the end of the budget
     del fitP
+    if save:  # the fitted model and its standardisation, to score again (e.g. under a long-memory mixture) unrefitted
+        torch.save({"model": model, "mean": mean, "std": std, "window": (t0, t1), "events": k, "count_radius": count_radius,
+                    "fit_period": fit_period, "seed": seed, "train_cpu_seconds": train_s}, save)
     ll = spatial_scores(cat, StandardizedSpatial(CatalogSpatial(model, (t0, t1), k, **marks), mean, std), period="test", chunk=256)
     print(f"  probflux-selfexciting (k={k}, scales={scales}, fit on {fit_period}, count radius {count_radius}) seed {seed}: "
           f"test spatial LL "
           f"{float(ll.mean()):.3f} /km^2 ({res.step} steps, best {res.best_step}, {train_s:.0f} CPU s training)", flush=True)
     return float(ll.mean()), train_s
+
+
+def load_spatial(path: str, cat) -> tuple[StandardizedSpatial, dict]:
+    """A ``--save-model`` file of :func:`run_selfexciting` as the catalog-unit SpatialModel it was scored as."""
+    d = torch.load(path, weights_only=False)
+    if not isinstance(d, dict) or "model" not in d:
+        raise ValueError(f"{path} is not a --save-model file of bench_events_continuous.py")
+    marks = {"count_radius": d["count_radius"], "count_scale": d["std"]}
+    return StandardizedSpatial(CatalogSpatial(d["model"].eval(), d["window"], d["events"], **marks), d["mean"], d["std"]), d
+
+
+def run_long_memory(cat, tune_from: str, score: list[str], queries: int = 1500) -> tuple[list[float], float, object]:
+    """``probflux-selfexciting-longmemory``: ``(1 - lam) selfexciting + lam AgedKernelSpatial(h, c, p)``
+    (:mod:`probflux.stpp.long_memory`). ``h, c, p, lam`` by :func:`~probflux.stpp.long_memory.tune_long_memory` on
+    ``queries`` validation events, the base being the model of ``tune_from`` (fitted on the training period); then each
+    model of ``score`` (fitted before the test period, one per seed) is scored on the test period under that mixture.
+    Returns the per-model test spatial LL per event, the mean CPU seconds (its training + the tuning) and the tuning."""
+    base, d = load_spatial(tune_from, cat)
+    if d["fit_period"] != "train":
+        raise ValueError(f"{tune_from}: the long-memory weights are tuned on validation with a model fitted on the "
+                         f"training period; this one was fitted on {d['fit_period']!r}")
+    a = CLOCK()
+    tu = tune_long_memory(cat, base, period="val", queries=queries)
+    tune_s = CLOCK() - a
+    print(f"  long memory: h {tu.bandwidth:g} km, c {tu.offset:g} d, p {tu.power:g}, lam {tu.lam:.2f}: val LL "
+          f"{tu.val_ll:.4f} vs base {tu.base_val_ll:.4f} ({tu.queries} events, {tu.grid_points} settings, {tune_s:.0f} CPU s)",
+          flush=True)
+    vals, cpus = [], []
+    for path in score:
+        m, dm = load_spatial(path, cat)
+        if dm["fit_period"] != "before-test":
+            raise ValueError(f"{path}: the scored models are fitted before the test period; got {dm['fit_period']!r}")
+        lp_base = spatial_scores(cat, m, period="test", chunk=256)
+        lp = spatial_scores(cat, tu.model(m), period="test", chunk=256)
+        vals.append(float(lp.mean()))
+        cpus.append(dm["train_cpu_seconds"] + tune_s)
+        print(f"  {path} (seed {dm['seed']}): test spatial LL {float(lp_base.mean()):.4f} alone, "
+              f"{float(lp.mean()):.4f} with the long memory", flush=True)
+    return vals, float(np.mean(cpus)), tu
 
 
 def run_catalog(name: str, cat, command: str, methods: list[str], budget: float = 60.0, seeds: int = 1,
@@ -214,12 +257,12 @@ def _temporal(cat, rec) -> None:
 
 
 def _config(command: str) -> str:
-    """A run's command without its ``--seed0`` and ``--out`` arguments."""
+    """A run's command without its ``--seed0``, ``--out`` and ``--save-model`` arguments."""
     words, keep, skip = command.split(), [], False
     for w in words:
         if skip:
             skip = False
-        elif w in ("--seed0", "--out"):
+        elif w in ("--seed0", "--out", "--save-model"):
             skip = True
         else:
             keep.append(w)
@@ -275,10 +318,38 @@ def main(argv: Optional[list[str]] = None) -> None:
                    help="events probflux-selfexciting is fitted on (before-test: training + validation, final weights)")
     p.add_argument("--count-radius", type=float, default=None,
                    help="km: give each history slot of probflux-selfexciting the mark log(1 + later events within it)")
+    p.add_argument("--save-model", default=None,
+                   help="torch.save the fitted probflux-selfexciting (one seed) and its standardisation to this path")
+    p.add_argument("--long-memory", nargs="+", default=None, metavar="MODEL",
+                   help="TUNE_MODEL SCORE_MODEL...: --save-model files; tune the long-memory mixture on validation with the "
+                        "first (--fit-period train), score the test period with each of the others (--fit-period before-test)")
+    p.add_argument("--long-memory-models", default=None,
+                   help="the commands that wrote the --long-memory model files (stored in the record's command)")
     p.add_argument("--out", default="benchmarks/results/events.json")
     args = p.parse_args(argv)
     if args.merge:
         merge_seeds([Path(f) for f in args.merge], Path(args.out))
+        return
+    if args.long_memory:
+        torch.set_num_threads(1)
+        if len(args.catalogs) != 1 and not args.path:
+            raise SystemExit("--long-memory scores one catalog: give --catalogs NAME or --path FILE")
+        name = Path(args.path).stem.lower() if args.path else f"earthquakenpp_{args.catalogs[0].lower()}"
+        cat = earthquakenpp_catalog(Path(args.path).stem, path=args.path) if args.path else earthquakenpp_catalog(args.catalogs[0])
+        vals, cpu, tu = run_long_memory(cat, args.long_memory[0], args.long_memory[1:])
+        command = "python benchmarks/bench_events_continuous.py " + " ".join(argv if argv is not None else sys.argv[1:])
+        rec = {"benchmark": "events", "dataset": f"{name}_continuous", "method": "probflux-selfexciting-longmemory",
+               "metric": "test_spatial_ll_per_event_km2", "value": float(np.mean(vals)),
+               "std": float(np.std(vals)) if len(vals) > 1 else 0.0, "seeds": len(vals), "cpu_seconds": cpu,
+               "command": command + (f" (models: {args.long_memory_models})" if args.long_memory_models else ""),
+               "tuning": {"bandwidth_km": tu.bandwidth, "offset_days": tu.offset, "power": tu.power, "lam": tu.lam,
+                          "val_ll": tu.val_ll, "base_val_ll": tu.base_val_ll, "queries": tu.queries},
+               "per_seed": vals}
+        out = Path(args.out)
+        old = json.loads(out.read_text()) if out.exists() and out.stat().st_size else []
+        key = (rec["dataset"], rec["method"], rec["metric"])
+        write_json(out, [r for r in old if (r["dataset"], r["method"], r["metric"]) != key] + [rec])
+        print(f"  probflux-selfexciting-longmemory: {rec['value']:.4f} ± {rec['std']:.4f} ({len(vals)} seeds)")
         return
     torch.set_num_threads(1)
     command = "python benchmarks/bench_events_continuous.py " + " ".join(argv if argv is not None else sys.argv[1:])
@@ -288,7 +359,8 @@ def main(argv: Optional[list[str]] = None) -> None:
     for name, cat in jobs:
         recs = run_catalog(name, cat, command, args.methods, args.budget, args.seeds,
                            {"events": args.events, "scales": args.scales, "kernels": args.kernels,
-                            "fit_period": args.fit_period, "count_radius": args.count_radius}, args.seed0)
+                            "fit_period": args.fit_period, "count_radius": args.count_radius, "save": args.save_model},
+                           args.seed0)
         old = json.loads(out.read_text()) if out.exists() and out.stat().st_size else []
         keys = {(r["dataset"], r["method"], r["metric"]) for r in recs}
         write_json(out, [r for r in old if (r["dataset"], r["method"], r["metric"]) not in keys] + recs)
