@@ -169,7 +169,7 @@ class LongMemoryTuning:
 
 GRID = {"bandwidth": (1.0, 2.5, 6.0), "offset": (0.1, 1.0, 10.0), "power": (0.5, 1.0, 1.5)}
 """The settings :func:`tune_long_memory` searches (km, days, exponent)."""
-LAMS = tuple(float(v) for v in torch.linspace(0.0, 0.6, 61))
+LAMS = tuple(i / 100 for i in range(61))
 """The mixture weights searched for each setting (0 keeps the base model alone)."""
 
 
