@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -57,7 +58,7 @@ from probflux.io import write_json
 from probflux.objectives import NegativeLogLikelihood
 from probflux.stpp import ConstantRate, ETASTemporal, SelfExciting
 from probflux.stpp.continuous import History, StandardizedSpatial, history_counts, spatial_scores, temporal_scores
-from probflux.stpp.long_memory import tune_long_memory
+from probflux.stpp.long_memory import AgedKernelSpatial, tune_long_memory
 from probflux.stpp.selfexciting import CatalogSpatial, catalog_context
 from probflux.stpp.temporal import CountETASTemporal
 from probflux.train import fit
@@ -165,12 +166,18 @@ def run_long_memory(cat, tune_from: str, score: list[str], queries: int = 1500) 
           f"{tu.val_ll:.4f} vs base {tu.base_val_ll:.4f} ({tu.queries} events, {tu.grid_points} settings, {tune_s:.0f} CPU s)",
           flush=True)
     vals, cpus = [], []
+    # the long-memory part does not depend on the fitted model: score it once, mix per model (SpatialMixture's formula,
+    # checked against SpatialMixture itself on the first test events)
+    lp_lm = spatial_scores(cat, AgedKernelSpatial(tu.bandwidth, tu.offset, tu.power), period="test", chunk=256)
     for path in score:
         m, dm = load_spatial(path, cat)
         if dm["fit_period"] != "before-test":
             raise ValueError(f"{path}: the scored models are fitted before the test period; got {dm['fit_period']!r}")
         lp_base = spatial_scores(cat, m, period="test", chunk=256)
-        lp = spatial_scores(cat, tu.model(m), period="test", chunk=256)
+        lp = torch.logaddexp(math.log1p(-tu.lam) + lp_base, math.log(tu.lam) + lp_lm) if tu.lam > 0 else lp_base
+        first = torch.arange(cat.indices("test").start, cat.indices("test").start + 256)
+        if not torch.allclose(spatial_scores(cat, tu.model(m), rows=first, chunk=256), lp[:256], rtol=0, atol=1e-6):
+            raise AssertionError("the per-event mixture disagrees with SpatialMixture")
         vals.append(float(lp.mean()))
         cpus.append(dm["train_cpu_seconds"] + tune_s)
         print(f"  {path} (seed {dm['seed']}): test spatial LL {float(lp_base.mean()):.4f} alone, "
