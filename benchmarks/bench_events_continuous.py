@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -57,7 +56,7 @@ from probflux.data.points import TemporalPoints
 from probflux.io import write_json
 from probflux.objectives import NegativeLogLikelihood
 from probflux.stpp import ConstantRate, ETASTemporal, SelfExciting
-from probflux.stpp.continuous import History, StandardizedSpatial, history_counts, spatial_scores, temporal_scores
+from probflux.stpp.continuous import History, StandardizedSpatial, history_counts, mixture_log_prob, spatial_scores, temporal_scores
 from probflux.stpp.long_memory import AgedKernelSpatial, tune_long_memory
 from probflux.stpp.selfexciting import CatalogSpatial, catalog_context
 from probflux.stpp.temporal import CountETASTemporal
@@ -166,18 +165,14 @@ def run_long_memory(cat, tune_from: str, score: list[str], queries: int = 1500) 
           f"{tu.val_ll:.4f} vs base {tu.base_val_ll:.4f} ({tu.queries} events, {tu.grid_points} settings, {tune_s:.0f} CPU s)",
           flush=True)
     vals, cpus = [], []
-    # the long-memory part does not depend on the fitted model: score it once, mix per model (SpatialMixture's formula,
-    # checked against SpatialMixture itself on the first test events)
+    # the long-memory part does not depend on the fitted model: score it once, mix per model (SpatialMixture's formula)
     lp_lm = spatial_scores(cat, AgedKernelSpatial(tu.bandwidth, tu.offset, tu.power), period="test", chunk=256)
     for path in score:
         m, dm = load_spatial(path, cat)
         if dm["fit_period"] != "before-test":
             raise ValueError(f"{path}: the scored models are fitted before the test period; got {dm['fit_period']!r}")
         lp_base = spatial_scores(cat, m, period="test", chunk=256)
-        lp = torch.logaddexp(math.log1p(-tu.lam) + lp_base, math.log(tu.lam) + lp_lm) if tu.lam > 0 else lp_base
-        first = torch.arange(cat.indices("test").start, cat.indices("test").start + 256)
-        if not torch.allclose(spatial_scores(cat, tu.model(m), rows=first, chunk=256), lp[:256], rtol=0, atol=1e-6):
-            raise AssertionError("the per-event mixture disagrees with SpatialMixture")
+        lp = mixture_log_prob(torch.stack([lp_base, lp_lm]), [1 - tu.lam, tu.lam])
         vals.append(float(lp.mean()))
         cpus.append(dm["train_cpu_seconds"] + tune_s)
         print(f"  {path} (seed {dm['seed']}): test spatial LL {float(lp_base.mean()):.4f} alone, "
@@ -276,6 +271,14 @@ def _config(command: str) -> str:
     return " ".join(keep)
 
 
+def replace_records(out: Path, recs: list[dict]) -> None:
+    """Write ``recs`` into the record file ``out``, replacing its records of the same (dataset, method, metric) and
+    keeping the others."""
+    old = json.loads(out.read_text()) if out.exists() and out.stat().st_size else []
+    keys = {(r["dataset"], r["method"], r["metric"]) for r in recs}
+    write_json(out, [r for r in old if (r["dataset"], r["method"], r["metric"]) not in keys] + recs)
+
+
 def merge_seeds(files: list[Path], out: Path) -> None:
     """Single-seed records of the same (dataset, method, metric) from several files -> one record each: the mean over
     the seeds, their (population) std, the mean CPU seconds, the commands joined by ``;`` (identical records, e.g. the
@@ -299,9 +302,7 @@ def merge_seeds(files: list[Path], out: Path) -> None:
                      "std": float(np.std(v)) if len(v) > 1 else 0.0, "seeds": len(v),
                      "cpu_seconds": float(np.mean([r["cpu_seconds"] for r in rs])),
                      "command": " ; ".join(dict.fromkeys(r["command"] for r in rs))})
-    old = json.loads(out.read_text()) if out.exists() and out.stat().st_size else []
-    keys = {(r["dataset"], r["method"], r["metric"]) for r in recs}
-    write_json(out, [r for r in old if (r["dataset"], r["method"], r["metric"]) not in keys] + recs)
+    replace_records(out, recs)
     for r in recs:
         print(f"  {r['dataset']} {r['method']} {r['metric']}: {r['value']:.4f} ± {r['std']:.4f} ({r['seeds']} seeds)")
 
@@ -337,14 +338,16 @@ def main(argv: Optional[list[str]] = None) -> None:
     if args.merge:
         merge_seeds([Path(f) for f in args.merge], Path(args.out))
         return
+    torch.set_num_threads(1)
+    command = "python benchmarks/bench_events_continuous.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    jobs = ([(Path(args.path).stem.lower(), earthquakenpp_catalog(Path(args.path).stem, path=args.path))] if args.path
+            else [(f"earthquakenpp_{c.lower()}", earthquakenpp_catalog(c)) for c in args.catalogs])
+    out = Path(args.out)
     if args.long_memory:
-        torch.set_num_threads(1)
-        if len(args.catalogs) != 1 and not args.path:
+        if len(jobs) != 1:
             raise SystemExit("--long-memory scores one catalog: give --catalogs NAME or --path FILE")
-        name = Path(args.path).stem.lower() if args.path else f"earthquakenpp_{args.catalogs[0].lower()}"
-        cat = earthquakenpp_catalog(Path(args.path).stem, path=args.path) if args.path else earthquakenpp_catalog(args.catalogs[0])
+        (name, cat), = jobs
         vals, cpu, tu = run_long_memory(cat, args.long_memory[0], args.long_memory[1:])
-        command = "python benchmarks/bench_events_continuous.py " + " ".join(argv if argv is not None else sys.argv[1:])
         rec = {"benchmark": "events", "dataset": f"{name}_continuous", "method": "probflux-selfexciting-longmemory",
                "metric": "test_spatial_ll_per_event_km2", "value": float(np.mean(vals)),
                "std": float(np.std(vals)) if len(vals) > 1 else 0.0, "seeds": len(vals), "cpu_seconds": cpu,
@@ -352,25 +355,15 @@ def main(argv: Optional[list[str]] = None) -> None:
                "tuning": {"bandwidth_km": tu.bandwidth, "offset_days": tu.offset, "power": tu.power, "lam": tu.lam,
                           "val_ll": tu.val_ll, "base_val_ll": tu.base_val_ll, "queries": tu.queries},
                "per_seed": vals}
-        out = Path(args.out)
-        old = json.loads(out.read_text()) if out.exists() and out.stat().st_size else []
-        key = (rec["dataset"], rec["method"], rec["metric"])
-        write_json(out, [r for r in old if (r["dataset"], r["method"], r["metric"]) != key] + [rec])
+        replace_records(out, [rec])
         print(f"  probflux-selfexciting-longmemory: {rec['value']:.4f} ± {rec['std']:.4f} ({len(vals)} seeds)")
         return
-    torch.set_num_threads(1)
-    command = "python benchmarks/bench_events_continuous.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    jobs = ([(Path(args.path).stem.lower(), earthquakenpp_catalog(Path(args.path).stem, path=args.path))] if args.path
-            else [(f"earthquakenpp_{c.lower()}", earthquakenpp_catalog(c)) for c in args.catalogs])
-    out = Path(args.out)
     for name, cat in jobs:
         recs = run_catalog(name, cat, command, args.methods, args.budget, args.seeds,
                            {"events": args.events, "scales": args.scales, "kernels": args.kernels,
                             "fit_period": args.fit_period, "count_radius": args.count_radius, "save": args.save_model},
                            args.seed0)
-        old = json.loads(out.read_text()) if out.exists() and out.stat().st_size else []
-        keys = {(r["dataset"], r["method"], r["metric"]) for r in recs}
-        write_json(out, [r for r in old if (r["dataset"], r["method"], r["metric"]) not in keys] + recs)
+        replace_records(out, recs)
 
 
 if __name__ == "__main__":

@@ -37,7 +37,6 @@ coordinates (``z = (x - mean) / std``) to catalog units (adds ``-sum log std``, 
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Optional, Protocol, Union, runtime_checkable
@@ -47,8 +46,8 @@ from torch import Tensor
 
 from ..data.events import EventCatalog
 
-__all__ = ["History", "SpatialModel", "TemporalModel", "StandardizedSpatial", "SpatialMixture", "spatial_scores", "temporal_scores",
-           "TemporalScores", "ContinuousResult", "evaluate", "history_counts"]
+__all__ = ["History", "SpatialModel", "TemporalModel", "StandardizedSpatial", "SpatialMixture", "mixture_log_prob",
+           "spatial_scores", "temporal_scores", "TemporalScores", "ContinuousResult", "evaluate", "history_counts"]
 
 
 class History(NamedTuple):
@@ -236,10 +235,18 @@ class StandardizedSpatial:
         return torch.as_tensor(self.fn(t, z, hz)).reshape(-1) - self.log_det
 
 
+def mixture_log_prob(log_probs: Tensor, weights: Union[Tensor, Any]) -> Tensor:
+    """``log sum_i w_i f_i`` from the components' log densities ``log_probs: (K, Q)`` and weights ``(K,)`` (-> ``(Q,)``)
+    or a batch of weight vectors ``(L, K)`` (-> ``(L, Q)``), each non-negative and summing to 1 (a zero weight drops its
+    component exactly). The one mixing formula of :class:`SpatialMixture` and of tuning a mixture weight."""
+    lw = torch.log(torch.as_tensor(weights, dtype=log_probs.dtype))
+    return torch.logsumexp(lw.unsqueeze(-1) + log_probs, dim=-2)
+
+
 class SpatialMixture:
     """A constant-weight mixture of spatial models: ``f(x | t, H) = sum_i w_i f_i(x | t, H)`` (``weights`` positive,
     normalised here). Each ``f_i`` with an exact flux between events gives the mixture the exact flux
-    ``sum_i w_i j_i`` (the continuity equation is linear). Components with weight 0 are skipped."""
+    ``sum_i w_i j_i`` (the continuity equation is linear). Components with weight 0 are skipped (never called)."""
 
     def __init__(self, models: list[Any], weights: list[float]) -> None:
         if len(models) == 0 or len(models) != len(weights):
@@ -247,10 +254,10 @@ class SpatialMixture:
         w = torch.as_tensor(weights, dtype=torch.float64)
         if not (bool(torch.isfinite(w).all()) and bool((w >= 0).all()) and float(w.sum()) > 0):
             raise ValueError(f"weights must be finite, non-negative and not all zero; got {list(weights)}")
-        self.fns = [_spatial_fn(m) for m in models]
-        self.log_w = torch.log(w / w.sum())
+        keep = (w > 0).nonzero().reshape(-1).tolist()
+        self.fns = [_spatial_fn(models[i]) for i in keep]
+        self.weights = (w / w.sum())[keep]
 
     def spatial_log_prob(self, t: Tensor, x: Tensor, history: History) -> Tensor:
-        parts = [torch.as_tensor(fn(t, x, history)).reshape(-1).double() + lw
-                 for fn, lw in zip(self.fns, self.log_w.tolist()) if lw > -math.inf]
-        return torch.logsumexp(torch.stack(parts), 0)
+        parts = torch.stack([torch.as_tensor(fn(t, x, history)).reshape(-1).double() for fn in self.fns])
+        return mixture_log_prob(parts, self.weights)

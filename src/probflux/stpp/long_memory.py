@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from ..data.events import EventCatalog
 from ..densities.anchored_events import ComponentMixture
-from .continuous import History, SpatialMixture, spatial_scores
+from .continuous import History, SpatialMixture, mixture_log_prob, spatial_scores
 
 __all__ = ["AgedKernelDensity", "AgedKernelSpatial", "LongMemoryTuning", "tune_long_memory"]
 
@@ -42,6 +42,12 @@ _ABSENT = -1e4  # logit of an invisible event: exp underflows to 0 in float32 an
 def _positive(name: str, v: object) -> float:
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
         raise ValueError(f"{name} must be a positive finite number; got {v!r}")
+    return float(v)
+
+
+def _non_negative(name: str, v: object) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+        raise ValueError(f"{name} must be a non-negative finite number; got {v!r}")
     return float(v)
 
 
@@ -83,8 +89,7 @@ class AgedKernelDensity(ComponentMixture):
             raise ValueError("times must be sorted (non-decreasing)")
         _positive("bandwidth", bandwidth)
         _positive("offset", offset)
-        if isinstance(power, bool) or not isinstance(power, (int, float)) or not math.isfinite(power) or power < 0:
-            raise ValueError(f"power must be a non-negative finite number; got {power!r}")
+        _non_negative("power", power)
         super().__init__(locations.shape[1], 1, flux=flux, chunk_elements=chunk_elements)
         self.components = times.shape[0]
         self.register_buffer("times", times.clone())
@@ -123,9 +128,8 @@ class AgedKernelSpatial:
     strictly earlier events), float64."""
 
     def __init__(self, bandwidth: float, offset: float, power: float, *, chunk_elements: int = 2**22) -> None:
-        self.bandwidth, self.offset, self.power = _positive("bandwidth", bandwidth), _positive("offset", offset), float(power)
-        if not (math.isfinite(self.power) and self.power >= 0):
-            raise ValueError(f"power must be a non-negative finite number; got {power!r}")
+        self.bandwidth, self.offset = _positive("bandwidth", bandwidth), _positive("offset", offset)
+        self.power = _non_negative("power", power)
         self.chunk_elements = chunk_elements
 
     @torch.no_grad()
@@ -191,9 +195,7 @@ def tune_long_memory(catalog: EventCatalog, base, *, period: str = "val", querie
         for c in grid["offset"]:
             for p in grid["power"]:
                 lp = spatial_scores(catalog, AgedKernelSpatial(h, c, p), rows=pick, chunk=chunk)
-                a = torch.log1p(-lams.clamp_max(1 - 1e-12))[:, None] + lp_base[None]
-                b = torch.log(lams.clamp_min(1e-300))[:, None] + lp[None]
-                ll = torch.logaddexp(a, b).mean(1)
+                ll = mixture_log_prob(torch.stack([lp_base, lp]), torch.stack([1 - lams, lams], -1)).mean(1)
                 i = int(ll.argmax())
                 points += 1
                 print(f"    long memory h {h:g} c {c:g} p {p:g}: best lam {float(lams[i]):.2f}, LL {float(ll[i]):.4f} "
