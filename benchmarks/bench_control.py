@@ -141,6 +141,13 @@ def em_check_rows(problem, drift, name: str, method: str, seed: int, ev: dict, t
     return out
 
 
+# the baseline as configured since issue #6, and (where a problem's config has a "baseline-tuned" section) the same
+# method with settings chosen so that it solves the problem: the target reached and the walls respected
+TUNED = "baseline-bptt-policy-tuned"
+TUNED_KEY = "baseline-tuned"  # its config section: keys that replace the baseline's (train_obstacles among them)
+BASELINES = ("baseline-bptt-policy", TUNED)
+
+
 def run_deepgsb(cfg: dict, ev: dict, seeds: list[int], budget: float, names: Optional[list[str]], keep: int,
                 methods: set[str], em_check: Optional[list[int]] = None) -> tuple[list[dict], dict]:
     """Each method on each problem and seed; budgets in CPU seconds (``time.process_time``): the baseline ``budget``,
@@ -188,8 +195,9 @@ def run_deepgsb(cfg: dict, ev: dict, seeds: list[int], budget: float, names: Opt
                                             layers=o["layers"], max_frequency=8.0)
                 objective = pc.ControlObjective(problem, samples=o["samples"], train_obstacles=obstacles,
                                                 endpoint_weight=o.get("endpoint_weight", 1.0), control_start=o.get("control_start", 0))
-                fit = pc.solve(problem, dens, objective=objective, steps=o["steps"], lr=o["lr"], batch_size=256, dtype="float64",
-                               warmup=50, seed=seed, max_seconds=frac * budget, clock=time.process_time, time_schedule=annealed)
+                fit = pc.solve(problem, dens, objective=objective, steps=o["steps"], lr=o["lr"], batch_size=256,
+                               dtype=o.get("dtype", "float64"), warmup=50, seed=seed, max_seconds=frac * budget,
+                               clock=time.process_time, time_schedule=annealed)
                 wall, cpu = time.perf_counter() - t0, time.process_time() - c0
                 mc = pc.monte_carlo_cost(problem, pc.model_drift(problem, fit.model), n=ev["particles"], steps=ev["em_steps"],
                                          seed=1000 + seed, target_samples=target, keep=keep if seed == seeds[0] else 0,
@@ -216,29 +224,30 @@ def run_deepgsb(cfg: dict, ev: dict, seeds: list[int], budget: float, names: Opt
                         check.append(dict(dataset=name, method=f"{method}, exact rho_1 samples", seed=seed,
                                           w2=wasserstein(x1.double(), target, 2, method="exact")))
                     rows += [dict(r, check=True) for r in check]
-        if "baseline-bptt-policy" not in methods:
-            continue
-        b = spec["baseline"]
-        ob = spec["train_obstacles"]
-        obstacles = cp.smooth_obstacles(problem, ob["weight"], ob["width"], ob["penalty"])
-        for seed in seeds:
-            t0, c0 = time.perf_counter(), time.process_time()
-            policy, info = train_baseline(problem, steps=b["steps"], particles=b["particles"], sde_steps=b["sde_steps"], lr=b["lr"],
-                                          hidden=b["hidden"], layers=b["layers"], scale=L, sinkhorn_weight=b["sinkhorn_weight"],
-                                          train_obstacles=obstacles, seed=seed, max_seconds=budget, clock=time.process_time,
-                                          time_schedule=b_annealed)
-            wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-            mc = pc.monte_carlo_cost(problem, policy_drift(policy), n=ev["particles"], steps=ev["em_steps"], seed=1000 + seed,
-                                     target_samples=target, keep=keep if seed == seeds[0] else 0, max_drift=max_drift)
-            rows.append(dict(dataset=name, method="baseline-bptt-policy", seed=seed, wall=wall, cpu=cpu, steps=info["steps"],
-                             mc=mc["cost"], mc_se=mc["cost_se"], w2=mc["w2"], violation=mc["violation"], clipped=mc["clipped"],
-                             terms={k: v[0] for k, v in mc["terms"].items()}))
-            print(rows[-1], flush=True)
-            if mc["path"] is not None:
-                paths[(name, "baseline-bptt-policy")] = mc["path"]
-            if em_check:
-                rows += [dict(r, check=True) for r in em_check_rows(problem, policy_drift(policy), name, "baseline-bptt-policy",
-                                                                   seed, ev, target, max_drift, em_check)]
+        for method in BASELINES:
+            if method not in methods or (method == TUNED and TUNED_KEY not in spec):
+                continue
+            b = dict(spec["baseline"], **spec[TUNED_KEY]) if method == TUNED else spec["baseline"]
+            ob = b.get("train_obstacles", spec["train_obstacles"])
+            obstacles = cp.smooth_obstacles(problem, ob["weight"], ob["width"], ob["penalty"])
+            for seed in seeds:
+                t0, c0 = time.perf_counter(), time.process_time()
+                policy, info = train_baseline(problem, steps=b["steps"], particles=b["particles"], sde_steps=b["sde_steps"], lr=b["lr"],
+                                              hidden=b["hidden"], layers=b["layers"], scale=L, sinkhorn_weight=b["sinkhorn_weight"],
+                                              train_obstacles=obstacles, seed=seed, max_seconds=budget, clock=time.process_time,
+                                              time_schedule=b_annealed)
+                wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+                mc = pc.monte_carlo_cost(problem, policy_drift(policy), n=ev["particles"], steps=ev["em_steps"], seed=1000 + seed,
+                                         target_samples=target, keep=keep if seed == seeds[0] else 0, max_drift=max_drift)
+                rows.append(dict(dataset=name, method=method, seed=seed, wall=wall, cpu=cpu, steps=info["steps"],
+                                 mc=mc["cost"], mc_se=mc["cost_se"], w2=mc["w2"], violation=mc["violation"], clipped=mc["clipped"],
+                                 terms={k: v[0] for k, v in mc["terms"].items()}))
+                print(rows[-1], flush=True)
+                if mc["path"] is not None:
+                    paths[(name, method)] = mc["path"]
+                if em_check:
+                    rows += [dict(r, check=True) for r in em_check_rows(problem, policy_drift(policy), name, method,
+                                                                       seed, ev, target, max_drift, em_check)]
     return rows, paths
 
 
@@ -301,6 +310,10 @@ def render_tables(recs: list[dict]) -> str:
     if dg:
         out += ["### DeepGSB crowd navigation", "",
                 pivot(dg, columns=[c for c in DEEPGSB_COLUMNS if any(r["metric"] == c for r in dg)], cell=cell), ""]
+    for bench in sorted({r["benchmark"] for r in recs if r["benchmark"].startswith("control_deepgsb_budget")}):
+        rs = [r for r in recs if r["benchmark"] == bench]
+        out += [f"### DeepGSB problems, baseline budget {bench.removeprefix('control_deepgsb_budget')} CPU s (probflux 1/5 of it)", "",
+                pivot(rs, columns=[c for c in DEEPGSB_COLUMNS if any(r["metric"] == c for r in rs)], cell=cell), ""]
     em = [r for r in recs if r["benchmark"] == "control_em_check"]
     if em:
         out += ["### The evaluation against its Euler–Maruyama step count (`--em-check`)", "",
@@ -430,6 +443,9 @@ def main(argv: Optional[list[str]] = None) -> None:
     ap.add_argument("--eval-particles", type=int, default=None, help="Monte Carlo particles of the evaluation (default: config)")
     ap.add_argument("--override", default=None,
                     help='JSON {problem: {key: value}} replacing keys of a DeepGSB problem\'s probflux-bridge settings (sweeps)')
+    ap.add_argument("--baseline-override", default=None,
+                    help=f'JSON {{problem: {{key: value}}}} replacing keys of a DeepGSB problem\'s "baseline-tuned" settings (method '
+                         f'{TUNED}; sweeps)')
     ap.add_argument("--em-check", default=None,
                     help="comma list of Euler-Maruyama step counts: record (benchmark control_em_check) the fitted models' W2, "
                          "violation and cost at each, instead of the benchmark rows")
@@ -468,6 +484,8 @@ def main(argv: Optional[list[str]] = None) -> None:
     if "deepgsb" in parts:
         for name, keys in (json.loads(args.override) if args.override else {}).items():
             cfg["deepgsb"]["problems"][name]["probflux-bridge"].update(keys)
+        for name, keys in (json.loads(args.baseline_override) if args.baseline_override else {}).items():
+            cfg["deepgsb"]["problems"][name].setdefault(TUNED_KEY, {}).update(keys)
         budget = args.budget or cfg["deepgsb"]["budget"]
         em_check = [int(k) for k in args.em_check.split(",")] if args.em_check else None
         rows, paths = run_deepgsb(cfg["deepgsb"], ev, seeds, budget, args.problems.split(",") if args.problems else None,
@@ -475,8 +493,8 @@ def main(argv: Optional[list[str]] = None) -> None:
         if em_check:  # a diagnostic: only its own rows (and the floors) are recorded
             recs += records([r for r in rows if r.get("check")], "control_em_check", command)
             recs += records([r for r in rows if r["method"] == "sampling-floor"], "control_em_check", command)
-        else:
-            recs += records(rows, "control_deepgsb", command)
+        else:  # a budget other than the config's is recorded beside the main rows, not over them
+            recs += records(rows, "control_deepgsb" if budget == cfg["deepgsb"]["budget"] else f"control_deepgsb_budget{budget:g}", command)
         if args.figures and paths:
             for f in draw_all(cfg["deepgsb"], paths):
                 print("figure", f)
