@@ -449,7 +449,7 @@ def render_tables(records: list[dict[str, Any]]) -> str:
         "drawn by responsibility, `probflux.simulate(method='kernel_paths')`, unless a command names another; "
         "every anchored row was rerun with it). Commands with `--budget 20` give every trained method 20 CPU s "
         "(the anchored mixtures' construction and selection take 3-24 CPU s and are not capped; "
-        "`probflux-anchored-fit` overran on CITE 50, see its cpu_seconds). `sampling-floor` "
+        "`probflux-anchored-fit` refines with its weights held fixed and stays within the budget). `sampling-floor` "
         "(`w1_floor`): W1 between two disjoint halves of the held-out cells (`probflux.evaluation.sampling_floor`, "
         "min(2000, N/2) cells each) — what a perfect model would score at that sample size (at fewer cells than the "
         "rows above when the held-out snapshot has under 4000 cells, so then a little above their floor). "
