@@ -109,7 +109,7 @@ def test_lock_makes_a_second_writer_fail_fast_and_sigterm_is_clean(tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 143 and "terminated (SIGTERM)" in err and "checkpoint is intact" in err
+    assert proc.returncode == 143 and "terminated (SIGTERM)" in err and "checkpoint is intact" in err, (proc.returncode, err[-3000:])
     state = load_checkpoint(out / "checkpoints" / "latest.pt")
     assert state["trainer"]["step"] >= 5 and not non_finite_tensors(state["model"])
     assert "fit step" in err  # plain progress lines in a non-interactive log
