@@ -630,7 +630,6 @@ class AnchoredMixture(TimeDensity):
             x = x_hat - (Fc - Fc.detach()) / log_p.detach().exp().clamp_min(tiny)
         return x
 
-
     def _reparameterize_fixed_weights(self, t: Tensor, x_hat: Tensor, ctx: Optional[Tensor]) -> Tensor:
         r"""With constant, untrained weights a draw is ``x = mu_m(t) + s_m(t) z`` for a kernel ``m ~ w``: its pathwise
         gradient, averaged over the kernel's posterior given ``x_hat`` (``r_m``, stopped), is
